@@ -1,0 +1,65 @@
+//! halb's configuration: a TOML file is parsed, validated as a whole (every
+//! error reported with its key path and line), and turned into an immutable
+//! [`Config`]. Nothing starts on a bad config; a bad reload keeps the running one.
+
+#![forbid(unsafe_code)]
+
+mod duration;
+mod model;
+mod raw;
+mod suggest;
+mod validate;
+mod walk;
+
+pub use duration::{parse_duration, MAX_DURATION};
+pub use model::*;
+
+/// One problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Key path such as `pool[0].backend[1].weight` (empty for a syntax error
+    /// that has no path).
+    pub path: String,
+    /// 1-based line in the file, where known.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", display_errors(.0))]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+fn display_errors(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.path.is_empty(), self.line) {
+            (false, Some(line)) => write!(f, "{} (line {}): {}", self.path, line, self.message),
+            (false, None) => write!(f, "{}: {}", self.path, self.message),
+            (true, Some(line)) => write!(f, "line {}: {}", line, self.message),
+            (true, None) => write!(f, "{}", self.message),
+        }
+    }
+}
+
+/// Parse and validate a whole config file.
+///
+/// On failure, every problem is reported, in file order: a TOML syntax
+/// error alone (nothing else can be trusted then), otherwise each unknown
+/// key, wrong type, bad value, missing key and dangling reference with its
+/// key path and line.
+pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    let (raw, errors) = walk::read(text).map_err(|error| ConfigErrors(vec![error]))?;
+    validate::validate(raw, errors).map_err(|mut errors| {
+        // File order; errors without a line (e.g. "no listeners") go last.
+        errors.sort_by_key(|error| error.line.unwrap_or(usize::MAX));
+        ConfigErrors(errors)
+    })
+}

@@ -1,0 +1,230 @@
+//! The validated, immutable configuration. Every value here has passed
+//! validation: addresses parse, references resolve, numbers are in range.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A whole validated halb configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub runtime: Runtime,
+    /// `None` when the file has no `[admin]` table: no admin listener runs.
+    pub admin: Option<Admin>,
+    pub listeners: Vec<Listener>,
+    pub pools: Vec<Pool>,
+}
+
+impl Config {
+    /// The pool a listener routes to. Validation guarantees it exists.
+    pub fn pool(&self, name: &str) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+}
+
+/// `[runtime]`
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Runtime {
+    /// Data-path threads; 0 means one per core (the binary resolves it).
+    pub workers: usize,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub bind: SocketAddr,
+    /// Bearer token; required when `bind` is not a loopback address.
+    pub token: Option<String>,
+}
+
+/// `[[listener]]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub protocol: Protocol,
+    /// Name of the pool; validation guarantees it exists.
+    pub pool: String,
+    /// `request_head_timeout`: the client must send a whole request head within it (HTTP).
+    pub request_head_timeout: Duration,
+    /// `idle_timeout`: a client connection with nothing in flight is closed after it.
+    pub idle_timeout: Duration,
+    /// `max_header_bytes`: a request head larger than this gets 431 (HTTP).
+    pub max_header_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Tcp,
+}
+
+impl Protocol {
+    /// Every protocol, in the order the docs list them.
+    pub const ALL: [Protocol; 2] = [Protocol::Http, Protocol::Tcp];
+
+    /// The name used in the config file.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
+/// `[[pool]]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pool {
+    pub name: String,
+    pub algorithm: Algorithm,
+    /// Only meaningful for `Algorithm::Maglev`.
+    pub hash_key: HashKey,
+    /// Extra attempts on another backend for a request that is safe to retry.
+    pub retries: u32,
+    pub connect_timeout: Duration,
+    /// Per try: the backend must answer with a response head within it.
+    pub timeout: Duration,
+    pub health_check: HealthCheck,
+    pub outlier_detection: OutlierDetection,
+    pub backends: Vec<Backend>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    RoundRobin,
+    WeightedRoundRobin,
+    LeastConnections,
+    RandomTwoChoices,
+    PeakEwma,
+    Maglev,
+}
+
+impl Algorithm {
+    /// Every algorithm, in the order the docs list them.
+    pub const ALL: [Algorithm; 6] = [
+        Algorithm::RoundRobin,
+        Algorithm::WeightedRoundRobin,
+        Algorithm::LeastConnections,
+        Algorithm::RandomTwoChoices,
+        Algorithm::PeakEwma,
+        Algorithm::Maglev,
+    ];
+
+    /// The name used in the config file.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round_robin",
+            Algorithm::WeightedRoundRobin => "weighted_round_robin",
+            Algorithm::LeastConnections => "least_connections",
+            Algorithm::RandomTwoChoices => "random_two_choices",
+            Algorithm::PeakEwma => "peak_ewma",
+            Algorithm::Maglev => "maglev",
+        }
+    }
+}
+
+/// What Maglev hashes to pick a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    /// `header:NAME`; the name is stored lower-case.
+    Header(String),
+    /// `cookie:NAME`
+    Cookie(String),
+    Path,
+}
+
+/// The form used in the config file: `client_ip`, `path`, `header:NAME`, `cookie:NAME`.
+impl std::fmt::Display for HashKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HashKey::ClientIp => f.write_str("client_ip"),
+            HashKey::Header(name) => write!(f, "header:{name}"),
+            HashKey::Cookie(name) => write!(f, "cookie:{name}"),
+            HashKey::Path => f.write_str("path"),
+        }
+    }
+}
+
+/// `[pool.health_check]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: HealthCheckKind,
+    /// HTTP only.
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+/// What a pool gets without a `[pool.health_check]` table: no active checks
+/// (`kind = None`), the other fields at their documented defaults. A table
+/// that is present but has no `kind` means `Tcp` instead.
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            kind: HealthCheckKind::None,
+            path: "/".to_owned(),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    None,
+    Tcp,
+    Http,
+}
+
+impl HealthCheckKind {
+    /// Every kind, in the order the docs list them.
+    pub const ALL: [HealthCheckKind; 3] = [
+        HealthCheckKind::Http,
+        HealthCheckKind::Tcp,
+        HealthCheckKind::None,
+    ];
+
+    /// The name used in the config file.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            HealthCheckKind::None => "none",
+            HealthCheckKind::Tcp => "tcp",
+            HealthCheckKind::Http => "http",
+        }
+    }
+}
+
+/// `[pool.outlier_detection]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutlierDetection {
+    /// Failures in a row that eject a backend; 0 disables outlier detection.
+    pub consecutive_failures: u32,
+    pub base_ejection: Duration,
+    /// At most this share (0..=100) of a pool's backends is ejected at once.
+    pub max_ejection_percent: u32,
+}
+
+/// The documented defaults, which apply whether the table is present or not.
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        OutlierDetection {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(30),
+            max_ejection_percent: 50,
+        }
+    }
+}
+
+/// `[[pool.backend]]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub address: SocketAddr,
+    /// 0..=1000; 0 receives no new traffic.
+    pub weight: u32,
+    /// Used only when no primary backend is usable.
+    pub backup: bool,
+}

@@ -1,0 +1,139 @@
+//! The config file as read, before validation: every value has the right
+//! TOML type and remembers its line, but nothing has been checked against
+//! the rules yet (ranges, references, formats).
+
+/// Where a table is: its key path (`pool[0].health_check`) and the line of
+/// its header (or of its key, for inline and dotted tables).
+#[derive(Debug, Clone)]
+pub(crate) struct Header {
+    pub path: String,
+    pub line: Option<usize>,
+}
+
+impl Header {
+    /// The key path of `key` inside this table.
+    pub fn path_of(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+}
+
+/// A value as written, with the line of its key.
+#[derive(Debug, Clone)]
+pub(crate) struct Field<T> {
+    pub value: T,
+    pub line: Option<usize>,
+}
+
+/// One key of a table, as read.
+#[derive(Debug, Clone)]
+pub(crate) enum Slot<T> {
+    /// The key is not in the file.
+    Missing,
+    /// The key is there but unusable; the error is already reported, so
+    /// validation must neither complain again nor apply a default.
+    Invalid,
+    Set(Field<T>),
+}
+
+impl<T> Slot<T> {
+    /// Transform a present value, keeping its line.
+    pub fn map<U>(self, f: impl FnOnce(&T) -> U) -> Slot<U> {
+        match self {
+            Slot::Missing => Slot::Missing,
+            Slot::Invalid => Slot::Invalid,
+            Slot::Set(field) => Slot::Set(Field {
+                value: f(&field.value),
+                line: field.line,
+            }),
+        }
+    }
+}
+
+/// `[runtime]`; all keys `Missing` when the table is absent.
+#[derive(Debug)]
+pub(crate) struct RawRuntime {
+    pub at: Header,
+    pub workers: Slot<i64>,
+}
+
+/// `[admin]`
+#[derive(Debug)]
+pub(crate) struct RawAdmin {
+    pub at: Header,
+    pub bind: Slot<String>,
+    pub token: Slot<String>,
+}
+
+/// `[[listener]]`
+#[derive(Debug)]
+pub(crate) struct RawListener {
+    pub at: Header,
+    pub name: Slot<String>,
+    pub bind: Slot<String>,
+    pub protocol: Slot<String>,
+    pub pool: Slot<String>,
+    /// Durations stay strings until validation parses them.
+    pub request_head_timeout: Slot<String>,
+    pub idle_timeout: Slot<String>,
+    pub max_header_bytes: Slot<i64>,
+}
+
+/// `[[pool]]`
+#[derive(Debug)]
+pub(crate) struct RawPool {
+    pub at: Header,
+    pub name: Slot<String>,
+    pub algorithm: Slot<String>,
+    pub hash_key: Slot<String>,
+    pub retries: Slot<i64>,
+    pub connect_timeout: Slot<String>,
+    pub timeout: Slot<String>,
+    pub health_check: Slot<RawHealthCheck>,
+    pub outlier_detection: Slot<RawOutlierDetection>,
+    pub backends: Slot<Vec<RawBackend>>,
+}
+
+/// `[pool.health_check]`
+#[derive(Debug)]
+pub(crate) struct RawHealthCheck {
+    pub at: Header,
+    pub kind: Slot<String>,
+    pub path: Slot<String>,
+    pub interval: Slot<String>,
+    pub timeout: Slot<String>,
+    pub rise: Slot<i64>,
+    pub fall: Slot<i64>,
+}
+
+/// `[pool.outlier_detection]`
+#[derive(Debug)]
+pub(crate) struct RawOutlierDetection {
+    pub at: Header,
+    pub consecutive_failures: Slot<i64>,
+    pub base_ejection: Slot<String>,
+    pub max_ejection_percent: Slot<i64>,
+}
+
+/// `[[pool.backend]]`
+#[derive(Debug)]
+pub(crate) struct RawBackend {
+    pub at: Header,
+    pub address: Slot<String>,
+    pub weight: Slot<i64>,
+    pub backup: Slot<bool>,
+}
+
+/// The whole file as read.
+#[derive(Debug)]
+pub(crate) struct RawConfig {
+    pub root: Header,
+    pub runtime: RawRuntime,
+    /// `Missing` when the file has no `[admin]`.
+    pub admin: Slot<RawAdmin>,
+    pub listeners: Slot<Vec<RawListener>>,
+    pub pools: Slot<Vec<RawPool>>,
+}

@@ -1,0 +1,363 @@
+//! Validation of `[[pool]]` and everything inside it: health checks,
+//! outlier detection, backends, the Maglev hash key.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::checker::{at_line, duration, int_in, non_empty, one_of, socket_addr, Checker};
+use crate::raw::{RawBackend, RawHealthCheck, RawOutlierDetection, RawPool, Slot};
+use crate::{Algorithm, Backend, HashKey, HealthCheck, HealthCheckKind, OutlierDetection, Pool};
+
+const MAX_RETRIES: i64 = 10;
+const DEFAULT_RETRIES: u32 = 2;
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_RISE_FALL: i64 = 100;
+const MAX_CONSECUTIVE_FAILURES: i64 = 1000;
+const MAX_WEIGHT: i64 = 1000;
+const DEFAULT_WEIGHT: u32 = 1;
+
+/// The names of the pools in the file, for reference checks. Taken from the
+/// raw pools so that a mistake elsewhere in a pool does not also make every
+/// listener naming it look dangling.
+pub(super) fn defined_names(pools: &[RawPool]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for pool in pools {
+        if let Slot::Set(name) = &pool.name {
+            if !name.value.is_empty() && !names.contains(&name.value) {
+                names.push(name.value.clone());
+            }
+        }
+    }
+    names
+}
+
+pub(super) fn pools(c: &mut Checker, raw: Vec<RawPool>) -> Option<Vec<Pool>> {
+    let mut seen_names: HashMap<String, (String, Option<usize>)> = HashMap::new();
+    let checked: Vec<Option<Pool>> = raw
+        .into_iter()
+        .map(|raw| pool(c, raw, &mut seen_names))
+        .collect();
+    checked.into_iter().collect()
+}
+
+fn pool(
+    c: &mut Checker,
+    raw: RawPool,
+    seen_names: &mut HashMap<String, (String, Option<usize>)>,
+) -> Option<Pool> {
+    let at = &raw.at;
+
+    let name = c.required(at, "name", raw.name, non_empty);
+    if let Some(name) = &name {
+        let path = at.path_of("name");
+        if let Some((first_path, first_line)) = seen_names.get(&name.value) {
+            let message = format!(
+                "duplicate pool name {:?}; already used by {first_path}{}",
+                name.value,
+                at_line(*first_line)
+            );
+            c.error(path, name.line, message);
+        } else {
+            seen_names.insert(name.value.clone(), (path, name.line));
+        }
+    }
+
+    let algorithm = c.optional(
+        at,
+        "algorithm",
+        raw.algorithm,
+        Algorithm::RoundRobin,
+        one_of("algorithm", &Algorithm::ALL, Algorithm::as_str),
+    );
+    let hash_key = c.optional(at, "hash_key", raw.hash_key, HashKey::ClientIp, hash_key);
+    // Spelling out the default (`client_ip`, as the DESIGN.md example does)
+    // changes nothing, so only another key on a non-Maglev pool is a mistake.
+    if let (Some(algorithm), Some(hash_key)) = (&algorithm, &hash_key) {
+        if algorithm.value != Algorithm::Maglev && hash_key.value != HashKey::ClientIp {
+            let message = format!(
+                "hash_key is only used by algorithm = \"maglev\"; this pool uses \"{}\" \
+                 (remove hash_key or set algorithm = \"maglev\")",
+                algorithm.value.as_str()
+            );
+            c.error(at.path_of("hash_key"), hash_key.line, message);
+        }
+    }
+
+    let retries = c.optional(
+        at,
+        "retries",
+        raw.retries,
+        DEFAULT_RETRIES,
+        int_in(0, MAX_RETRIES),
+    );
+    let connect_timeout = c.optional(
+        at,
+        "connect_timeout",
+        raw.connect_timeout,
+        DEFAULT_CONNECT_TIMEOUT,
+        duration,
+    );
+    let timeout = c.optional(at, "timeout", raw.timeout, DEFAULT_TIMEOUT, duration);
+
+    let health_check = match raw.health_check {
+        Slot::Missing => Some(HealthCheck::default()),
+        Slot::Invalid => None,
+        Slot::Set(table) => health_check(c, table.value),
+    };
+    let outlier_detection = match raw.outlier_detection {
+        Slot::Missing => Some(OutlierDetection::default()),
+        Slot::Invalid => None,
+        Slot::Set(table) => outlier_detection(c, table.value),
+    };
+
+    let no_backends = || {
+        let pool = name
+            .as_ref()
+            .map(|name| format!("pool {:?}", name.value))
+            .unwrap_or_else(|| "this pool".to_owned());
+        format!("{pool} has no backends; add at least one [[pool.backend]] with an address")
+    };
+    let backends = match raw.backends {
+        Slot::Invalid => None,
+        Slot::Missing => {
+            c.error(at.path_of("backend"), at.line, no_backends());
+            None
+        }
+        Slot::Set(field) if field.value.is_empty() => {
+            c.error(at.path_of("backend"), field.line, no_backends());
+            None
+        }
+        Slot::Set(field) => backends(c, field.value),
+    };
+
+    Some(Pool {
+        name: name?.value,
+        algorithm: algorithm?.value,
+        hash_key: hash_key?.value,
+        retries: retries?.value,
+        connect_timeout: connect_timeout?.value,
+        timeout: timeout?.value,
+        health_check: health_check?,
+        outlier_detection: outlier_detection?,
+        backends: backends?,
+    })
+}
+
+/// `client_ip`, `path`, `header:NAME` or `cookie:NAME`.
+fn hash_key(s: String) -> Result<HashKey, String> {
+    match s.as_str() {
+        "client_ip" => return Ok(HashKey::ClientIp),
+        "path" => return Ok(HashKey::Path),
+        _ => {}
+    }
+    let (what, name) = if let Some(name) = s.strip_prefix("header:") {
+        ("header", name)
+    } else if let Some(name) = s.strip_prefix("cookie:") {
+        ("cookie", name)
+    } else {
+        return Err(format!(
+            "expected \"client_ip\", \"path\", \"header:NAME\" or \"cookie:NAME\", got {s:?}"
+        ));
+    };
+    if name.is_empty() {
+        return Err(format!(
+            "expected a {what} name after \"{what}:\", such as \"{what}:x-user-id\", got {s:?}"
+        ));
+    }
+    // Cookie names are HTTP tokens too (RFC 6265), so one rule fits both.
+    if let Some(bad) = name.chars().find(|&ch| !is_token_char(ch)) {
+        return Err(format!(
+            "{what} name {name:?} contains {bad:?}, which is not allowed in an HTTP {what} \
+             name (letters, digits and !#$%&'*+-.^_`|~ are)"
+        ));
+    }
+    Ok(match what {
+        "header" => HashKey::Header(name.to_ascii_lowercase()),
+        _ => HashKey::Cookie(name.to_owned()),
+    })
+}
+
+/// RFC 9110 `tchar`.
+fn is_token_char(ch: char) -> bool {
+    ch.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(ch)
+}
+
+fn health_check(c: &mut Checker, raw: RawHealthCheck) -> Option<HealthCheck> {
+    let at = &raw.at;
+    let defaults = HealthCheck::default();
+    let kind = c.optional(
+        at,
+        "kind",
+        raw.kind,
+        HealthCheckKind::Tcp,
+        one_of(
+            "health check kind",
+            &HealthCheckKind::ALL,
+            HealthCheckKind::as_str,
+        ),
+    );
+    let path = c.optional(at, "path", raw.path, defaults.path, |path| {
+        if !path.starts_with('/') {
+            Err(format!("must start with \"/\", got {path:?}"))
+        } else if path.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+            Err(format!(
+                "must not contain spaces or control characters, got {path:?}"
+            ))
+        } else {
+            Ok(path)
+        }
+    });
+    let interval = c.optional(at, "interval", raw.interval, defaults.interval, duration);
+    let timeout = c.optional(at, "timeout", raw.timeout, defaults.timeout, duration);
+    let rise = c.optional(
+        at,
+        "rise",
+        raw.rise,
+        defaults.rise,
+        int_in(1, MAX_RISE_FALL),
+    );
+    let fall = c.optional(
+        at,
+        "fall",
+        raw.fall,
+        defaults.fall,
+        int_in(1, MAX_RISE_FALL),
+    );
+    Some(HealthCheck {
+        kind: kind?.value,
+        path: path?.value,
+        interval: interval?.value,
+        timeout: timeout?.value,
+        rise: rise?.value,
+        fall: fall?.value,
+    })
+}
+
+fn outlier_detection(c: &mut Checker, raw: RawOutlierDetection) -> Option<OutlierDetection> {
+    let at = &raw.at;
+    let defaults = OutlierDetection::default();
+    let consecutive_failures = c.optional(
+        at,
+        "consecutive_failures",
+        raw.consecutive_failures,
+        defaults.consecutive_failures,
+        int_in(0, MAX_CONSECUTIVE_FAILURES),
+    );
+    let base_ejection = c.optional(
+        at,
+        "base_ejection",
+        raw.base_ejection,
+        defaults.base_ejection,
+        duration,
+    );
+    let max_ejection_percent = c.optional(
+        at,
+        "max_ejection_percent",
+        raw.max_ejection_percent,
+        defaults.max_ejection_percent,
+        int_in(0, 100),
+    );
+    Some(OutlierDetection {
+        consecutive_failures: consecutive_failures?.value,
+        base_ejection: base_ejection?.value,
+        max_ejection_percent: max_ejection_percent?.value,
+    })
+}
+
+fn backends(c: &mut Checker, raw: Vec<RawBackend>) -> Option<Vec<Backend>> {
+    // address → (path, line) of its first use in this pool
+    let mut seen: HashMap<SocketAddr, (String, Option<usize>)> = HashMap::new();
+    let checked: Vec<Option<Backend>> = raw
+        .into_iter()
+        .map(|raw| backend(c, raw, &mut seen))
+        .collect();
+    checked.into_iter().collect()
+}
+
+fn backend(
+    c: &mut Checker,
+    raw: RawBackend,
+    seen: &mut HashMap<SocketAddr, (String, Option<usize>)>,
+) -> Option<Backend> {
+    let at = &raw.at;
+    let address = c.required(at, "address", raw.address, |s| {
+        let address = socket_addr(s)?;
+        if address.port() == 0 {
+            return Err(format!(
+                "port 0 is not a usable backend port; got {address}"
+            ));
+        }
+        Ok(address)
+    });
+    if let Some(address) = &address {
+        let path = at.path_of("address");
+        if let Some((first_path, first_line)) = seen.get(&address.value) {
+            let message = format!(
+                "duplicate backend address {}; already used by {first_path}{}",
+                address.value,
+                at_line(*first_line)
+            );
+            c.error(path, address.line, message);
+        } else {
+            seen.insert(address.value, (path, address.line));
+        }
+    }
+    let weight = c.optional(
+        at,
+        "weight",
+        raw.weight,
+        DEFAULT_WEIGHT,
+        int_in(0, MAX_WEIGHT),
+    );
+    let backup = c.optional(at, "backup", raw.backup, false, Ok);
+    Some(Backend {
+        address: address?.value,
+        weight: weight?.value,
+        backup: backup?.value,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_keys() {
+        assert_eq!(hash_key("client_ip".into()), Ok(HashKey::ClientIp));
+        assert_eq!(hash_key("path".into()), Ok(HashKey::Path));
+        assert_eq!(
+            hash_key("header:X-User-Id".into()),
+            Ok(HashKey::Header("x-user-id".into()))
+        );
+        assert_eq!(
+            hash_key("cookie:SessionID".into()),
+            Ok(HashKey::Cookie("SessionID".into()))
+        );
+        assert!(hash_key("header:".into())
+            .unwrap_err()
+            .contains("header name"));
+        assert!(hash_key("cookie:".into())
+            .unwrap_err()
+            .contains("cookie name"));
+        assert!(hash_key("header:x user".into())
+            .unwrap_err()
+            .contains("' '"));
+        assert!(hash_key("source_ip".into())
+            .unwrap_err()
+            .contains("\"header:NAME\""));
+    }
+
+    #[test]
+    fn hash_key_display_round_trips() {
+        for key in [
+            HashKey::ClientIp,
+            HashKey::Path,
+            HashKey::Header("x-user".into()),
+            HashKey::Cookie("sid".into()),
+        ] {
+            assert_eq!(hash_key(key.to_string()), Ok(key));
+        }
+    }
+}
