@@ -1,0 +1,75 @@
+//! Data-path errors. Each says which side it came from and maps, in one
+//! place ([`ProxyError::status`]), to the HTTP status the client sees.
+
+use http::StatusCode;
+
+/// Which side of the proxy an error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client: a malformed or too-slow request.
+    Downstream,
+    /// A backend: refused, reset, timed out, or spoke bad HTTP.
+    Upstream,
+    /// halb itself: no backend to try.
+    Internal,
+}
+
+/// Why a request or connection could not be proxied.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("request timed out: the client did not send it in time")]
+    ClientTimeout,
+    #[error("no usable backend in the pool")]
+    NoBackend,
+    #[error("could not connect to the backend: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("connecting to the backend timed out")]
+    ConnectTimeout,
+    #[error("the backend did not answer within the pool's timeout")]
+    ResponseTimeout,
+    #[error("the backend failed: {0}")]
+    Upstream(#[source] hyper::Error),
+}
+
+impl ProxyError {
+    /// Where the error came from.
+    pub fn side(&self) -> Side {
+        match self {
+            ProxyError::BadRequest(_) | ProxyError::ClientTimeout => Side::Downstream,
+            ProxyError::NoBackend => Side::Internal,
+            ProxyError::Connect(_)
+            | ProxyError::ConnectTimeout
+            | ProxyError::ResponseTimeout
+            | ProxyError::Upstream(_) => Side::Upstream,
+        }
+    }
+
+    /// The status a client sees for this error: the one place that maps
+    /// errors to HTTP.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The short body sent with [`ProxyError::status`].
+    pub fn client_message(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(why) => why,
+            ProxyError::ClientTimeout => "request timed out\n",
+            ProxyError::NoBackend => "no backend is available to serve this request\n",
+            ProxyError::Connect(_) | ProxyError::Upstream(_) => {
+                "no backend could be reached or it failed to answer\n"
+            }
+            ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => {
+                "the backend did not answer in time\n"
+            }
+        }
+    }
+}

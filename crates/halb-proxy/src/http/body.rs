@@ -1,0 +1,163 @@
+//! The body types that flow through the proxy: the client's request body on
+//! its way to a backend, and the response body on its way to the client.
+//! Both stream frame by frame; nothing is buffered whole.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::client_io::ActiveRequest;
+use super::upstream::PooledSender;
+use crate::state::InFlight;
+
+/// A request body sent to a backend.
+#[derive(Debug)]
+pub(crate) enum RequestBody {
+    Empty,
+    /// The client's body; its first frame was read before a backend was
+    /// chosen, so a malformed body is refused before any backend sees it.
+    Client {
+        first: Option<Frame<Bytes>>,
+        rest: Incoming,
+    },
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Client { first, rest } => match first.take() {
+                Some(frame) => Poll::Ready(Some(Ok(frame))),
+                None => Pin::new(rest).poll_frame(cx),
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::Client { first, rest } => first.is_none() && rest.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Client { first, rest } => {
+                let buffered = first
+                    .as_ref()
+                    .and_then(Frame::data_ref)
+                    .map_or(0, |d| d.len() as u64);
+                let rest = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + buffered);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + buffered);
+                }
+                hint
+            }
+        }
+    }
+}
+
+/// A response body sent to the client.
+#[derive(Debug)]
+pub(crate) struct ResponseBody {
+    kind: ResponseKind,
+    /// Keeps the client connection counted as busy until the body is done.
+    _active: ActiveRequest,
+}
+
+#[derive(Debug)]
+enum ResponseKind {
+    /// A response halb made itself (errors).
+    Full(Option<Bytes>),
+    /// A backend's response, streamed.
+    Upstream(UpstreamBody),
+}
+
+/// A backend's response body. When it has been read to the end, the
+/// backend connection goes back to the worker's pool; the in-flight slot is
+/// released when the body is dropped.
+#[derive(Debug)]
+pub(crate) struct UpstreamBody {
+    body: Incoming,
+    sender: Option<PooledSender>,
+    _in_flight: InFlight,
+}
+
+impl UpstreamBody {
+    pub(crate) fn new(body: Incoming, sender: PooledSender, in_flight: InFlight) -> Self {
+        UpstreamBody {
+            body,
+            sender: Some(sender),
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if self.body.is_end_stream() {
+            if let Some(sender) = self.sender.take() {
+                sender.release();
+            }
+        }
+    }
+}
+
+impl ResponseBody {
+    pub(crate) fn full(bytes: Bytes, active: ActiveRequest) -> Self {
+        ResponseBody {
+            kind: ResponseKind::Full(Some(bytes)),
+            _active: active,
+        }
+    }
+
+    pub(crate) fn upstream(body: UpstreamBody, active: ActiveRequest) -> Self {
+        ResponseBody {
+            kind: ResponseKind::Upstream(body),
+            _active: active,
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut self.get_mut().kind {
+            ResponseKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ResponseKind::Upstream(upstream) => Pin::new(&mut upstream.body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            ResponseKind::Full(bytes) => bytes.is_none(),
+            ResponseKind::Upstream(upstream) => upstream.body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            ResponseKind::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            ResponseKind::Upstream(upstream) => upstream.body.size_hint(),
+        }
+    }
+}

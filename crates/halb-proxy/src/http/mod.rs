@@ -1,0 +1,83 @@
+//! HTTP/1.1 proxying: one hyper server connection per client, requests
+//! forwarded over the worker's pooled backend connections.
+
+mod body;
+mod client_io;
+mod forward;
+mod framing;
+mod hash_key;
+mod headers;
+mod upstream;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::listener::ListenerContext;
+pub(crate) use hash_key::ip_key;
+pub(crate) use upstream::UpstreamPool;
+
+/// Serve one client connection until it closes, times out, or halb stops.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<ListenerContext>,
+    upstream: Rc<UpstreamPool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let config = &listener.config;
+    let (head_timeout, idle_timeout) = (config.request_head_timeout, config.idle_timeout);
+    let state = client_io::ConnectionState::new();
+    let io = TokioIo::new(client_io::ClientIo::new(
+        stream,
+        config.max_header_bytes,
+        state.clone(),
+    ));
+    let handler = Rc::new(forward::Handler {
+        listener: listener.clone(),
+        upstream,
+        connection: state.clone(),
+        peer,
+    });
+    let service = service_fn(move |request| {
+        let handler = handler.clone();
+        async move { Ok::<_, Infallible>(handler.handle(request).await) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .max_header_size(config.max_header_bytes)
+        .max_buf_size(config.max_header_bytes.max(64 * 1024))
+        .header_read_timeout(None)
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let mut stopping = *shutdown.borrow();
+    if stopping {
+        connection.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                }
+                return;
+            }
+            _ = state.expired(head_timeout, idle_timeout) => {
+                tracing::debug!(%peer, "client connection timed out");
+                return;
+            }
+            changed = shutdown.changed(), if !stopping => {
+                if changed.is_err() || *shutdown.borrow() {
+                    stopping = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}

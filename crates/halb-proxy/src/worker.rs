@@ -1,0 +1,116 @@
+//! Data-path workers: each is a thread running a single-threaded tokio
+//! runtime with its own listener sockets and backend connection pool, so
+//! the hot path shares no lock with other workers.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use halb_config::Protocol;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::LocalSet;
+
+use crate::http::UpstreamPool;
+use crate::listener::ListenerContext;
+
+/// What one worker serves: a socket for each listener.
+pub(crate) type WorkerListeners = Vec<(Arc<ListenerContext>, std::net::TcpListener)>;
+
+/// Run a worker until shutdown is signalled and its connections have ended.
+pub(crate) fn run(index: usize, listeners: WorkerListeners, shutdown: watch::Receiver<bool>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(worker = index, error = %e, "cannot start worker runtime");
+            return;
+        }
+    };
+    let local = LocalSet::new();
+    local.block_on(&runtime, async move {
+        let upstream = Rc::new(UpstreamPool::default());
+        let open = Rc::new(Cell::new(0usize));
+        for (context, socket) in listeners {
+            match TcpListener::from_std(socket) {
+                Ok(listener) => {
+                    tokio::task::spawn_local(accept_loop(
+                        listener,
+                        context,
+                        upstream.clone(),
+                        open.clone(),
+                        shutdown.clone(),
+                    ));
+                }
+                Err(e) => tracing::error!(worker = index, error = %e, "cannot use listener socket"),
+            }
+        }
+        let mut stop = shutdown.clone();
+        let _ = stop.wait_for(|stopping| *stopping).await;
+        while open.get() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    context: Arc<ListenerContext>,
+    upstream: Rc<UpstreamPool>,
+    open: Rc<Cell<usize>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stopping| *stopping) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors or similar: back off, keep serving.
+                tracing::warn!(listener = %context.config.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let guard = OpenConnection::new(&open);
+        let context = context.clone();
+        match context.config.protocol {
+            Protocol::Http => {
+                let upstream = upstream.clone();
+                let shutdown = shutdown.clone();
+                tokio::task::spawn_local(async move {
+                    crate::http::serve(stream, peer, context, upstream, shutdown).await;
+                    drop(guard);
+                });
+            }
+            Protocol::Tcp => {
+                tokio::task::spawn_local(async move {
+                    crate::tcp::serve(stream, peer, context).await;
+                    drop(guard);
+                });
+            }
+        }
+    }
+}
+
+/// Counts a client connection as open until dropped.
+struct OpenConnection(Rc<Cell<usize>>);
+
+impl OpenConnection {
+    fn new(open: &Rc<Cell<usize>>) -> Self {
+        open.set(open.get() + 1);
+        OpenConnection(open.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
