@@ -1,0 +1,130 @@
+//! halb's admin endpoint: `GET /healthz` and the status API. It runs off
+//! the data path (on the main runtime) and reads the same lock-free
+//! snapshots the workers use.
+
+mod status;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use halb_proxy::Topology;
+
+pub use status::Status;
+
+/// What the admin endpoint serves from.
+pub struct Admin {
+    topology: Arc<ArcSwap<Topology>>,
+    token: Option<String>,
+}
+
+impl Admin {
+    pub fn new(topology: Arc<ArcSwap<Topology>>, token: Option<String>) -> Arc<Self> {
+        Arc::new(Admin { topology, token })
+    }
+
+    /// Serve admin requests on `listener` until `shutdown` turns true.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let stopped = async move {
+            let _ = shutdown.wait_for(|stopping| *stopping).await;
+        };
+        tokio::pin!(stopped);
+        loop {
+            let (stream, _) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "admin accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+                _ = &mut stopped => return,
+            };
+            let admin = self.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let admin = admin.clone();
+                    async move { Ok::<_, Infallible>(admin.route(request)) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    fn route(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = request.uri().path();
+        if path == "/healthz" {
+            return text(StatusCode::OK, "ok\n");
+        }
+        if let Some(token) = &self.token {
+            if !bearer_matches(&request, token) {
+                return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            }
+        }
+        match (request.method(), path) {
+            (&Method::GET, "/api/v1/status") => {
+                let status = Status::of(&self.topology.load());
+                json(StatusCode::OK, &status)
+            }
+            (_, "/api/v1/status") => error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
+            _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+        }
+    }
+}
+
+fn bearer_matches<B>(request: &Request<B>, token: &str) -> bool {
+    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
+        return false;
+    };
+    let Some(given) = value.as_bytes().strip_prefix(b"Bearer ") else {
+        return false;
+    };
+    // Compare in constant time for equal lengths.
+    given.len() == token.len()
+        && given
+            .iter()
+            .zip(token.as_bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json(status, &serde_json::json!({ "error": message }))
+}
