@@ -1,0 +1,50 @@
+//! The `halb` binary: command line, wiring of data path and admin, signals.
+
+mod demo;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// halb: a high-availability load balancer for HTTP and TCP.
+#[derive(Debug, Parser)]
+#[command(name = "halb", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node with the given config file.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file: exit 0, or exit 1 listing every error.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// A self-contained demo on loopback: three demo backends, a balancer
+    /// and the admin endpoint. Ctrl-C stops it.
+    Demo {
+        /// Address of the demo's balancer (a free port is used if taken).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Address of the demo's admin endpoint (a free port is used if taken).
+        #[arg(long, default_value = "127.0.0.1:9900")]
+        admin: std::net::SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => run::run_file(&config),
+        Command::Check { config } => run::check_file(&config),
+        Command::Demo { listen, admin } => demo::run(listen, admin),
+    }
+}
