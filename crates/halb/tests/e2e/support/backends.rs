@@ -1,0 +1,332 @@
+//! Real backends, served from the test process on `127.0.0.1:0`: hyper
+//! HTTP/1.1 servers with one behaviour each, and raw TCP servers. Each counts
+//! what reaches it and can be stopped to play a dead backend.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::body::RepeatBody;
+use super::free_addr;
+use super::websocket_key::websocket_accept;
+
+type ResponseBody = BoxBody<Bytes, std::io::Error>;
+
+/// A running backend. Dropping it stops it.
+pub struct Backend {
+    pub addr: SocketAddr,
+    requests: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
+    accept_loop: JoinHandle<()>,
+}
+
+impl Backend {
+    /// HTTP requests that reached it (TCP backends: see [`Backend::connections`]).
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections it accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Closes the listener and every open connection: the backend is dead
+    /// (connections are refused) when this returns.
+    pub async fn stop(&mut self) {
+        self.accept_loop.abort();
+        let _ = (&mut self.accept_loop).await;
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.accept_loop.abort();
+    }
+}
+
+/// The addresses of `backends`, in order.
+pub fn addrs(backends: &[&Backend]) -> Vec<SocketAddr> {
+    backends.iter().map(|b| b.addr).collect()
+}
+
+/// An address where nothing listens: connecting is refused.
+pub fn refused() -> SocketAddr {
+    free_addr()
+}
+
+#[derive(Clone)]
+enum Behaviour {
+    /// 200 with the name as body.
+    Named(Arc<str>),
+    /// 200 with the name as body, after a delay.
+    Delayed(Arc<str>, Duration),
+    /// 200 with the request headers as JSON; sends hop-by-hop headers back.
+    EchoHeaders,
+    /// Never answers.
+    Hang,
+    /// Reads the whole body and answers with its length in bytes.
+    UploadCounter,
+    /// Streams this many bytes.
+    Download(u64),
+    /// Accepts a WebSocket upgrade, then echoes raw bytes.
+    WebSocketEcho,
+}
+
+/// Answers 200 with body = `name`.
+pub async fn named(name: &str) -> Backend {
+    serve_http(Behaviour::Named(name.into())).await
+}
+
+/// Answers 200 with body = `name` after `delay`.
+pub async fn delayed(name: &str, delay: Duration) -> Backend {
+    serve_http(Behaviour::Delayed(name.into(), delay)).await
+}
+
+/// Answers with a JSON object mapping each received header name (lower
+/// case) to the list of its values, in order. Its response also carries
+/// hop-by-hop headers (`Keep-Alive`, `Connection: x-backend-hop`,
+/// `X-Backend-Hop`, `Proxy-Connection`) and an end-to-end `X-Backend-Normal`.
+pub async fn echo_headers() -> Backend {
+    serve_http(Behaviour::EchoHeaders).await
+}
+
+/// Accepts requests (and counts them) but never answers.
+pub async fn hang() -> Backend {
+    serve_http(Behaviour::Hang).await
+}
+
+/// Reads the whole request body and answers with its length in bytes.
+pub async fn upload_counter() -> Backend {
+    serve_http(Behaviour::UploadCounter).await
+}
+
+/// Answers every request with `bytes` bytes, generated as they are sent.
+pub async fn download(bytes: u64) -> Backend {
+    serve_http(Behaviour::Download(bytes)).await
+}
+
+/// Answers a WebSocket handshake with 101 and the right accept key, then
+/// echoes every byte back unchanged (frames included, mask and all).
+pub async fn websocket_echo() -> Backend {
+    serve_http(Behaviour::WebSocketEcho).await
+}
+
+async fn serve_http(behaviour: Behaviour) -> Backend {
+    let requests = Arc::new(AtomicUsize::new(0));
+    serve_tcp(requests.clone(), move |stream| {
+        let behaviour = behaviour.clone();
+        let requests = requests.clone();
+        async move {
+            let service = service_fn(move |request| {
+                requests.fetch_add(1, Ordering::SeqCst);
+                respond(behaviour.clone(), request)
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        }
+    })
+    .await
+}
+
+/// Accepts connections on a fresh loopback port and runs `handle` on each.
+/// `requests` is the backend's request counter (the handler bumps it).
+async fn serve_tcp<F, Fut>(requests: Arc<AtomicUsize>, handle: F) -> Backend
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
+    let addr = listener.local_addr().expect("backend address");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let accepted = connections.clone();
+    let accept_loop = tokio::spawn(async move {
+        // Owned here so that aborting the loop also closes every connection.
+        let mut open = JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            accepted.fetch_add(1, Ordering::SeqCst);
+            open.spawn(handle(stream));
+            while open.try_join_next().is_some() {}
+        }
+    });
+    Backend {
+        addr,
+        requests,
+        connections,
+        accept_loop,
+    }
+}
+
+fn text(status: u16, body: impl Into<Bytes>) -> Response<ResponseBody> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain")
+        .body(
+            Full::new(body.into())
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .expect("response")
+}
+
+async fn respond(
+    behaviour: Behaviour,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    Ok(match behaviour {
+        Behaviour::Named(name) => text(200, name.to_string()),
+        Behaviour::Delayed(name, delay) => {
+            tokio::time::sleep(delay).await;
+            text(200, name.to_string())
+        }
+        Behaviour::EchoHeaders => echo_headers_response(&request),
+        Behaviour::Hang => std::future::pending().await,
+        Behaviour::UploadCounter => {
+            match super::body::count_body_bytes(request.into_body()).await {
+                Ok(bytes) => text(200, bytes.to_string()),
+                Err(e) => text(400, format!("body error: {e}")),
+            }
+        }
+        Behaviour::Download(bytes) => Response::new(RepeatBody::sized(bytes).boxed()),
+        Behaviour::WebSocketEcho => websocket_upgrade(request),
+    })
+}
+
+fn echo_headers_response(request: &Request<Incoming>) -> Response<ResponseBody> {
+    let mut seen = serde_json::Map::new();
+    for (name, value) in request.headers() {
+        let values = seen
+            .entry(name.as_str().to_owned())
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        if let serde_json::Value::Array(values) = values {
+            values.push(
+                String::from_utf8_lossy(value.as_bytes())
+                    .into_owned()
+                    .into(),
+            );
+        }
+    }
+    let mut response = text(200, serde_json::Value::Object(seen).to_string());
+    let headers = response.headers_mut();
+    headers.insert("content-type", "application/json".parse().expect("value"));
+    headers.insert("keep-alive", "timeout=5, max=100".parse().expect("value"));
+    headers.insert("connection", "x-backend-hop".parse().expect("value"));
+    headers.insert(
+        "x-backend-hop",
+        "must-not-reach-the-client".parse().expect("value"),
+    );
+    headers.insert("proxy-connection", "keep-alive".parse().expect("value"));
+    headers.insert("x-backend-normal", "kept".parse().expect("value"));
+    response
+}
+
+fn websocket_upgrade(request: Request<Incoming>) -> Response<ResponseBody> {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase()
+    };
+    let is_upgrade = header("upgrade") == "websocket"
+        && header("connection")
+            .split(',')
+            .any(|t| t.trim() == "upgrade")
+        && header("sec-websocket-version") == "13";
+    let Some(key) = request
+        .headers()
+        .get("sec-websocket-key")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return text(400, "no Sec-WebSocket-Key");
+    };
+    if !is_upgrade {
+        return text(400, "not a WebSocket upgrade");
+    }
+    let accept = websocket_accept(key);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = hyper::upgrade::on(request).await {
+            let (mut reader, mut writer) = tokio::io::split(TokioIo::new(upgraded));
+            let _ = tokio::io::copy(&mut reader, &mut writer).await;
+            let _ = writer.shutdown().await;
+        }
+    });
+    Response::builder()
+        .status(101)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-accept", accept)
+        .body(
+            Full::new(Bytes::new())
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .expect("response")
+}
+
+/// Echoes every byte back; closes its write side when the client does.
+pub async fn tcp_echo() -> Backend {
+    let connections = Arc::new(AtomicUsize::new(0));
+    serve_tcp(connections, |mut stream| async move {
+        let (mut reader, mut writer) = stream.split();
+        let _ = tokio::io::copy(&mut reader, &mut writer).await;
+        let _ = writer.shutdown().await;
+    })
+    .await
+}
+
+/// Reads until the client half-closes, then answers `got N bytes` and closes.
+pub async fn tcp_half_close() -> Backend {
+    let connections = Arc::new(AtomicUsize::new(0));
+    serve_tcp(connections, |mut stream| async move {
+        let mut total = 0usize;
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) => break,
+                Ok(n) => total += n,
+                Err(_) => return,
+            }
+        }
+        let _ = stream
+            .write_all(format!("got {total} bytes").as_bytes())
+            .await;
+        let _ = stream.shutdown().await;
+    })
+    .await
+}
+
+/// Writes its name and closes: shows which backend a TCP connection reached.
+pub async fn tcp_named(name: &str) -> Backend {
+    let name: Arc<str> = name.into();
+    let connections = Arc::new(AtomicUsize::new(0));
+    serve_tcp(connections, move |mut stream| {
+        let name = name.clone();
+        async move {
+            let _ = stream.write_all(name.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        }
+    })
+    .await
+}

@@ -1,0 +1,269 @@
+//! Runs the real `halb` binary: `halb run --config FILE` for most tests, and
+//! any other command line for the CLI tests. Output goes to files so that a
+//! failing test can print what halb said.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::BufReader;
+use tokio::net::TcpStream;
+
+use super::client::{read_response, RawResponse};
+use super::within;
+
+const HEALTHY_WITHIN: Duration = Duration::from_secs(10);
+
+/// A file in the temp dir that is removed on drop.
+pub struct TempFile {
+    pub path: PathBuf,
+}
+
+impl TempFile {
+    /// A new, unique, not yet existing path; `kind` ends up in the name.
+    pub fn unique(kind: &str) -> TempFile {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("halb-e2e-{}-{n}-{kind}", std::process::id());
+        TempFile {
+            path: std::env::temp_dir().join(name),
+        }
+    }
+
+    /// A new temp file holding `contents`.
+    pub fn with_contents(kind: &str, contents: &str) -> TempFile {
+        let file = TempFile::unique(kind);
+        std::fs::write(&file.path, contents).expect("write temp file");
+        file
+    }
+
+    pub fn read(&self) -> String {
+        std::fs::read_to_string(&self.path).unwrap_or_default()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// `halb` with its stdout and stderr going to the given files.
+pub fn halb_command(stdout: &TempFile, stderr: &TempFile) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_halb"));
+    command
+        .stdin(Stdio::null())
+        .stdout(File::create(&stdout.path).expect("create stdout file"))
+        .stderr(File::create(&stderr.path).expect("create stderr file"))
+        .env("RUST_BACKTRACE", "1");
+    command
+}
+
+/// What a finished `halb` command said.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
+/// Runs `halb ARGS` to completion (killing it after `limit`).
+pub fn run_halb(args: &[&str], limit: Duration) -> Finished {
+    let stdout = TempFile::unique("stdout");
+    let stderr = TempFile::unique("stderr");
+    let mut child = halb_command(&stdout, &stderr)
+        .args(args)
+        .spawn()
+        .expect("spawn halb");
+    let status = wait_with_limit(&mut child, limit, || {})
+        .unwrap_or_else(|| panic!("`halb {}` still running after {limit:?}", args.join(" ")));
+    Finished {
+        status,
+        stdout: stdout.read(),
+        stderr: stderr.read(),
+    }
+}
+
+/// Waits for `child` to exit, calling `each_poll` every 10 ms meanwhile;
+/// kills it and returns `None` if it is still running after `limit`.
+pub fn wait_with_limit(
+    child: &mut Child,
+    limit: Duration,
+    mut each_poll: impl FnMut(),
+) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        each_poll();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A child process that is killed when the test ends, pass or fail.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running `halb run --config FILE`, killed on drop. When the test fails,
+/// drop prints halb's stdout and stderr.
+pub struct Halb {
+    child: Child,
+    admin: SocketAddr,
+    _config: TempFile,
+    stdout: TempFile,
+    stderr: TempFile,
+}
+
+impl Halb {
+    /// Writes `config_toml` to a temp file, starts halb on it and waits until
+    /// its admin `/healthz` answers 200 (halb binds every listener before it
+    /// answers). The config must have an `[admin]` table with `bind`.
+    pub async fn start(config_toml: &str) -> Halb {
+        let admin = admin_bind(config_toml);
+        let config = TempFile::with_contents("config.toml", config_toml);
+        let stdout = TempFile::unique("stdout");
+        let stderr = TempFile::unique("stderr");
+        let child = halb_command(&stdout, &stderr)
+            .arg("run")
+            .arg("--config")
+            .arg(&config.path)
+            .spawn()
+            .expect("spawn halb");
+        let mut halb = Halb {
+            child,
+            admin,
+            _config: config,
+            stdout,
+            stderr,
+        };
+        halb.wait_until_healthy().await;
+        halb
+    }
+
+    async fn wait_until_healthy(&mut self) {
+        let deadline = Instant::now() + HEALTHY_WITHIN;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!("halb exited ({status}) before /healthz answered 200");
+            }
+            if let Ok(response) = admin_get(self.admin, "/healthz").await {
+                if response.status == 200 {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "halb's /healthz on {} did not answer 200 within {HEALTHY_WITHIN:?}",
+                    self.admin
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `GET /api/v1/status`, parsed.
+    pub async fn status_json(&self) -> Value {
+        let response = within(
+            Duration::from_secs(10),
+            "GET /api/v1/status",
+            admin_get(self.admin, "/api/v1/status"),
+        )
+        .await
+        .expect("GET /api/v1/status");
+        assert_eq!(
+            response.status,
+            200,
+            "GET /api/v1/status: {}",
+            response.text()
+        );
+        serde_json::from_slice(&response.body)
+            .unwrap_or_else(|e| panic!("status is not JSON ({e}): {}", response.text()))
+    }
+
+    /// The process's peak resident set size (VmHWM) in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+
+    /// Everything halb wrote so far.
+    pub fn logs(&self) -> String {
+        format!(
+            "--- halb stdout ---\n{}\n--- halb stderr ---\n{}",
+            self.stdout.read(),
+            self.stderr.read()
+        )
+    }
+}
+
+impl Drop for Halb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+/// The `bind` of the config's `[admin]` table.
+fn admin_bind(config_toml: &str) -> SocketAddr {
+    let mut in_admin = false;
+    for line in config_toml.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_admin = line == "[admin]";
+        } else if in_admin && line.starts_with("bind") {
+            let value = line.split('"').nth(1).expect("bind = \"ADDR\"");
+            return value.parse().expect("admin bind is an address");
+        }
+    }
+    panic!("the test config has no [admin] bind:\n{config_toml}")
+}
+
+/// A one-shot `GET path` to the admin listener.
+pub async fn admin_get(admin: SocketAddr, path: &str) -> std::io::Result<RawResponse> {
+    use tokio::io::AsyncWriteExt;
+    let attempt = async {
+        let mut stream = TcpStream::connect(admin).await?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        read_response(&mut BufReader::new(stream)).await
+    };
+    match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "admin request timed out",
+        )),
+    }
+}
