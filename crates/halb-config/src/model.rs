@@ -85,8 +85,42 @@ pub struct Pool {
     pub timeout: Duration,
     pub health_check: HealthCheck,
     pub outlier_detection: OutlierDetection,
+    /// `[pool.retry_budget]`: retries allowed beyond the first tries.
+    pub retry_budget: RetryBudget,
+    /// `drain_timeout`: how long in-flight work on a draining backend may
+    /// take; TCP connections still open then are closed.
+    pub drain_timeout: Duration,
+    /// `slow_start`: a backend that comes back ramps from a small share to
+    /// its full weight over this window; `None` = at once.
+    pub slow_start: Option<Duration>,
+    /// `panic_threshold` (percent): when honouring outlier ejections would
+    /// leave fewer than this share of the pool's checked-up primaries,
+    /// ejections are ignored and traffic spreads over all of them.
+    pub panic_threshold: u32,
     pub backends: Vec<Backend>,
 }
+
+/// `[pool.retry_budget]`: retries may be at most `percent` % of the
+/// requests of the last 10 s, plus `min_per_second` retries per second
+/// always allowed (as Finagle and linkerd do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryBudget {
+    pub percent: u32,
+    pub min_per_second: u32,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        RetryBudget {
+            percent: 20,
+            min_per_second: 10,
+        }
+    }
+}
+
+/// Pool-level defaults for the keys above.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_PANIC_THRESHOLD: u32 = 50;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
@@ -155,6 +189,16 @@ pub struct HealthCheck {
     pub timeout: Duration,
     pub rise: u32,
     pub fall: u32,
+    /// Check this port instead of the backend's own.
+    pub port: Option<u16>,
+    /// HTTP only: `GET` or `HEAD`.
+    pub method: String,
+    /// HTTP only: the Host header sent; default the backend's address.
+    pub host: Option<String>,
+    /// HTTP only: the range of statuses that pass, inclusive.
+    pub expect_status: (u16, u16),
+    /// HTTP only: the body (first 64 KiB) must contain this.
+    pub expect_body: Option<String>,
 }
 
 /// What a pool gets without a `[pool.health_check]` table: no active checks
@@ -169,6 +213,11 @@ impl Default for HealthCheck {
             timeout: Duration::from_secs(1),
             rise: 2,
             fall: 3,
+            port: None,
+            method: "GET".to_owned(),
+            host: None,
+            expect_status: (200, 399),
+            expect_body: None,
         }
     }
 }
@@ -206,6 +255,11 @@ pub struct OutlierDetection {
     pub base_ejection: Duration,
     /// At most this share (0..=100) of a pool's backends is ejected at once.
     pub max_ejection_percent: u32,
+    /// An ejection lasts `base_ejection` × the backend's ejection count, at most this.
+    pub max_ejection: Duration,
+    /// Whether a 5xx response counts as a failure (connect errors, resets
+    /// and timeouts always do).
+    pub count_5xx: bool,
 }
 
 /// The documented defaults, which apply whether the table is present or not.
@@ -215,6 +269,8 @@ impl Default for OutlierDetection {
             consecutive_failures: 5,
             base_ejection: Duration::from_secs(30),
             max_ejection_percent: 50,
+            max_ejection: Duration::from_secs(300),
+            count_5xx: true,
         }
     }
 }

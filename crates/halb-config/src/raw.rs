@@ -94,6 +94,10 @@ pub(crate) struct RawPool {
     pub timeout: Slot<String>,
     pub health_check: Slot<RawHealthCheck>,
     pub outlier_detection: Slot<RawOutlierDetection>,
+    pub retry_budget: Slot<RawRetryBudget>,
+    pub drain_timeout: Slot<String>,
+    pub slow_start: Slot<String>,
+    pub panic_threshold: Slot<i64>,
     pub backends: Slot<Vec<RawBackend>>,
 }
 
@@ -107,6 +111,19 @@ pub(crate) struct RawHealthCheck {
     pub timeout: Slot<String>,
     pub rise: Slot<i64>,
     pub fall: Slot<i64>,
+    pub port: Slot<i64>,
+    pub method: Slot<String>,
+    pub host: Slot<String>,
+    pub expect_status: Slot<RawStatus>,
+    pub expect_body: Slot<String>,
+}
+
+/// `expect_status` as written: an integer (`200`) or a string (`"200"`,
+/// `"200-399"`); validation parses the string.
+#[derive(Debug, Clone)]
+pub(crate) enum RawStatus {
+    Code(i64),
+    Text(String),
 }
 
 /// `[pool.outlier_detection]`
@@ -116,6 +133,16 @@ pub(crate) struct RawOutlierDetection {
     pub consecutive_failures: Slot<i64>,
     pub base_ejection: Slot<String>,
     pub max_ejection_percent: Slot<i64>,
+    pub max_ejection: Slot<String>,
+    pub count_5xx: Slot<bool>,
+}
+
+/// `[pool.retry_budget]`
+#[derive(Debug)]
+pub(crate) struct RawRetryBudget {
+    pub at: Header,
+    pub percent: Slot<i64>,
+    pub min_per_second: Slot<i64>,
 }
 
 /// `[[pool.backend]]`

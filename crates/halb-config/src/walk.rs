@@ -8,7 +8,7 @@ use toml_edit::{ImDocument, Item, TableLike, Value};
 
 use crate::raw::{
     Field, Header, RawAdmin, RawBackend, RawConfig, RawHealthCheck, RawListener,
-    RawOutlierDetection, RawPool, RawRuntime, Slot,
+    RawOutlierDetection, RawPool, RawRetryBudget, RawRuntime, RawStatus, Slot,
 };
 use crate::suggest::did_you_mean;
 use crate::ConfigError;
@@ -32,16 +32,35 @@ const POOL_KEYS: &[&str] = &[
     "retries",
     "connect_timeout",
     "timeout",
+    "drain_timeout",
+    "slow_start",
+    "panic_threshold",
     "health_check",
     "outlier_detection",
+    "retry_budget",
     "backend",
 ];
-const HEALTH_CHECK_KEYS: &[&str] = &["kind", "path", "interval", "timeout", "rise", "fall"];
+const HEALTH_CHECK_KEYS: &[&str] = &[
+    "kind",
+    "path",
+    "interval",
+    "timeout",
+    "rise",
+    "fall",
+    "port",
+    "method",
+    "host",
+    "expect_status",
+    "expect_body",
+];
 const OUTLIER_DETECTION_KEYS: &[&str] = &[
     "consecutive_failures",
     "base_ejection",
     "max_ejection_percent",
+    "max_ejection",
+    "count_5xx",
 ];
+const RETRY_BUDGET_KEYS: &[&str] = &["percent", "min_per_second"];
 const BACKEND_KEYS: &[&str] = &["address", "weight", "backup"];
 
 /// Read a config file. A TOML syntax error is the single error returned as
@@ -176,6 +195,12 @@ impl Walker {
             outlier_detection: self
                 .table(table, "outlier_detection")
                 .map(|t| self.outlier_detection(t)),
+            retry_budget: self
+                .table(table, "retry_budget")
+                .map(|t| self.retry_budget(t)),
+            drain_timeout: self.duration(table, "drain_timeout"),
+            slow_start: self.duration(table, "slow_start"),
+            panic_threshold: self.integer(table, "panic_threshold"),
             backends: self
                 .array_of_tables(table, "backend")
                 .map(|tables| tables.iter().map(|t| self.backend(t)).collect()),
@@ -192,6 +217,11 @@ impl Walker {
             timeout: self.duration(table, "timeout"),
             rise: self.integer(table, "rise"),
             fall: self.integer(table, "fall"),
+            port: self.integer(table, "port"),
+            method: self.string(table, "method"),
+            host: self.string(table, "host"),
+            expect_status: self.status(table, "expect_status"),
+            expect_body: self.string(table, "expect_body"),
         }
     }
 
@@ -202,6 +232,17 @@ impl Walker {
             consecutive_failures: self.integer(table, "consecutive_failures"),
             base_ejection: self.duration(table, "base_ejection"),
             max_ejection_percent: self.integer(table, "max_ejection_percent"),
+            max_ejection: self.duration(table, "max_ejection"),
+            count_5xx: self.boolean(table, "count_5xx"),
+        }
+    }
+
+    fn retry_budget(&mut self, table: &Table<'_>) -> RawRetryBudget {
+        self.reject_unknown_keys(table, RETRY_BUDGET_KEYS);
+        RawRetryBudget {
+            at: table.at.clone(),
+            percent: self.integer(table, "percent"),
+            min_per_second: self.integer(table, "min_per_second"),
         }
     }
 
@@ -312,6 +353,17 @@ impl Walker {
                 error.message.push_str(" (remove the quotes)");
             }
         }
+    }
+
+    /// An HTTP status or range: `200`, `"200"` or `"200-399"`. The string
+    /// stays a string here; validation parses it.
+    fn status(&mut self, table: &Table<'_>, key: &str) -> Slot<RawStatus> {
+        let expected = r#"a status or range such as "200" or "200-399""#;
+        self.scalar(table, key, expected, |value| match value {
+            Value::Integer(n) => Some(RawStatus::Code(*n.value())),
+            Value::String(s) => Some(RawStatus::Text(s.value().clone())),
+            _ => None,
+        })
     }
 
     /// A duration stays a string here; a bare number gets its own message

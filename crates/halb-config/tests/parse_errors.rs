@@ -565,3 +565,301 @@ backend = [{ address = "127.0.0.1:9001" }]
          listener: no listeners are defined; add at least one [[listener]] with name, bind and pool"
     );
 }
+
+/// A valid config with `pool_keys` (line 8 on) added to its one pool.
+fn with_pool_keys(pool_keys: &str) -> String {
+    format!(
+        r#"[[listener]]
+name = "web"
+bind = "127.0.0.1:8080"
+pool = "app"
+[[pool]]
+name = "app"
+backend = [{{ address = "127.0.0.1:9001" }}]
+{pool_keys}
+"#
+    )
+}
+
+#[test]
+fn bad_expect_status_forms() {
+    let errors = errors(&with_pool_keys(
+        r#"[pool.health_check]
+kind = "http"
+expect_status = "2xx"
+[[pool]]
+name = "backwards"
+backend = [{ address = "127.0.0.1:9002" }]
+health_check = { kind = "http", expect_status = "399-200" }
+[[pool]]
+name = "too-high"
+backend = [{ address = "127.0.0.1:9003" }]
+health_check = { kind = "http", expect_status = 600 }
+[[pool]]
+name = "float"
+backend = [{ address = "127.0.0.1:9004" }]
+health_check = { kind = "http", expect_status = 2.5 }
+[[pool]]
+name = "range-too-wide"
+backend = [{ address = "127.0.0.1:9005" }]
+health_check = { kind = "http", expect_status = "200-700" }"#,
+    ));
+    assert_eq!(errors.len(), 5, "{errors:#?}");
+    assert_error(
+        &errors[0],
+        "pool[0].health_check.expect_status",
+        Some(10),
+        r#"expected a status or range such as "200" or "200-399", got "2xx""#,
+    );
+    assert_error(
+        &errors[1],
+        "pool[1].health_check.expect_status",
+        Some(14),
+        r#"the range "399-200" starts above where it ends; write "200-399""#,
+    );
+    assert_error(
+        &errors[2],
+        "pool[2].health_check.expect_status",
+        Some(18),
+        "expected a status from 100 to 599, got 600",
+    );
+    assert_error(
+        &errors[3],
+        "pool[3].health_check.expect_status",
+        Some(22),
+        r#"expected a status or range such as "200" or "200-399", got a float 2.5"#,
+    );
+    assert_error(
+        &errors[4],
+        "pool[4].health_check.expect_status",
+        Some(26),
+        r#"expected statuses from 100 to 599, got "200-700""#,
+    );
+}
+
+#[test]
+fn health_check_method_other_than_get_or_head() {
+    let error = only_error(&with_pool_keys(
+        r#"[pool.health_check]
+kind = "http"
+method = "POST""#,
+    ));
+    assert_error(
+        &error,
+        "pool[0].health_check.method",
+        Some(10),
+        r#"expected "GET" or "HEAD", got "POST""#,
+    );
+}
+
+#[test]
+fn http_only_keys_on_a_tcp_check() {
+    let errors = errors(&with_pool_keys(
+        r#"[pool.health_check]
+kind = "tcp"
+port = 9100
+path = "/healthz"
+method = "POST"
+host = "example.com"
+expect_status = "2xx"
+expect_body = "ok""#,
+    ));
+    // One error per key, about the kind; the values are not judged too.
+    assert_eq!(errors.len(), 5, "{errors:#?}");
+    for (error, (key, line)) in errors.iter().zip([
+        ("path", 11),
+        ("method", 12),
+        ("host", 13),
+        ("expect_status", 14),
+        ("expect_body", 15),
+    ]) {
+        assert_error(
+            error,
+            &format!("pool[0].health_check.{key}"),
+            Some(line),
+            &format!(r#"{key} only applies to kind = "http"; this check is kind = "tcp""#),
+        );
+    }
+}
+
+#[test]
+fn http_only_key_where_kind_defaults_to_tcp_or_is_none() {
+    let errors = errors(&with_pool_keys(
+        r#"[pool.health_check]
+path = "/healthz"
+[[pool]]
+name = "unchecked"
+backend = [{ address = "127.0.0.1:9002" }]
+health_check = { kind = "none", expect_body = "ok" }"#,
+    ));
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert_error(
+        &errors[0],
+        "pool[0].health_check.path",
+        Some(9),
+        r#"path only applies to kind = "http"; this check is kind = "tcp", the default when kind is not set (remove path or set kind = "http")"#,
+    );
+    assert_error(
+        &errors[1],
+        "pool[1].health_check.expect_body",
+        Some(13),
+        r#"expect_body only applies to kind = "http"; this check is kind = "none""#,
+    );
+}
+
+#[test]
+fn bad_health_check_port_host_and_body() {
+    let errors = errors(&with_pool_keys(
+        r#"[pool.health_check]
+kind = "http"
+port = 0
+host = "my host"
+expect_body = """#,
+    ));
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert_error(
+        &errors[0],
+        "pool[0].health_check.port",
+        Some(10),
+        "expected an integer from 1 to 65535, got 0",
+    );
+    assert_error(
+        &errors[1],
+        "pool[0].health_check.host",
+        Some(11),
+        r#"host "my host" contains ' ', which is not allowed in a Host header"#,
+    );
+    assert_error(
+        &errors[2],
+        "pool[0].health_check.expect_body",
+        Some(12),
+        "must not be empty",
+    );
+}
+
+#[test]
+fn panic_threshold_out_of_range() {
+    let error = only_error(&with_pool_keys("panic_threshold = 150"));
+    assert_error(
+        &error,
+        "pool[0].panic_threshold",
+        Some(8),
+        "expected an integer from 0 to 100, got 150",
+    );
+}
+
+#[test]
+fn bad_pool_fault_tolerance_durations() {
+    let errors = errors(&with_pool_keys("drain_timeout = 30\nslow_start = \"0s\""));
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert_error(
+        &errors[0],
+        "pool[0].drain_timeout",
+        Some(8),
+        r#"expected a duration string with a unit, such as "30s" or "30ms""#,
+    );
+    assert_error(
+        &errors[1],
+        "pool[0].slow_start",
+        Some(9),
+        "greater than zero",
+    );
+}
+
+#[test]
+fn max_ejection_shorter_than_base_ejection() {
+    let errors = errors(&with_pool_keys(
+        r#"[pool.outlier_detection]
+base_ejection = "1m"
+max_ejection = "30s"
+[[pool]]
+name = "defaulted-base"
+backend = [{ address = "127.0.0.1:9002" }]
+outlier_detection = { max_ejection = "10s" }"#,
+    ));
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert_error(
+        &errors[0],
+        "pool[0].outlier_detection.max_ejection",
+        Some(10),
+        "max_ejection 30s is shorter than base_ejection 60s (line 9)",
+    );
+    assert_error(
+        &errors[1],
+        "pool[1].outlier_detection.max_ejection",
+        Some(14),
+        "max_ejection 10s is shorter than base_ejection 30s (the default)",
+    );
+}
+
+#[test]
+fn bad_count_5xx_and_retry_budget_values() {
+    let errors = errors(&with_pool_keys(
+        r#"[pool.outlier_detection]
+count_5xx = "true"
+[pool.retry_budget]
+percent = 101
+min_per_second = -1"#,
+    ));
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert_error(
+        &errors[0],
+        "pool[0].outlier_detection.count_5xx",
+        Some(9),
+        "expected a boolean (true or false), got a string \"true\" (remove the quotes)",
+    );
+    assert_error(
+        &errors[1],
+        "pool[0].retry_budget.percent",
+        Some(11),
+        "expected an integer from 0 to 100, got 101",
+    );
+    assert_error(
+        &errors[2],
+        "pool[0].retry_budget.min_per_second",
+        Some(12),
+        "expected an integer from 0 to 100000, got -1",
+    );
+}
+
+#[test]
+fn unknown_key_in_retry_budget_with_suggestion() {
+    let errors = errors(&with_pool_keys(
+        r#"[pool.retry_budget]
+min_per_sec = 5
+[pool.outlier_detection]
+count5xx = false
+[pool.health_check]
+expected_status = 200"#,
+    ));
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert_error(
+        &errors[0],
+        "pool[0].retry_budget.min_per_sec",
+        Some(9),
+        "unknown key `min_per_sec`, did you mean `min_per_second`?",
+    );
+    assert_error(
+        &errors[1],
+        "pool[0].outlier_detection.count5xx",
+        Some(11),
+        "did you mean `count_5xx`?",
+    );
+    assert_error(
+        &errors[2],
+        "pool[0].health_check.expected_status",
+        Some(13),
+        "did you mean `expect_status`?",
+    );
+}
+
+#[test]
+fn retry_budget_must_be_a_table() {
+    let error = only_error(&with_pool_keys("retry_budget = 20"));
+    assert_error(
+        &error,
+        "pool[0].retry_budget",
+        Some(8),
+        "expected a table, got an integer 20",
+    );
+}

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use halb_config::{
     parse, Algorithm, HashKey, HealthCheck, HealthCheckKind, OutlierDetection, Protocol,
+    RetryBudget,
 };
 
 const MINIMAL: &str = r#"[[listener]]
@@ -93,6 +94,11 @@ fn minimal_config_gets_every_default() {
             timeout: Duration::from_secs(1),
             rise: 2,
             fall: 3,
+            port: None,
+            method: "GET".into(),
+            host: None,
+            expect_status: (200, 399),
+            expect_body: None,
         }
     );
     assert_eq!(
@@ -101,8 +107,20 @@ fn minimal_config_gets_every_default() {
             consecutive_failures: 5,
             base_ejection: Duration::from_secs(30),
             max_ejection_percent: 50,
+            max_ejection: Duration::from_secs(300),
+            count_5xx: true,
         }
     );
+    assert_eq!(
+        pool.retry_budget,
+        RetryBudget {
+            percent: 20,
+            min_per_second: 10,
+        }
+    );
+    assert_eq!(pool.drain_timeout, Duration::from_secs(30));
+    assert_eq!(pool.slow_start, None);
+    assert_eq!(pool.panic_threshold, 50);
     assert_eq!(pool.backends.len(), 1);
     let backend = &pool.backends[0];
     assert_eq!(backend.address, "127.0.0.1:9001".parse().unwrap());
@@ -135,6 +153,145 @@ fn present_health_check_table_defaults_to_tcp() {
     assert_eq!(health_check.kind, HealthCheckKind::Tcp);
     assert_eq!(health_check.interval, Duration::from_millis(1500));
     assert_eq!(health_check.timeout, Duration::from_secs(1));
+}
+
+#[test]
+fn present_but_empty_sub_tables_get_the_defaults() {
+    let text = MINIMAL.replace(
+        "[[pool.backend]]",
+        "[pool.health_check]\nkind = \"http\"\n[pool.outlier_detection]\n\
+         [pool.retry_budget]\n\n[[pool.backend]]",
+    );
+    let config = parse(&text).unwrap();
+    let pool = &config.pools[0];
+    assert_eq!(
+        pool.health_check,
+        HealthCheck {
+            kind: HealthCheckKind::Http,
+            ..HealthCheck::default()
+        }
+    );
+    assert_eq!(pool.outlier_detection, OutlierDetection::default());
+    assert_eq!(pool.retry_budget, RetryBudget::default());
+}
+
+#[test]
+fn every_fault_tolerance_key_set() {
+    let text = MINIMAL.replace(
+        "[[pool.backend]]",
+        r#"drain_timeout = "2m"
+slow_start = "45s"
+panic_threshold = 0
+
+[pool.health_check]
+kind = "http"
+path = "/ready?full=1"
+interval = "5s"
+timeout = "2s"
+rise = 1
+fall = 10
+port = 9100
+method = "head"
+host = "app.internal:9100"
+expect_status = "200-204"
+expect_body = "ok"
+
+[pool.outlier_detection]
+consecutive_failures = 3
+base_ejection = "10s"
+max_ejection_percent = 100
+max_ejection = "10s"
+count_5xx = false
+
+[pool.retry_budget]
+percent = 0
+min_per_second = 100000
+
+[[pool.backend]]"#,
+    );
+    let config = parse(&text).unwrap();
+    let pool = &config.pools[0];
+    assert_eq!(pool.drain_timeout, Duration::from_secs(120));
+    assert_eq!(pool.slow_start, Some(Duration::from_secs(45)));
+    assert_eq!(pool.panic_threshold, 0);
+    assert_eq!(
+        pool.health_check,
+        HealthCheck {
+            kind: HealthCheckKind::Http,
+            path: "/ready?full=1".into(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            rise: 1,
+            fall: 10,
+            port: Some(9100),
+            method: "HEAD".into(),
+            host: Some("app.internal:9100".into()),
+            expect_status: (200, 204),
+            expect_body: Some("ok".into()),
+        }
+    );
+    assert_eq!(
+        pool.outlier_detection,
+        OutlierDetection {
+            consecutive_failures: 3,
+            base_ejection: Duration::from_secs(10),
+            max_ejection_percent: 100,
+            max_ejection: Duration::from_secs(10),
+            count_5xx: false,
+        }
+    );
+    assert_eq!(
+        pool.retry_budget,
+        RetryBudget {
+            percent: 0,
+            min_per_second: 100_000,
+        }
+    );
+}
+
+#[test]
+fn expect_status_forms() {
+    for (written, expected) in [
+        ("200", (200, 200)),
+        ("\"204\"", (204, 204)),
+        ("\"200-299\"", (200, 299)),
+        ("\"100-599\"", (100, 599)),
+    ] {
+        let text = MINIMAL.replace(
+            "[[pool.backend]]",
+            &format!(
+                "[pool.health_check]\nkind = \"http\"\nexpect_status = {written}\n\n[[pool.backend]]"
+            ),
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(
+            config.pools[0].health_check.expect_status, expected,
+            "{written}"
+        );
+    }
+}
+
+#[test]
+fn tcp_check_may_set_its_port() {
+    let text = MINIMAL.replace(
+        "[[pool.backend]]",
+        "[pool.health_check]\nkind = \"tcp\"\nport = 65535\n\n[[pool.backend]]",
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(config.pools[0].health_check.kind, HealthCheckKind::Tcp);
+    assert_eq!(config.pools[0].health_check.port, Some(65535));
+}
+
+#[test]
+fn unset_max_ejection_never_cuts_a_longer_base_ejection_short() {
+    let text = MINIMAL.replace(
+        "[[pool.backend]]",
+        "[pool.outlier_detection]\nbase_ejection = \"10m\"\n\n[[pool.backend]]",
+    );
+    let config = parse(&text).unwrap();
+    let outlier_detection = &config.pools[0].outlier_detection;
+    assert_eq!(outlier_detection.base_ejection, Duration::from_secs(600));
+    assert_eq!(outlier_detection.max_ejection, Duration::from_secs(600));
 }
 
 #[test]

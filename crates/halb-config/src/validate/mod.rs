@@ -3,6 +3,7 @@
 //! comes out only when there is none.
 
 mod checker;
+mod health;
 mod pool;
 
 use std::collections::HashMap;

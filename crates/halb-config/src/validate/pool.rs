@@ -1,20 +1,24 @@
-//! Validation of `[[pool]]` and everything inside it: health checks,
-//! outlier detection, backends, the Maglev hash key.
+//! Validation of `[[pool]]`: its own keys, the Maglev hash key, the retry
+//! budget and the backends. Health checks and outlier detection are in
+//! `health`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::checker::{at_line, duration, int_in, non_empty, one_of, socket_addr, Checker};
-use crate::raw::{RawBackend, RawHealthCheck, RawOutlierDetection, RawPool, Slot};
-use crate::{Algorithm, Backend, HashKey, HealthCheck, HealthCheckKind, OutlierDetection, Pool};
+use super::health::{health_check, outlier_detection};
+use crate::raw::{RawBackend, RawPool, RawRetryBudget, Slot};
+use crate::{
+    Algorithm, Backend, HashKey, HealthCheck, OutlierDetection, Pool, RetryBudget,
+    DEFAULT_DRAIN_TIMEOUT, DEFAULT_PANIC_THRESHOLD,
+};
 
 const MAX_RETRIES: i64 = 10;
 const DEFAULT_RETRIES: u32 = 2;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-const MAX_RISE_FALL: i64 = 100;
-const MAX_CONSECUTIVE_FAILURES: i64 = 1000;
+const MAX_RETRIES_PER_SECOND: i64 = 100_000;
 const MAX_WEIGHT: i64 = 1000;
 const DEFAULT_WEIGHT: u32 = 1;
 
@@ -100,6 +104,23 @@ fn pool(
         duration,
     );
     let timeout = c.optional(at, "timeout", raw.timeout, DEFAULT_TIMEOUT, duration);
+    let drain_timeout = c.optional(
+        at,
+        "drain_timeout",
+        raw.drain_timeout,
+        DEFAULT_DRAIN_TIMEOUT,
+        duration,
+    );
+    let slow_start = c.optional(at, "slow_start", raw.slow_start, None, |s| {
+        duration(s).map(Some)
+    });
+    let panic_threshold = c.optional(
+        at,
+        "panic_threshold",
+        raw.panic_threshold,
+        DEFAULT_PANIC_THRESHOLD,
+        int_in(0, 100),
+    );
 
     let health_check = match raw.health_check {
         Slot::Missing => Some(HealthCheck::default()),
@@ -110,6 +131,11 @@ fn pool(
         Slot::Missing => Some(OutlierDetection::default()),
         Slot::Invalid => None,
         Slot::Set(table) => outlier_detection(c, table.value),
+    };
+    let retry_budget = match raw.retry_budget {
+        Slot::Missing => Some(RetryBudget::default()),
+        Slot::Invalid => None,
+        Slot::Set(table) => retry_budget(c, table.value),
     };
 
     let no_backends = || {
@@ -141,6 +167,10 @@ fn pool(
         timeout: timeout?.value,
         health_check: health_check?,
         outlier_detection: outlier_detection?,
+        retry_budget: retry_budget?,
+        drain_timeout: drain_timeout?.value,
+        slow_start: slow_start?.value,
+        panic_threshold: panic_threshold?.value,
         backends: backends?,
     })
 }
@@ -184,85 +214,20 @@ fn is_token_char(ch: char) -> bool {
     ch.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(ch)
 }
 
-fn health_check(c: &mut Checker, raw: RawHealthCheck) -> Option<HealthCheck> {
+fn retry_budget(c: &mut Checker, raw: RawRetryBudget) -> Option<RetryBudget> {
     let at = &raw.at;
-    let defaults = HealthCheck::default();
-    let kind = c.optional(
+    let defaults = RetryBudget::default();
+    let percent = c.optional(at, "percent", raw.percent, defaults.percent, int_in(0, 100));
+    let min_per_second = c.optional(
         at,
-        "kind",
-        raw.kind,
-        HealthCheckKind::Tcp,
-        one_of(
-            "health check kind",
-            &HealthCheckKind::ALL,
-            HealthCheckKind::as_str,
-        ),
+        "min_per_second",
+        raw.min_per_second,
+        defaults.min_per_second,
+        int_in(0, MAX_RETRIES_PER_SECOND),
     );
-    let path = c.optional(at, "path", raw.path, defaults.path, |path| {
-        if !path.starts_with('/') {
-            Err(format!("must start with \"/\", got {path:?}"))
-        } else if path.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
-            Err(format!(
-                "must not contain spaces or control characters, got {path:?}"
-            ))
-        } else {
-            Ok(path)
-        }
-    });
-    let interval = c.optional(at, "interval", raw.interval, defaults.interval, duration);
-    let timeout = c.optional(at, "timeout", raw.timeout, defaults.timeout, duration);
-    let rise = c.optional(
-        at,
-        "rise",
-        raw.rise,
-        defaults.rise,
-        int_in(1, MAX_RISE_FALL),
-    );
-    let fall = c.optional(
-        at,
-        "fall",
-        raw.fall,
-        defaults.fall,
-        int_in(1, MAX_RISE_FALL),
-    );
-    Some(HealthCheck {
-        kind: kind?.value,
-        path: path?.value,
-        interval: interval?.value,
-        timeout: timeout?.value,
-        rise: rise?.value,
-        fall: fall?.value,
-    })
-}
-
-fn outlier_detection(c: &mut Checker, raw: RawOutlierDetection) -> Option<OutlierDetection> {
-    let at = &raw.at;
-    let defaults = OutlierDetection::default();
-    let consecutive_failures = c.optional(
-        at,
-        "consecutive_failures",
-        raw.consecutive_failures,
-        defaults.consecutive_failures,
-        int_in(0, MAX_CONSECUTIVE_FAILURES),
-    );
-    let base_ejection = c.optional(
-        at,
-        "base_ejection",
-        raw.base_ejection,
-        defaults.base_ejection,
-        duration,
-    );
-    let max_ejection_percent = c.optional(
-        at,
-        "max_ejection_percent",
-        raw.max_ejection_percent,
-        defaults.max_ejection_percent,
-        int_in(0, 100),
-    );
-    Some(OutlierDetection {
-        consecutive_failures: consecutive_failures?.value,
-        base_ejection: base_ejection?.value,
-        max_ejection_percent: max_ejection_percent?.value,
+    Some(RetryBudget {
+        percent: percent?.value,
+        min_per_second: min_per_second?.value,
     })
 }
 
