@@ -1,0 +1,128 @@
+//! One active check of one backend: a TCP connect, or an HTTP request whose
+//! status (and optionally body) must match. Each failure says why.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use halb_config::{HealthCheck, HealthCheckKind};
+use http::{header, HeaderValue, Method, Request};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// How much of a check response's body is searched for `expect_body`.
+const BODY_LIMIT: usize = 64 * 1024;
+
+/// Why a check failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckFailure {
+    Refused(String),
+    Timeout,
+    Status(u16),
+    BodyMismatch,
+    Protocol(String),
+}
+
+impl std::fmt::Display for CheckFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckFailure::Refused(e) => write!(f, "connect failed: {e}"),
+            CheckFailure::Timeout => write!(f, "timeout"),
+            CheckFailure::Status(status) => write!(f, "status {status}"),
+            CheckFailure::BodyMismatch => write!(f, "body mismatch"),
+            CheckFailure::Protocol(e) => write!(f, "bad response: {e}"),
+        }
+    }
+}
+
+/// Run one check against `backend` (or its check port) within the check's timeout.
+pub async fn probe(check: &HealthCheck, backend: SocketAddr) -> Result<(), CheckFailure> {
+    let target = match check.port {
+        Some(port) => SocketAddr::new(backend.ip(), port),
+        None => backend,
+    };
+    match tokio::time::timeout(check.timeout, probe_inner(check, target, backend)).await {
+        Ok(result) => result,
+        Err(_) => Err(CheckFailure::Timeout),
+    }
+}
+
+async fn probe_inner(
+    check: &HealthCheck,
+    target: SocketAddr,
+    backend: SocketAddr,
+) -> Result<(), CheckFailure> {
+    let stream = TcpStream::connect(target)
+        .await
+        .map_err(|e| CheckFailure::Refused(e.kind().to_string()))?;
+    match check.kind {
+        HealthCheckKind::None | HealthCheckKind::Tcp => Ok(()),
+        HealthCheckKind::Http => http_check(check, stream, backend).await,
+    }
+}
+
+async fn http_check(
+    check: &HealthCheck,
+    stream: TcpStream,
+    backend: SocketAddr,
+) -> Result<(), CheckFailure> {
+    let _ = stream.set_nodelay(true);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| CheckFailure::Protocol(e.to_string()))?;
+    let connection = tokio::spawn(connection);
+    let host = check.host.clone().unwrap_or_else(|| backend.to_string());
+    let method = Method::from_bytes(check.method.as_bytes()).unwrap_or(Method::GET);
+    let request = Request::builder()
+        .method(method.clone())
+        .uri(check.path.as_str())
+        .header(
+            header::HOST,
+            HeaderValue::try_from(host).map_err(|e| CheckFailure::Protocol(e.to_string()))?,
+        )
+        .header(header::USER_AGENT, "halb-health-check")
+        .header(header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| CheckFailure::Protocol(e.to_string()))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| CheckFailure::Protocol(e.to_string()))?;
+    let status = response.status().as_u16();
+    let (low, high) = check.expect_status;
+    let result = if !(low..=high).contains(&status) {
+        Err(CheckFailure::Status(status))
+    } else if let Some(expected) = &check.expect_body {
+        let mut body = response.into_body();
+        let mut seen = Vec::new();
+        let mut found = false;
+        while seen.len() < BODY_LIMIT {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        seen.extend_from_slice(data);
+                        if contains(&seen, expected.as_bytes()) {
+                            found = true;
+                            break;
+                        }
+                    }
+                }
+                Some(Err(e)) => return Err(CheckFailure::Protocol(e.to_string())),
+                None => break,
+            }
+        }
+        if found {
+            Ok(())
+        } else {
+            Err(CheckFailure::BodyMismatch)
+        }
+    } else {
+        Ok(())
+    };
+    connection.abort();
+    result
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
