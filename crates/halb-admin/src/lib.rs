@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use halb_health::AdminState;
 use halb_proxy::Topology;
 
 pub use status::Status;
@@ -83,8 +84,57 @@ impl Admin {
                 json(StatusCode::OK, &status)
             }
             (_, "/api/v1/status") => error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
-            _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+            (method, path) => match path.strip_prefix("/api/v1/pools/") {
+                Some(rest) if method == Method::POST => self.backend_action(rest),
+                Some(_) => error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
+                None => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+            },
         }
+    }
+
+    /// `POST /api/v1/pools/{pool}/backends/{address}/{drain|disable|enable}`
+    fn backend_action(&self, rest: &str) -> Response<Full<Bytes>> {
+        let parts: Vec<&str> = rest.split('/').collect();
+        let [pool_name, "backends", address, action] = parts.as_slice() else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "expected /api/v1/pools/{pool}/backends/{address}/{drain|disable|enable}",
+            );
+        };
+        let state = match *action {
+            "drain" => AdminState::Draining,
+            "disable" => AdminState::Disabled,
+            "enable" => AdminState::Enabled,
+            other => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    &format!("unknown action {other:?}; expected drain, disable or enable"),
+                )
+            }
+        };
+        let topology = self.topology.load();
+        let Some(pool) = topology.pools.iter().find(|p| p.config.name == *pool_name) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                &format!("no pool named {pool_name:?}"),
+            );
+        };
+        let Some(backend) = pool
+            .backends
+            .iter()
+            .find(|b| b.address.to_string() == *address)
+        else {
+            return error(
+                StatusCode::NOT_FOUND,
+                &format!("pool {pool_name:?} has no backend {address:?}"),
+            );
+        };
+        let previous = backend.health.set_admin_state(state);
+        tracing::info!(pool = %pool_name, backend = %address, from = ?previous, to = ?state, "operator changed backend state");
+        json(
+            StatusCode::OK,
+            &status::backend_status(backend, halb_health::clock::now()),
+        )
     }
 }
 

@@ -3,7 +3,8 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use halb_config::Protocol;
-use halb_proxy::{BackendState, Topology};
+use halb_health::clock;
+use halb_proxy::{BackendState, PoolState, Topology};
 use serde::Serialize;
 
 /// Listeners, pools and every backend's state and counters.
@@ -27,6 +28,11 @@ pub struct ListenerStatus {
 pub struct PoolStatus {
     pub name: String,
     pub algorithm: &'static str,
+    /// Retries made and retries refused by the retry budget.
+    pub retries: u64,
+    pub retries_denied: u64,
+    /// Ejections are being ignored because too few backends are left.
+    pub panic: bool,
     pub backends: Vec<BackendStatus>,
 }
 
@@ -39,6 +45,10 @@ pub struct BackendStatus {
     pub in_flight: u64,
     pub requests: u64,
     pub failures: u64,
+    /// The last active check's outcome.
+    pub check: String,
+    /// Times outlier detection ejected the backend.
+    pub ejections: u64,
 }
 
 impl Status {
@@ -58,27 +68,39 @@ impl Status {
                     pool: l.config.pool.clone(),
                 })
                 .collect(),
-            pools: topology
-                .pools
-                .iter()
-                .map(|p| PoolStatus {
-                    name: p.config.name.clone(),
-                    algorithm: p.config.algorithm.as_str(),
-                    backends: p.backends.iter().map(|b| backend_status(b)).collect(),
-                })
-                .collect(),
+            pools: topology.pools.iter().map(|p| pool_status(p)).collect(),
         }
     }
 }
 
-fn backend_status(backend: &BackendState) -> BackendStatus {
+/// The status of one pool.
+pub fn pool_status(pool: &PoolState) -> PoolStatus {
+    let now = clock::now();
+    PoolStatus {
+        name: pool.config.name.clone(),
+        algorithm: pool.config.algorithm.as_str(),
+        retries: pool.retry_budget.spent(),
+        retries_denied: pool.retry_budget.denied(),
+        panic: pool.outlier.any_ejected(now) && pool.in_panic(now),
+        backends: pool
+            .backends
+            .iter()
+            .map(|b| backend_status(b, now))
+            .collect(),
+    }
+}
+
+/// The status of one backend.
+pub fn backend_status(backend: &BackendState, now: u64) -> BackendStatus {
     BackendStatus {
         address: backend.address.to_string(),
-        state: "up",
+        state: backend.health.serving_state(now).as_str(),
         weight: backend.weight,
         backup: backend.backup,
         in_flight: backend.in_flight.load(Relaxed),
         requests: backend.requests.load(Relaxed),
         failures: backend.failures.load(Relaxed),
+        check: backend.health.last_check(),
+        ejections: backend.health.ejections_total(),
     }
 }

@@ -10,7 +10,8 @@ use halb_balance::{
     BackendSet, Balancer, LeastConnections, Maglev, PeakEwma, PeakEwmaBalancer, RoundRobin,
     SmoothWeighted, TwoChoices,
 };
-use halb_config::{Algorithm, Pool};
+use halb_config::{Algorithm, HealthCheckKind, Pool};
+use halb_health::{clock, BackendHealth, Checkers, OutlierDetector, RetryBudget};
 
 /// One backend and its live counters, shared by every worker.
 #[derive(Debug)]
@@ -26,11 +27,14 @@ pub struct BackendState {
     pub failures: AtomicU64,
     /// Latency estimate for `peak_ewma`.
     pub latency: PeakEwma,
+    /// Checks, operator state, ejection, slow start.
+    pub health: Arc<BackendHealth>,
 }
 
 impl BackendState {
-    fn new(config: &halb_config::Backend) -> Self {
+    fn new(config: &halb_config::Backend, checked: bool) -> Self {
         BackendState {
+            health: Arc::new(BackendHealth::new(checked)),
             address: config.address,
             weight: config.weight,
             backup: config.backup,
@@ -70,11 +74,17 @@ impl Drop for InFlight {
     }
 }
 
-/// A pool: its config, its backends and the balancer built over them.
+/// A pool: its config, its backends, the balancer built over them, and the
+/// health machinery that decides which backends may be picked.
 pub struct PoolState {
     pub config: Pool,
     pub backends: Vec<Arc<BackendState>>,
     balancer: Box<dyn Balancer>,
+    pub outlier: OutlierDetector,
+    pub retry_budget: RetryBudget,
+    /// Slow-start window in clock nanos; 0 = off.
+    slow_start: u64,
+    _checkers: Checkers,
 }
 
 impl std::fmt::Debug for PoolState {
@@ -87,11 +97,13 @@ impl std::fmt::Debug for PoolState {
 }
 
 impl PoolState {
+    /// Build a pool and start its active checks (so: inside a tokio runtime).
     pub fn new(config: Pool) -> Self {
+        let checked = config.health_check.kind != HealthCheckKind::None;
         let backends: Vec<_> = config
             .backends
             .iter()
-            .map(|b| Arc::new(BackendState::new(b)))
+            .map(|b| Arc::new(BackendState::new(b, checked)))
             .collect();
         let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
         let balancer: Box<dyn Balancer> = match config.algorithm {
@@ -106,27 +118,85 @@ impl PoolState {
                 Box::new(Maglev::new(&ids, &weights, Maglev::DEFAULT_TABLE_SIZE))
             }
         };
+        let checkers = Checkers::start(
+            &config.name,
+            &config.health_check,
+            backends.iter().map(|b| (b.address, b.health.clone())),
+        );
         PoolState {
+            outlier: OutlierDetector::new(config.outlier_detection.clone()),
+            retry_budget: RetryBudget::new(&config.retry_budget),
+            slow_start: config.slow_start.map_or(0, clock::nanos),
             config,
             backends,
             balancer,
+            _checkers: checkers,
         }
     }
 
-    /// Pick a backend not yet tried by this request: primaries first, backups
-    /// only when no primary is usable.
+    /// Pick a backend not yet tried by this request: primaries first,
+    /// backups only when no primary is usable. Backends failing their checks,
+    /// drained, disabled or ejected are skipped (ejections are ignored in
+    /// panic, see [`PoolState::in_panic`]); backends in slow start are
+    /// admitted with a probability equal to their ramp, falling back to
+    /// admitting them when nothing else is usable.
     pub fn pick(&self, key: Option<u64>, tried: &Tried) -> Option<(usize, &Arc<BackendState>)> {
+        let now = clock::now();
+        let ignore_ejections = self.outlier.any_ejected(now) && self.in_panic(now);
         for backups in [false, true] {
-            let candidates = Candidates {
+            let mut candidates = Candidates {
                 backends: &self.backends,
                 tried,
                 backups,
+                now,
+                ignore_ejections,
+                slow_start: self.slow_start,
             };
             if let Some(i) = self.balancer.pick(&candidates, key) {
                 return Some((i, &self.backends[i]));
             }
+            if self.slow_start > 0 {
+                candidates.slow_start = 0;
+                if let Some(i) = self.balancer.pick(&candidates, key) {
+                    return Some((i, &self.backends[i]));
+                }
+            }
         }
         None
+    }
+
+    /// Panic: when honouring ejections would leave fewer than
+    /// `panic_threshold` % of the primaries that pass their checks, the
+    /// ejections are ignored and traffic spreads over all of them rather
+    /// than overloading the few left (as Envoy's panic threshold).
+    pub fn in_panic(&self, now: u64) -> bool {
+        let threshold = self.config.panic_threshold as usize;
+        if threshold == 0 {
+            return false;
+        }
+        let (mut in_service, mut not_ejected) = (0usize, 0usize);
+        for backend in self.backends.iter().filter(|b| !b.backup && b.weight > 0) {
+            if backend.health.is_in_service() {
+                in_service += 1;
+                if !backend.health.is_ejected(now) {
+                    not_ejected += 1;
+                }
+            }
+        }
+        in_service > 0 && not_ejected * 100 < threshold * in_service
+    }
+
+    /// Record the outcome of one attempt on `backend` for outlier detection.
+    pub fn record_outcome(&self, backend: &BackendState, failed: bool) {
+        if failed {
+            self.outlier.on_failure(
+                &backend.health,
+                backend.address,
+                self.backends.iter().map(|b| &*b.health),
+            );
+        } else {
+            backend.health.record_success();
+        }
     }
 }
 
@@ -155,6 +225,10 @@ struct Candidates<'a> {
     backends: &'a [Arc<BackendState>],
     tried: &'a Tried,
     backups: bool,
+    now: u64,
+    ignore_ejections: bool,
+    /// Slow-start window in clock nanos; 0 = admit every usable backend.
+    slow_start: u64,
 }
 
 impl BackendSet for Candidates<'_> {
@@ -164,7 +238,16 @@ impl BackendSet for Candidates<'_> {
 
     fn usable(&self, index: usize) -> bool {
         let backend = &self.backends[index];
-        backend.weight > 0 && backend.backup == self.backups && !self.tried.contains(index)
+        let health = &backend.health;
+        backend.weight > 0
+            && backend.backup == self.backups
+            && health.is_in_service()
+            && (self.ignore_ejections || !health.is_ejected(self.now))
+            && !self.tried.contains(index)
+            && (self.slow_start == 0 || {
+                let ramp = health.ramp(self.now, self.slow_start);
+                ramp >= 1.0 || fastrand::f64() < ramp
+            })
     }
 
     fn in_flight(&self, index: usize) -> u64 {

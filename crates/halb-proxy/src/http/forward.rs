@@ -88,12 +88,17 @@ impl Handler {
         .then(|| RequestHead::copy(&parts));
         let mut request = Some(Request::from_parts(parts, body));
 
+        pool.retry_budget.on_request();
         let mut tried = Tried::default();
         let mut last_error = ProxyError::NoBackend;
-        for _attempt in 0..=pool.config.retries {
+        for attempt in 0..=pool.config.retries {
             let Some((index, backend)) = pool.pick(key, &tried) else {
                 break;
             };
+            if attempt > 0 && !pool.retry_budget.try_retry() {
+                tracing::debug!(pool = %pool.config.name, "retry budget spent; not retrying");
+                break;
+            }
             tried.insert(index);
             let next = match request.take() {
                 Some(request) => request,
@@ -105,6 +110,11 @@ impl Handler {
             let in_flight = backend.begin();
             match self.attempt(&pool, &in_flight, next).await {
                 Ok((mut response, sender)) => {
+                    let failed = pool.outlier.counts_status(response.status().as_u16());
+                    if failed {
+                        in_flight.fail();
+                    }
+                    pool.record_outcome(backend, failed);
                     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                         if let Some(client_upgrade) = client_upgrade {
                             let backend_upgrade = hyper::upgrade::on(&mut response);
@@ -122,6 +132,7 @@ impl Handler {
                 }
                 Err(failed) => {
                     in_flight.fail();
+                    pool.record_outcome(backend, true);
                     tracing::debug!(backend = %backend.address, error = %failed.error, "attempt failed");
                     request = failed.request;
                     last_error = failed.error;
