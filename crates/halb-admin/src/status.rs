@@ -49,6 +49,8 @@ pub struct BackendStatus {
     pub check: String,
     /// Times outlier detection ejected the backend.
     pub ejections: u64,
+    /// Recent response latency (peak EWMA), in milliseconds.
+    pub latency_ms: f64,
 }
 
 impl Status {
@@ -102,5 +104,6 @@ pub fn backend_status(backend: &BackendState, now: u64) -> BackendStatus {
         failures: backend.failures.load(Relaxed),
         check: backend.health.last_check(),
         ejections: backend.health.ejections_total(),
+        latency_ms: (backend.latency.estimate_ns() / 1e4).round() / 100.0,
     }
 }

@@ -12,6 +12,56 @@ pub struct Config {
     pub admin: Option<Admin>,
     pub listeners: Vec<Listener>,
     pub pools: Vec<Pool>,
+    /// `[log]`
+    pub log: Log,
+    /// `[access_log]`; `None` when the table is absent: no access log.
+    pub access_log: Option<AccessLog>,
+    /// `[alerts]`
+    pub alerts: Alerts,
+}
+
+/// `[log]`: halb's own logs (through `tracing`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Log {
+    /// A tracing filter such as `"info"` or `"halb_proxy=debug,info"`;
+    /// `RUST_LOG` overrides it. `None` = `"info"`.
+    pub level: Option<String>,
+}
+
+/// `[access_log]`: one line per request or TCP connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    pub format: AccessLogFormat,
+    /// `path`: a file to append to; `None` = standard output.
+    pub path: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    Json,
+    Plain,
+}
+
+/// `[alerts]`: webhooks told about backend and pool state changes and
+/// failed reloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alerts {
+    /// `webhooks`: `http://host:port/path` URLs that receive a JSON POST.
+    pub webhooks: Vec<String>,
+    /// `timeout`: per delivery attempt.
+    pub timeout: Duration,
+    /// `max_attempts`: deliveries are retried with backoff up to this many tries.
+    pub max_attempts: u32,
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Alerts {
+            webhooks: Vec::new(),
+            timeout: Duration::from_secs(5),
+            max_attempts: 5,
+        }
+    }
 }
 
 impl Config {
@@ -22,10 +72,24 @@ impl Config {
 }
 
 /// `[runtime]`
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Runtime {
     /// Data-path threads; 0 means one per core (the binary resolves it).
     pub workers: usize,
+    /// `drain_timeout`: on SIGTERM/SIGINT, how long in-flight work may take.
+    pub drain_timeout: Duration,
+}
+
+/// The default of `runtime.drain_timeout`.
+pub const DEFAULT_SHUTDOWN_DRAIN: Duration = Duration::from_secs(30);
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime {
+            workers: 0,
+            drain_timeout: DEFAULT_SHUTDOWN_DRAIN,
+        }
+    }
 }
 
 /// `[admin]`

@@ -56,6 +56,9 @@ pub(crate) fn validate(
                 admin: admin.and_then(|admin| admin.valid),
                 listeners,
                 pools,
+                log: crate::Log::default(),
+                access_log: None,
+                alerts: crate::Alerts::default(),
             })
         }
         _ => {
@@ -76,6 +79,7 @@ fn runtime(c: &mut Checker, raw: RawRuntime) -> Option<Runtime> {
     let workers = c.optional(&raw.at, "workers", raw.workers, 0, int_in(0, MAX_WORKERS))?;
     Some(Runtime {
         workers: workers.value,
+        ..Runtime::default()
     })
 }
 
