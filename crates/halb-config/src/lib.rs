@@ -10,6 +10,7 @@ mod raw;
 mod suggest;
 mod validate;
 mod walk;
+mod webhook;
 
 pub use duration::{parse_duration, MAX_DURATION};
 pub use model::*;

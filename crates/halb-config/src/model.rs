@@ -42,11 +42,25 @@ pub enum AccessLogFormat {
     Plain,
 }
 
+impl AccessLogFormat {
+    /// Every format, in the order the docs list them.
+    pub const ALL: [AccessLogFormat; 2] = [AccessLogFormat::Json, AccessLogFormat::Plain];
+
+    /// The name used in the config file.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AccessLogFormat::Json => "json",
+            AccessLogFormat::Plain => "plain",
+        }
+    }
+}
+
 /// `[alerts]`: webhooks told about backend and pool state changes and
 /// failed reloads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alerts {
-    /// `webhooks`: `http://host:port/path` URLs that receive a JSON POST.
+    /// `webhooks`: `http://host:port/path` URLs that receive a JSON POST
+    /// (port and path optional), as written in the file.
     pub webhooks: Vec<String>,
     /// `timeout`: per delivery attempt.
     pub timeout: Duration,

@@ -58,6 +58,33 @@ impl<T> Slot<T> {
 pub(crate) struct RawRuntime {
     pub at: Header,
     pub workers: Slot<i64>,
+    pub drain_timeout: Slot<String>,
+}
+
+/// `[log]`
+#[derive(Debug)]
+pub(crate) struct RawLog {
+    pub at: Header,
+    pub level: Slot<String>,
+}
+
+/// `[access_log]`
+#[derive(Debug)]
+pub(crate) struct RawAccessLog {
+    pub at: Header,
+    pub format: Slot<String>,
+    pub path: Slot<String>,
+}
+
+/// `[alerts]`
+#[derive(Debug)]
+pub(crate) struct RawAlerts {
+    pub at: Header,
+    /// One slot per element, so that `webhooks[i]` keeps its index and line
+    /// even when another element has the wrong type.
+    pub webhooks: Slot<Vec<Slot<String>>>,
+    pub timeout: Slot<String>,
+    pub max_attempts: Slot<i64>,
 }
 
 /// `[admin]`
@@ -159,6 +186,10 @@ pub(crate) struct RawBackend {
 pub(crate) struct RawConfig {
     pub root: Header,
     pub runtime: RawRuntime,
+    /// `Missing` when the file has no `[log]`; likewise the two below.
+    pub log: Slot<RawLog>,
+    pub access_log: Slot<RawAccessLog>,
+    pub alerts: Slot<RawAlerts>,
     /// `Missing` when the file has no `[admin]`.
     pub admin: Slot<RawAdmin>,
     pub listeners: Slot<Vec<RawListener>>,

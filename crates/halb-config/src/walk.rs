@@ -1,67 +1,17 @@
 //! Reading: TOML text → [`RawConfig`]. The document is walked by hand against
-//! the schema so that every unknown key and every wrong type is reported,
-//! each with its key path and line (serde would stop at the first).
+//! the schema (in `schema`) so that every unknown key and every wrong type is
+//! reported, each with its key path and line (serde would stop at the first).
+//! This file holds the generic readers: tables, scalars, arrays, durations.
+
+mod schema;
 
 use std::ops::Range;
 
 use toml_edit::{ImDocument, Item, TableLike, Value};
 
-use crate::raw::{
-    Field, Header, RawAdmin, RawBackend, RawConfig, RawHealthCheck, RawListener,
-    RawOutlierDetection, RawPool, RawRetryBudget, RawRuntime, RawStatus, Slot,
-};
+use crate::raw::{Field, Header, RawConfig, RawStatus, Slot};
 use crate::suggest::did_you_mean;
 use crate::ConfigError;
-
-const ROOT_KEYS: &[&str] = &["runtime", "admin", "listener", "pool"];
-const RUNTIME_KEYS: &[&str] = &["workers"];
-const ADMIN_KEYS: &[&str] = &["bind", "token"];
-const LISTENER_KEYS: &[&str] = &[
-    "name",
-    "bind",
-    "protocol",
-    "pool",
-    "request_head_timeout",
-    "idle_timeout",
-    "max_header_bytes",
-];
-const POOL_KEYS: &[&str] = &[
-    "name",
-    "algorithm",
-    "hash_key",
-    "retries",
-    "connect_timeout",
-    "timeout",
-    "drain_timeout",
-    "slow_start",
-    "panic_threshold",
-    "health_check",
-    "outlier_detection",
-    "retry_budget",
-    "backend",
-];
-const HEALTH_CHECK_KEYS: &[&str] = &[
-    "kind",
-    "path",
-    "interval",
-    "timeout",
-    "rise",
-    "fall",
-    "port",
-    "method",
-    "host",
-    "expect_status",
-    "expect_body",
-];
-const OUTLIER_DETECTION_KEYS: &[&str] = &[
-    "consecutive_failures",
-    "base_ejection",
-    "max_ejection_percent",
-    "max_ejection",
-    "count_5xx",
-];
-const RETRY_BUDGET_KEYS: &[&str] = &["percent", "min_per_second"];
-const BACKEND_KEYS: &[&str] = &["address", "weight", "backup"];
 
 /// Read a config file. A TOML syntax error is the single error returned as
 /// `Err`; otherwise the raw config comes back with every reading error.
@@ -120,144 +70,6 @@ struct Walker {
 }
 
 impl Walker {
-    fn config(&mut self, root: &Table<'_>) -> RawConfig {
-        self.reject_unknown_keys(root, ROOT_KEYS);
-        let runtime = match self.table(root, "runtime") {
-            Slot::Set(table) => self.runtime(&table.value),
-            Slot::Missing | Slot::Invalid => RawRuntime {
-                at: Header {
-                    path: "runtime".to_owned(),
-                    line: None,
-                },
-                workers: Slot::Missing,
-            },
-        };
-        let admin = self.table(root, "admin").map(|table| self.admin(table));
-        let listeners = self
-            .array_of_tables(root, "listener")
-            .map(|tables| tables.iter().map(|t| self.listener(t)).collect());
-        let pools = self
-            .array_of_tables(root, "pool")
-            .map(|tables| tables.iter().map(|t| self.pool(t)).collect());
-        RawConfig {
-            root: root.at.clone(),
-            runtime,
-            admin,
-            listeners,
-            pools,
-        }
-    }
-
-    fn runtime(&mut self, table: &Table<'_>) -> RawRuntime {
-        self.reject_unknown_keys(table, RUNTIME_KEYS);
-        RawRuntime {
-            at: table.at.clone(),
-            workers: self.integer(table, "workers"),
-        }
-    }
-
-    fn admin(&mut self, table: &Table<'_>) -> RawAdmin {
-        self.reject_unknown_keys(table, ADMIN_KEYS);
-        RawAdmin {
-            at: table.at.clone(),
-            bind: self.string(table, "bind"),
-            token: self.string(table, "token"),
-        }
-    }
-
-    fn listener(&mut self, table: &Table<'_>) -> RawListener {
-        self.reject_unknown_keys(table, LISTENER_KEYS);
-        RawListener {
-            at: table.at.clone(),
-            name: self.string(table, "name"),
-            bind: self.string(table, "bind"),
-            protocol: self.string(table, "protocol"),
-            pool: self.string(table, "pool"),
-            request_head_timeout: self.duration(table, "request_head_timeout"),
-            idle_timeout: self.duration(table, "idle_timeout"),
-            max_header_bytes: self.integer(table, "max_header_bytes"),
-        }
-    }
-
-    fn pool(&mut self, table: &Table<'_>) -> RawPool {
-        self.reject_unknown_keys(table, POOL_KEYS);
-        RawPool {
-            at: table.at.clone(),
-            name: self.string(table, "name"),
-            algorithm: self.string(table, "algorithm"),
-            hash_key: self.string(table, "hash_key"),
-            retries: self.integer(table, "retries"),
-            connect_timeout: self.duration(table, "connect_timeout"),
-            timeout: self.duration(table, "timeout"),
-            health_check: self
-                .table(table, "health_check")
-                .map(|t| self.health_check(t)),
-            outlier_detection: self
-                .table(table, "outlier_detection")
-                .map(|t| self.outlier_detection(t)),
-            retry_budget: self
-                .table(table, "retry_budget")
-                .map(|t| self.retry_budget(t)),
-            drain_timeout: self.duration(table, "drain_timeout"),
-            slow_start: self.duration(table, "slow_start"),
-            panic_threshold: self.integer(table, "panic_threshold"),
-            backends: self
-                .array_of_tables(table, "backend")
-                .map(|tables| tables.iter().map(|t| self.backend(t)).collect()),
-        }
-    }
-
-    fn health_check(&mut self, table: &Table<'_>) -> RawHealthCheck {
-        self.reject_unknown_keys(table, HEALTH_CHECK_KEYS);
-        RawHealthCheck {
-            at: table.at.clone(),
-            kind: self.string(table, "kind"),
-            path: self.string(table, "path"),
-            interval: self.duration(table, "interval"),
-            timeout: self.duration(table, "timeout"),
-            rise: self.integer(table, "rise"),
-            fall: self.integer(table, "fall"),
-            port: self.integer(table, "port"),
-            method: self.string(table, "method"),
-            host: self.string(table, "host"),
-            expect_status: self.status(table, "expect_status"),
-            expect_body: self.string(table, "expect_body"),
-        }
-    }
-
-    fn outlier_detection(&mut self, table: &Table<'_>) -> RawOutlierDetection {
-        self.reject_unknown_keys(table, OUTLIER_DETECTION_KEYS);
-        RawOutlierDetection {
-            at: table.at.clone(),
-            consecutive_failures: self.integer(table, "consecutive_failures"),
-            base_ejection: self.duration(table, "base_ejection"),
-            max_ejection_percent: self.integer(table, "max_ejection_percent"),
-            max_ejection: self.duration(table, "max_ejection"),
-            count_5xx: self.boolean(table, "count_5xx"),
-        }
-    }
-
-    fn retry_budget(&mut self, table: &Table<'_>) -> RawRetryBudget {
-        self.reject_unknown_keys(table, RETRY_BUDGET_KEYS);
-        RawRetryBudget {
-            at: table.at.clone(),
-            percent: self.integer(table, "percent"),
-            min_per_second: self.integer(table, "min_per_second"),
-        }
-    }
-
-    fn backend(&mut self, table: &Table<'_>) -> RawBackend {
-        self.reject_unknown_keys(table, BACKEND_KEYS);
-        RawBackend {
-            at: table.at.clone(),
-            address: self.string(table, "address"),
-            weight: self.integer(table, "weight"),
-            backup: self.boolean(table, "backup"),
-        }
-    }
-
-    // ---- generic readers ----
-
     fn error(&mut self, path: String, line: Option<usize>, message: String) {
         self.errors.push(ConfigError {
             path,
@@ -353,6 +165,46 @@ impl Walker {
                 error.message.push_str(" (remove the quotes)");
             }
         }
+    }
+
+    /// An array of strings, such as `webhooks = ["http://…", "http://…"]`.
+    /// An element of another type is reported at `key[i]` and read as
+    /// `Slot::Invalid`, so the other elements keep their index.
+    fn string_array(&mut self, table: &Table<'_>, key: &str) -> Slot<Vec<Slot<String>>> {
+        let Some((item, path, line)) = self.get(table, key) else {
+            return Slot::Missing;
+        };
+        let Some(array) = item.as_array() else {
+            let hint = match item.as_str() {
+                Some(s) => format!(" (write {key} = [{s:?}])"),
+                None => String::new(),
+            };
+            let message = format!("expected an array of strings, got {}{hint}", describe(item));
+            self.error(path, line, message);
+            return Slot::Invalid;
+        };
+        let mut elements = Vec::new();
+        for (i, value) in array.iter().enumerate() {
+            let element_line = self.line(value.span()).or(line);
+            match value.as_str() {
+                Some(s) => elements.push(Slot::Set(Field {
+                    value: s.to_owned(),
+                    line: element_line,
+                })),
+                None => {
+                    let message = format!(
+                        "expected a string, got {}",
+                        describe(&Item::Value(value.clone()))
+                    );
+                    self.error(format!("{path}[{i}]"), element_line, message);
+                    elements.push(Slot::Invalid);
+                }
+            }
+        }
+        Slot::Set(Field {
+            value: elements,
+            line,
+        })
     }
 
     /// An HTTP status or range: `200`, `"200"` or `"200-399"`. The string

@@ -1,32 +1,9 @@
 //! Every kind of mistake is reported with its key path, line and a clear message.
 
-use halb_config::{parse, ConfigError};
+mod support;
 
-/// All errors for `text`, which must be rejected.
-fn errors(text: &str) -> Vec<ConfigError> {
-    match parse(text) {
-        Ok(config) => panic!("accepted a bad config: {config:#?}"),
-        Err(errors) => errors.0,
-    }
-}
-
-/// The single error for `text`.
-fn only_error(text: &str) -> ConfigError {
-    let mut errors = errors(text);
-    assert_eq!(errors.len(), 1, "expected one error, got {errors:#?}");
-    errors.remove(0)
-}
-
-#[track_caller]
-fn assert_error(error: &ConfigError, path: &str, line: Option<usize>, message: &str) {
-    assert_eq!(error.path, path, "{error}");
-    assert_eq!(error.line, line, "{error}");
-    assert!(
-        error.message.contains(message),
-        "message {:?} lacks {message:?}",
-        error.message
-    );
-}
+use halb_config::parse;
+use support::{assert_error, errors, only_error};
 
 #[test]
 fn unknown_key_with_suggestion() {

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use halb_config::{
-    parse, Algorithm, HashKey, HealthCheck, HealthCheckKind, OutlierDetection, Protocol,
-    RetryBudget,
+    parse, AccessLog, AccessLogFormat, Alerts, Algorithm, HashKey, HealthCheck, HealthCheckKind,
+    Log, OutlierDetection, Protocol, RetryBudget,
 };
 
 const MINIMAL: &str = r#"[[listener]]
@@ -66,7 +66,18 @@ fn minimal_config_gets_every_default() {
     let config = parse(MINIMAL).unwrap();
 
     assert_eq!(config.runtime.workers, 0);
+    assert_eq!(config.runtime.drain_timeout, Duration::from_secs(30));
     assert_eq!(config.admin, None);
+    assert_eq!(config.log, Log { level: None });
+    assert_eq!(config.access_log, None);
+    assert_eq!(
+        config.alerts,
+        Alerts {
+            webhooks: Vec::new(),
+            timeout: Duration::from_secs(5),
+            max_attempts: 5,
+        }
+    );
 
     assert_eq!(config.listeners.len(), 1);
     let listener = &config.listeners[0];
@@ -385,4 +396,81 @@ address = "10.0.0.3:1"
     assert_eq!(db.health_check.kind, HealthCheckKind::None);
     assert_eq!(db.backends.len(), 1);
     assert!(config.pool("unused").is_some());
+}
+
+#[test]
+fn every_log_and_alerts_key_set() {
+    let text = format!(
+        r#"[runtime]
+workers = 2
+drain_timeout = "90s"
+
+[log]
+level = "halb_proxy=debug, halb_health::probe=TRACE,warn"
+
+[access_log]
+format = "plain"
+path = "/var/log/halb/access.log"
+
+[alerts]
+webhooks = [
+  "http://127.0.0.1:9000/alerts",
+  "http://alerts.internal/halb?team=sre",
+  "http://[::1]:8080",
+]
+timeout = "2s"
+max_attempts = 20
+
+{MINIMAL}"#
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(config.runtime.workers, 2);
+    assert_eq!(config.runtime.drain_timeout, Duration::from_secs(90));
+    // Spaces around directives are dropped; the rest is kept as written.
+    assert_eq!(
+        config.log.level.as_deref(),
+        Some("halb_proxy=debug,halb_health::probe=TRACE,warn")
+    );
+    assert_eq!(
+        config.access_log,
+        Some(AccessLog {
+            format: AccessLogFormat::Plain,
+            path: Some("/var/log/halb/access.log".into()),
+        })
+    );
+    assert_eq!(
+        config.alerts,
+        Alerts {
+            webhooks: vec![
+                "http://127.0.0.1:9000/alerts".to_owned(),
+                "http://alerts.internal/halb?team=sre".to_owned(),
+                "http://[::1]:8080".to_owned(),
+            ],
+            timeout: Duration::from_secs(2),
+            max_attempts: 20,
+        }
+    );
+}
+
+#[test]
+fn present_but_empty_log_and_alerts_tables_get_the_defaults() {
+    let text = format!("[log]\n[access_log]\n[alerts]\n{MINIMAL}");
+    let config = parse(&text).unwrap();
+    assert_eq!(config.log, Log::default());
+    // A present [access_log] turns the access log on: JSON to standard output.
+    assert_eq!(
+        config.access_log,
+        Some(AccessLog {
+            format: AccessLogFormat::Json,
+            path: None,
+        })
+    );
+    assert_eq!(config.alerts, Alerts::default());
+}
+
+#[test]
+fn access_log_path_stdout_means_standard_output() {
+    let text = format!("[access_log]\npath = \"stdout\"\n{MINIMAL}");
+    let config = parse(&text).unwrap();
+    assert_eq!(config.access_log.unwrap().path, None);
 }

@@ -2,8 +2,10 @@
 //! ranges, uniqueness, references) and reports every violation; a `Config`
 //! comes out only when there is none.
 
+mod alerts;
 mod checker;
 mod health;
+mod log;
 mod pool;
 
 use std::collections::HashMap;
@@ -11,7 +13,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::raw::{Field, Header, RawAdmin, RawConfig, RawListener, RawRuntime, Slot};
-use crate::{Admin, Config, ConfigError, Listener, Protocol, Runtime};
+use crate::{
+    Admin, Alerts, Config, ConfigError, Listener, Log, Protocol, Runtime, DEFAULT_SHUTDOWN_DRAIN,
+};
 use checker::{at_line, duration, int_in, non_empty, one_of, socket_addr, Checker};
 
 const MAX_WORKERS: i64 = 1024;
@@ -31,6 +35,22 @@ pub(crate) fn validate(
     let c = &mut checker;
 
     let runtime = runtime(c, raw.runtime);
+    let log = match raw.log {
+        Slot::Missing => Some(Log::default()),
+        Slot::Invalid => None,
+        Slot::Set(field) => log::log(c, field.value),
+    };
+    // `None` inside: no access log; `None` outside: a bad table.
+    let access_log = match raw.access_log {
+        Slot::Missing => Some(None),
+        Slot::Invalid => None,
+        Slot::Set(field) => log::access_log(c, field.value).map(Some),
+    };
+    let alerts = match raw.alerts {
+        Slot::Missing => Some(Alerts::default()),
+        Slot::Invalid => None,
+        Slot::Set(field) => alerts::alerts(c, field.value),
+    };
     let admin = match raw.admin {
         Slot::Missing => Some(None),
         Slot::Invalid => None,
@@ -49,18 +69,24 @@ pub(crate) fn validate(
     let pools = pool::pools(c, raw_pools);
     let listeners = listeners(c, raw.listeners, &raw.root, &defined_pools, admin_bind);
 
-    match (runtime, admin, listeners, pools) {
-        (Some(runtime), Some(admin), Some(listeners), Some(pools)) if checker.errors.is_empty() => {
-            Ok(Config {
-                runtime,
-                admin: admin.and_then(|admin| admin.valid),
-                listeners,
-                pools,
-                log: crate::Log::default(),
-                access_log: None,
-                alerts: crate::Alerts::default(),
-            })
-        }
+    match (runtime, admin, listeners, pools, log, access_log, alerts) {
+        (
+            Some(runtime),
+            Some(admin),
+            Some(listeners),
+            Some(pools),
+            Some(log),
+            Some(access_log),
+            Some(alerts),
+        ) if checker.errors.is_empty() => Ok(Config {
+            runtime,
+            admin: admin.and_then(|admin| admin.valid),
+            listeners,
+            pools,
+            log,
+            access_log,
+            alerts,
+        }),
         _ => {
             if checker.errors.is_empty() {
                 // Every `None` above comes with an error; this is a safety net.
@@ -76,10 +102,17 @@ pub(crate) fn validate(
 }
 
 fn runtime(c: &mut Checker, raw: RawRuntime) -> Option<Runtime> {
-    let workers = c.optional(&raw.at, "workers", raw.workers, 0, int_in(0, MAX_WORKERS))?;
+    let workers = c.optional(&raw.at, "workers", raw.workers, 0, int_in(0, MAX_WORKERS));
+    let drain_timeout = c.optional(
+        &raw.at,
+        "drain_timeout",
+        raw.drain_timeout,
+        DEFAULT_SHUTDOWN_DRAIN,
+        duration,
+    );
     Some(Runtime {
-        workers: workers.value,
-        ..Runtime::default()
+        workers: workers?.value,
+        drain_timeout: drain_timeout?.value,
     })
 }
 

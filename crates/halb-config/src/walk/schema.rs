@@ -1,0 +1,245 @@
+//! halb's schema: which keys each table has and the TOML type of each.
+//! Reading a new key means adding it to its table's key list and reading
+//! it in that table's function here.
+
+use super::{Table, Walker};
+use crate::raw::{
+    Header, RawAccessLog, RawAdmin, RawAlerts, RawBackend, RawConfig, RawHealthCheck, RawListener,
+    RawLog, RawOutlierDetection, RawPool, RawRetryBudget, RawRuntime, Slot,
+};
+
+const ROOT_KEYS: &[&str] = &[
+    "runtime",
+    "admin",
+    "listener",
+    "pool",
+    "log",
+    "access_log",
+    "alerts",
+];
+const RUNTIME_KEYS: &[&str] = &["workers", "drain_timeout"];
+const LOG_KEYS: &[&str] = &["level"];
+const ACCESS_LOG_KEYS: &[&str] = &["format", "path"];
+const ALERTS_KEYS: &[&str] = &["webhooks", "timeout", "max_attempts"];
+const ADMIN_KEYS: &[&str] = &["bind", "token"];
+const LISTENER_KEYS: &[&str] = &[
+    "name",
+    "bind",
+    "protocol",
+    "pool",
+    "request_head_timeout",
+    "idle_timeout",
+    "max_header_bytes",
+];
+const POOL_KEYS: &[&str] = &[
+    "name",
+    "algorithm",
+    "hash_key",
+    "retries",
+    "connect_timeout",
+    "timeout",
+    "drain_timeout",
+    "slow_start",
+    "panic_threshold",
+    "health_check",
+    "outlier_detection",
+    "retry_budget",
+    "backend",
+];
+const HEALTH_CHECK_KEYS: &[&str] = &[
+    "kind",
+    "path",
+    "interval",
+    "timeout",
+    "rise",
+    "fall",
+    "port",
+    "method",
+    "host",
+    "expect_status",
+    "expect_body",
+];
+const OUTLIER_DETECTION_KEYS: &[&str] = &[
+    "consecutive_failures",
+    "base_ejection",
+    "max_ejection_percent",
+    "max_ejection",
+    "count_5xx",
+];
+const RETRY_BUDGET_KEYS: &[&str] = &["percent", "min_per_second"];
+const BACKEND_KEYS: &[&str] = &["address", "weight", "backup"];
+
+impl Walker {
+    pub(super) fn config(&mut self, root: &Table<'_>) -> RawConfig {
+        self.reject_unknown_keys(root, ROOT_KEYS);
+        let runtime = match self.table(root, "runtime") {
+            Slot::Set(table) => self.runtime(&table.value),
+            Slot::Missing | Slot::Invalid => RawRuntime {
+                at: Header {
+                    path: "runtime".to_owned(),
+                    line: None,
+                },
+                workers: Slot::Missing,
+                drain_timeout: Slot::Missing,
+            },
+        };
+        let log = self.table(root, "log").map(|table| self.log(table));
+        let access_log = self
+            .table(root, "access_log")
+            .map(|table| self.access_log(table));
+        let alerts = self.table(root, "alerts").map(|table| self.alerts(table));
+        let admin = self.table(root, "admin").map(|table| self.admin(table));
+        let listeners = self
+            .array_of_tables(root, "listener")
+            .map(|tables| tables.iter().map(|t| self.listener(t)).collect());
+        let pools = self
+            .array_of_tables(root, "pool")
+            .map(|tables| tables.iter().map(|t| self.pool(t)).collect());
+        RawConfig {
+            root: root.at.clone(),
+            runtime,
+            log,
+            access_log,
+            alerts,
+            admin,
+            listeners,
+            pools,
+        }
+    }
+
+    fn runtime(&mut self, table: &Table<'_>) -> RawRuntime {
+        self.reject_unknown_keys(table, RUNTIME_KEYS);
+        RawRuntime {
+            at: table.at.clone(),
+            workers: self.integer(table, "workers"),
+            drain_timeout: self.duration(table, "drain_timeout"),
+        }
+    }
+
+    fn log(&mut self, table: &Table<'_>) -> RawLog {
+        self.reject_unknown_keys(table, LOG_KEYS);
+        RawLog {
+            at: table.at.clone(),
+            level: self.string(table, "level"),
+        }
+    }
+
+    fn access_log(&mut self, table: &Table<'_>) -> RawAccessLog {
+        self.reject_unknown_keys(table, ACCESS_LOG_KEYS);
+        RawAccessLog {
+            at: table.at.clone(),
+            format: self.string(table, "format"),
+            path: self.string(table, "path"),
+        }
+    }
+
+    fn alerts(&mut self, table: &Table<'_>) -> RawAlerts {
+        self.reject_unknown_keys(table, ALERTS_KEYS);
+        RawAlerts {
+            at: table.at.clone(),
+            webhooks: self.string_array(table, "webhooks"),
+            timeout: self.duration(table, "timeout"),
+            max_attempts: self.integer(table, "max_attempts"),
+        }
+    }
+
+    fn admin(&mut self, table: &Table<'_>) -> RawAdmin {
+        self.reject_unknown_keys(table, ADMIN_KEYS);
+        RawAdmin {
+            at: table.at.clone(),
+            bind: self.string(table, "bind"),
+            token: self.string(table, "token"),
+        }
+    }
+
+    fn listener(&mut self, table: &Table<'_>) -> RawListener {
+        self.reject_unknown_keys(table, LISTENER_KEYS);
+        RawListener {
+            at: table.at.clone(),
+            name: self.string(table, "name"),
+            bind: self.string(table, "bind"),
+            protocol: self.string(table, "protocol"),
+            pool: self.string(table, "pool"),
+            request_head_timeout: self.duration(table, "request_head_timeout"),
+            idle_timeout: self.duration(table, "idle_timeout"),
+            max_header_bytes: self.integer(table, "max_header_bytes"),
+        }
+    }
+
+    fn pool(&mut self, table: &Table<'_>) -> RawPool {
+        self.reject_unknown_keys(table, POOL_KEYS);
+        RawPool {
+            at: table.at.clone(),
+            name: self.string(table, "name"),
+            algorithm: self.string(table, "algorithm"),
+            hash_key: self.string(table, "hash_key"),
+            retries: self.integer(table, "retries"),
+            connect_timeout: self.duration(table, "connect_timeout"),
+            timeout: self.duration(table, "timeout"),
+            health_check: self
+                .table(table, "health_check")
+                .map(|t| self.health_check(t)),
+            outlier_detection: self
+                .table(table, "outlier_detection")
+                .map(|t| self.outlier_detection(t)),
+            retry_budget: self
+                .table(table, "retry_budget")
+                .map(|t| self.retry_budget(t)),
+            drain_timeout: self.duration(table, "drain_timeout"),
+            slow_start: self.duration(table, "slow_start"),
+            panic_threshold: self.integer(table, "panic_threshold"),
+            backends: self
+                .array_of_tables(table, "backend")
+                .map(|tables| tables.iter().map(|t| self.backend(t)).collect()),
+        }
+    }
+
+    fn health_check(&mut self, table: &Table<'_>) -> RawHealthCheck {
+        self.reject_unknown_keys(table, HEALTH_CHECK_KEYS);
+        RawHealthCheck {
+            at: table.at.clone(),
+            kind: self.string(table, "kind"),
+            path: self.string(table, "path"),
+            interval: self.duration(table, "interval"),
+            timeout: self.duration(table, "timeout"),
+            rise: self.integer(table, "rise"),
+            fall: self.integer(table, "fall"),
+            port: self.integer(table, "port"),
+            method: self.string(table, "method"),
+            host: self.string(table, "host"),
+            expect_status: self.status(table, "expect_status"),
+            expect_body: self.string(table, "expect_body"),
+        }
+    }
+
+    fn outlier_detection(&mut self, table: &Table<'_>) -> RawOutlierDetection {
+        self.reject_unknown_keys(table, OUTLIER_DETECTION_KEYS);
+        RawOutlierDetection {
+            at: table.at.clone(),
+            consecutive_failures: self.integer(table, "consecutive_failures"),
+            base_ejection: self.duration(table, "base_ejection"),
+            max_ejection_percent: self.integer(table, "max_ejection_percent"),
+            max_ejection: self.duration(table, "max_ejection"),
+            count_5xx: self.boolean(table, "count_5xx"),
+        }
+    }
+
+    fn retry_budget(&mut self, table: &Table<'_>) -> RawRetryBudget {
+        self.reject_unknown_keys(table, RETRY_BUDGET_KEYS);
+        RawRetryBudget {
+            at: table.at.clone(),
+            percent: self.integer(table, "percent"),
+            min_per_second: self.integer(table, "min_per_second"),
+        }
+    }
+
+    fn backend(&mut self, table: &Table<'_>) -> RawBackend {
+        self.reject_unknown_keys(table, BACKEND_KEYS);
+        RawBackend {
+            at: table.at.clone(),
+            address: self.string(table, "address"),
+            weight: self.integer(table, "weight"),
+            backup: self.boolean(table, "backup"),
+        }
+    }
+}
