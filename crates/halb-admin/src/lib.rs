@@ -1,7 +1,9 @@
-//! halb's admin endpoint: `GET /healthz` and the status API. It runs off
-//! the data path (on the main runtime) and reads the same lock-free
-//! snapshots the workers use.
+//! halb's admin endpoint: `GET /healthz`, the status API and the dashboard
+//! at `GET /`. It runs off the data path (on the main runtime) and reads the
+//! same lock-free snapshots the workers use.
 
+mod control;
+mod dashboard;
 mod status;
 
 use std::convert::Infallible;
@@ -20,17 +22,30 @@ use tokio::sync::watch;
 use halb_health::AdminState;
 use halb_proxy::Topology;
 
+pub use control::{Command, Commands, ConfigInfo, ConfigStatus, ReloadOutcome};
 pub use status::Status;
 
 /// What the admin endpoint serves from.
 pub struct Admin {
     topology: Arc<ArcSwap<Topology>>,
     token: Option<String>,
+    config: Arc<ConfigInfo>,
+    commands: Commands,
 }
 
 impl Admin {
-    pub fn new(topology: Arc<ArcSwap<Topology>>, token: Option<String>) -> Arc<Self> {
-        Arc::new(Admin { topology, token })
+    pub fn new(
+        topology: Arc<ArcSwap<Topology>>,
+        token: Option<String>,
+        config: Arc<ConfigInfo>,
+        commands: Commands,
+    ) -> Arc<Self> {
+        Arc::new(Admin {
+            topology,
+            token,
+            config,
+            commands,
+        })
     }
 
     /// Serve admin requests on `listener` until `shutdown` turns true.
@@ -59,7 +74,7 @@ impl Admin {
             tokio::spawn(async move {
                 let service = service_fn(move |request| {
                     let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.route(request)) }
+                    async move { Ok::<_, Infallible>(admin.route(request).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -68,10 +83,55 @@ impl Admin {
         }
     }
 
-    fn route(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn route(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        if request.uri().path() == "/api/v1/reload" {
+            if let Some(refused) = self.refuse_without_token(&request) {
+                return refused;
+            }
+            if request.method() != Method::POST {
+                return error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+            }
+            return self.reload().await;
+        }
+        self.route_sync(request)
+    }
+
+    /// 401 unless the request carries the configured token (if any).
+    fn refuse_without_token<B>(&self, request: &Request<B>) -> Option<Response<Full<Bytes>>> {
+        match &self.token {
+            Some(token) if !bearer_matches(request, token) => Some(error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token",
+            )),
+            _ => None,
+        }
+    }
+
+    /// `POST /api/v1/reload`: 200 with what changed, or 400 with every error
+    /// (the running config stays).
+    async fn reload(&self) -> Response<Full<Bytes>> {
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        if self.commands.send(Command::Reload { reply }).await.is_err() {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping");
+        }
+        match outcome.await {
+            Ok(outcome @ ReloadOutcome::Applied { .. }) => json(StatusCode::OK, &outcome),
+            Ok(outcome @ ReloadOutcome::Rejected { .. }) => json(StatusCode::BAD_REQUEST, &outcome),
+            Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping"),
+        }
+    }
+
+    fn route_sync(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = request.uri().path();
         if path == "/healthz" {
             return text(StatusCode::OK, "ok\n");
+        }
+        // The dashboard's files hold no data: served without the token; the
+        // page's own API calls carry it (see dashboard.rs).
+        if request.method() == Method::GET {
+            if let Some(file) = dashboard::asset(path) {
+                return file;
+            }
         }
         if let Some(token) = &self.token {
             if !bearer_matches(&request, token) {
@@ -80,7 +140,7 @@ impl Admin {
         }
         match (request.method(), path) {
             (&Method::GET, "/api/v1/status") => {
-                let status = Status::of(&self.topology.load());
+                let status = Status::of(&self.topology.load(), &self.config);
                 json(StatusCode::OK, &status)
             }
             (_, "/api/v1/status") => error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),

@@ -7,10 +7,14 @@ use halb_health::clock;
 use halb_proxy::{BackendState, PoolState, Topology};
 use serde::Serialize;
 
+use crate::control::{ConfigInfo, ConfigStatus};
+
 /// Listeners, pools and every backend's state and counters.
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub version: &'static str,
+    /// The running config's hash and the reloads so far.
+    pub config: ConfigStatus,
     pub listeners: Vec<ListenerStatus>,
     pub pools: Vec<PoolStatus>,
 }
@@ -54,20 +58,21 @@ pub struct BackendStatus {
 }
 
 impl Status {
-    pub fn of(topology: &Topology) -> Status {
+    pub fn of(topology: &Topology, config: &ConfigInfo) -> Status {
         Status {
             version: env!("CARGO_PKG_VERSION"),
+            config: config.status(),
             listeners: topology
                 .listeners
                 .iter()
                 .map(|l| ListenerStatus {
-                    name: l.config.name.clone(),
+                    name: l.name.clone(),
                     bind: l.bound.to_string(),
-                    protocol: match l.config.protocol {
+                    protocol: match l.protocol {
                         Protocol::Http => "http",
                         Protocol::Tcp => "tcp",
                     },
-                    pool: l.config.pool.clone(),
+                    pool: l.config.load().pool.clone(),
                 })
                 .collect(),
             pools: topology.pools.iter().map(|p| pool_status(p)).collect(),

@@ -15,6 +15,7 @@ use halb_config::{HealthCheck, HealthCheckKind};
 use tokio::task::JoinHandle;
 
 use crate::backend::{BackendHealth, CheckState};
+use crate::events::{EventSink, HealthEvent};
 use crate::probe::probe;
 use crate::rise_fall::{RiseFall, Verdict};
 
@@ -39,6 +40,7 @@ impl Checkers {
         pool: &str,
         check: &HealthCheck,
         backends: impl IntoIterator<Item = (SocketAddr, Arc<BackendHealth>)>,
+        events: EventSink,
     ) -> Checkers {
         if check.kind == HealthCheckKind::None {
             return Checkers::default();
@@ -55,6 +57,7 @@ impl Checkers {
                     address,
                     health,
                     everyone.clone(),
+                    events.clone(),
                 ))
             })
             .collect();
@@ -76,6 +79,7 @@ async fn check_loop(
     address: SocketAddr,
     health: Arc<BackendHealth>,
     pool_members: Arc<[Arc<BackendHealth>]>,
+    events: EventSink,
 ) {
     let start = match health.check_state() {
         CheckState::Up => Verdict::Up,
@@ -103,12 +107,31 @@ async fn check_loop(
         }
         match change {
             Some(Verdict::Up) => {
+                let pool_was_empty = !pool_members.iter().any(|m| m.is_in_service());
                 health.set_check_state(CheckState::Up, detail.clone());
                 tracing::info!(%pool, backend = %address, check = %detail, "backend is up");
+                events(HealthEvent::BackendUp {
+                    pool: pool.clone(),
+                    backend: address,
+                });
+                if pool_was_empty && health.is_in_service() {
+                    tracing::info!(%pool, "pool has a usable backend again");
+                    events(HealthEvent::PoolAvailable { pool: pool.clone() });
+                }
             }
             Some(Verdict::Down) => {
+                let was_in_service = health.is_in_service();
                 health.set_check_state(CheckState::Down, detail.clone());
                 tracing::warn!(%pool, backend = %address, check = %detail, "backend is down");
+                events(HealthEvent::BackendDown {
+                    pool: pool.clone(),
+                    backend: address,
+                    reason: detail.trim_start_matches("failed: ").to_owned(),
+                });
+                if was_in_service && !pool_members.iter().any(|m| m.is_in_service()) {
+                    tracing::error!(%pool, "pool has no usable backend");
+                    events(HealthEvent::PoolUnavailable { pool: pool.clone() });
+                }
             }
             None => health.note_check(detail),
         }

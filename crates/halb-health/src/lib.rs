@@ -12,6 +12,7 @@
 mod backend;
 mod checker;
 pub mod clock;
+mod events;
 mod outlier;
 mod probe;
 mod retry_budget;
@@ -19,6 +20,7 @@ mod rise_fall;
 
 pub use backend::{AdminState, BackendHealth, CheckState, ServingState};
 pub use checker::Checkers;
+pub use events::{no_events, EventSink, HealthEvent};
 pub use outlier::OutlierDetector;
 pub use probe::{probe, CheckFailure};
 pub use retry_budget::RetryBudget;

@@ -1,5 +1,5 @@
 //! halb's data path: listeners, HTTP and TCP proxying, per-worker backend
-//! connection pools, retries.
+//! connection pools, retries, and reload.
 //!
 //! Life of a request: a worker accepts a connection on its own
 //! SO_REUSEPORT socket; hyper parses the request while the framing tracker
@@ -13,6 +13,7 @@
 mod error;
 mod http;
 mod listener;
+mod reload;
 mod state;
 mod tcp;
 mod worker;
@@ -23,11 +24,15 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use halb_config::Config;
-use tokio::sync::watch;
+use halb_health::EventSink;
+use tokio::sync::mpsc;
 
 pub use error::{ProxyError, Side};
 pub use listener::ListenerContext;
+pub use reload::ReloadSummary;
 pub use state::{BackendState, InFlight, PoolState, Tried};
+
+use worker::WorkerCommand;
 
 /// What is running: listeners and pools, as the admin API shows them.
 #[derive(Debug)]
@@ -36,7 +41,7 @@ pub struct Topology {
     pub pools: Vec<Arc<PoolState>>,
 }
 
-/// Why the data path could not start.
+/// Why the data path could not start or take a new config.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("listener {listener}: cannot bind {address}: {source}")]
@@ -49,70 +54,57 @@ pub enum StartError {
     Thread(std::io::Error),
 }
 
-/// The running data path.
+/// The running data path. One owner (the binary's main loop) holds it and
+/// applies every change: start, reload, shutdown.
 pub struct Proxy {
     topology: Arc<ArcSwap<Topology>>,
-    shutdown: watch::Sender<bool>,
-    workers: Vec<std::thread::JoinHandle<()>>,
+    workers: Vec<Worker>,
+    /// Where health events of every pool go.
+    events: EventSink,
+}
+
+struct Worker {
+    thread: std::thread::JoinHandle<()>,
+    commands: mpsc::UnboundedSender<WorkerCommand>,
 }
 
 impl Proxy {
     /// Bind every listener, then start the workers. Must be called inside a
-    /// tokio runtime (sockets are created through it). Nothing is left
-    /// running on error.
-    pub fn start(config: &Config) -> Result<Proxy, StartError> {
-        let workers = match config.runtime.workers {
+    /// tokio runtime (sockets and health checks are created through it).
+    /// Nothing is left running on error.
+    pub fn start(config: &Config, events: EventSink) -> Result<Proxy, StartError> {
+        let count = match config.runtime.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
         let pools: Vec<Arc<PoolState>> = config
             .pools
             .iter()
-            .map(|pool| Arc::new(PoolState::new(pool.clone())))
+            .map(|pool| Arc::new(PoolState::new(pool.clone(), events.clone())))
             .collect();
-        let mut per_worker: Vec<worker::WorkerListeners> =
-            (0..workers).map(|_| Vec::new()).collect();
-        let mut listeners = Vec::new();
-        for listener in &config.listeners {
-            let (bound, sockets) =
-                listener::bind_reuseport(listener.bind, workers).map_err(|source| {
-                    StartError::Bind {
-                        listener: listener.name.clone(),
-                        address: listener.bind,
-                        source,
-                    }
-                })?;
-            let pool = pools
-                .iter()
-                .find(|p| p.config.name == listener.pool)
-                .expect("validated config: listener pool exists")
-                .clone();
-            let context = Arc::new(ListenerContext {
-                config: listener.clone(),
-                bound,
-                pool: ArcSwap::new(pool),
-            });
-            for (worker, socket) in per_worker.iter_mut().zip(sockets) {
-                worker.push((context.clone(), socket));
-            }
-            tracing::info!(listener = %listener.name, address = %bound, protocol = ?listener.protocol, "listening");
-            listeners.push(context);
-        }
-        let (shutdown, stop) = watch::channel(false);
-        let mut handles = Vec::with_capacity(workers);
-        for (index, listeners) in per_worker.into_iter().enumerate() {
-            let stop = stop.clone();
-            let handle = std::thread::Builder::new()
+        let bound = reload::bind_all(config.listeners.iter(), count)?;
+        let mut workers = Vec::with_capacity(count);
+        for index in 0..count {
+            let (commands, receiver) = mpsc::unbounded_channel();
+            let thread = std::thread::Builder::new()
                 .name(format!("halb-worker-{index}"))
-                .spawn(move || worker::run(index, listeners, stop))
+                .spawn(move || worker::run(index, receiver))
                 .map_err(StartError::Thread)?;
-            handles.push(handle);
+            workers.push(Worker { thread, commands });
         }
-        Ok(Proxy {
-            topology: Arc::new(ArcSwap::from_pointee(Topology { listeners, pools })),
-            shutdown,
-            workers: handles,
-        })
+        let proxy = Proxy {
+            topology: Arc::new(ArcSwap::from_pointee(Topology {
+                listeners: Vec::new(),
+                pools: pools.clone(),
+            })),
+            workers,
+            events,
+        };
+        let listeners = bound.into_iter().map(|b| proxy.open(b, &pools)).collect();
+        proxy
+            .topology
+            .store(Arc::new(Topology { listeners, pools }));
+        Ok(proxy)
     }
 
     /// The current listeners and pools.
@@ -120,12 +112,36 @@ impl Proxy {
         self.topology.clone()
     }
 
+    /// Hand a bound listener to the workers.
+    fn open(&self, bound: reload::BoundListener, pools: &[Arc<PoolState>]) -> Arc<ListenerContext> {
+        let pool = reload::pool_named(pools, &bound.config.pool);
+        tracing::info!(listener = %bound.config.name, address = %bound.address, protocol = ?bound.config.protocol, "listening");
+        let context = Arc::new(ListenerContext::new(bound.config, bound.address, pool));
+        for (worker, socket) in self.workers.iter().zip(bound.sockets) {
+            let _ = worker.commands.send(WorkerCommand::Listen {
+                context: context.clone(),
+                socket,
+            });
+        }
+        context
+    }
+
     /// Stop accepting, let in-flight requests and connections finish for up
     /// to `drain`, then return.
     pub fn shutdown(self, drain: Duration) {
-        let _ = self.shutdown.send(true);
+        for listener in &self.topology.load().listeners {
+            listener.close();
+        }
+        let threads: Vec<_> = self
+            .workers
+            .into_iter()
+            .map(|worker| {
+                drop(worker.commands);
+                worker.thread
+            })
+            .collect();
         let deadline = Instant::now() + drain;
-        while Instant::now() < deadline && self.workers.iter().any(|w| !w.is_finished()) {
+        while Instant::now() < deadline && threads.iter().any(|t| !t.is_finished()) {
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -11,7 +11,7 @@ use halb_balance::{
     SmoothWeighted, TwoChoices,
 };
 use halb_config::{Algorithm, HealthCheckKind, Pool};
-use halb_health::{clock, BackendHealth, Checkers, OutlierDetector, RetryBudget};
+use halb_health::{clock, BackendHealth, Checkers, EventSink, OutlierDetector, RetryBudget};
 
 /// One backend and its live counters, shared by every worker.
 #[derive(Debug)]
@@ -42,6 +42,21 @@ impl BackendState {
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             latency: PeakEwma::new(),
+        }
+    }
+
+    /// A backend whose settings changed at reload: new settings, same
+    /// health and counters.
+    fn carried_over(config: &halb_config::Backend, old: &BackendState) -> Self {
+        BackendState {
+            address: config.address,
+            weight: config.weight,
+            backup: config.backup,
+            in_flight: AtomicU64::new(0),
+            requests: AtomicU64::new(old.requests.load(Relaxed)),
+            failures: AtomicU64::new(old.failures.load(Relaxed)),
+            latency: PeakEwma::new(),
+            health: old.health.clone(),
         }
     }
 
@@ -98,12 +113,27 @@ impl std::fmt::Debug for PoolState {
 
 impl PoolState {
     /// Build a pool and start its active checks (so: inside a tokio runtime).
-    pub fn new(config: Pool) -> Self {
+    pub fn new(config: Pool, events: EventSink) -> Self {
+        Self::rebuild(config, None, events)
+    }
+
+    /// Build a pool from a new config, keeping what `previous` knew of the
+    /// backends that are still there: a backend whose weight and backup flag
+    /// did not change is the same object (counters, in-flight, health,
+    /// latency); one whose weight changed keeps its health and counters.
+    pub fn rebuild(config: Pool, previous: Option<&PoolState>, events: EventSink) -> Self {
         let checked = config.health_check.kind != HealthCheckKind::None;
         let backends: Vec<_> = config
             .backends
             .iter()
-            .map(|b| Arc::new(BackendState::new(b, checked)))
+            .map(|b| {
+                let old = previous.and_then(|p| p.backends.iter().find(|o| o.address == b.address));
+                match old {
+                    Some(old) if old.weight == b.weight && old.backup == b.backup => old.clone(),
+                    Some(old) => Arc::new(BackendState::carried_over(b, old)),
+                    None => Arc::new(BackendState::new(b, checked)),
+                }
+            })
             .collect();
         let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
         let balancer: Box<dyn Balancer> = match config.algorithm {
@@ -122,6 +152,7 @@ impl PoolState {
             &config.name,
             &config.health_check,
             backends.iter().map(|b| (b.address, b.health.clone())),
+            events,
         );
         PoolState {
             outlier: OutlierDetector::new(config.outlier_detection.clone()),

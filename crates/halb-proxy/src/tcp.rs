@@ -67,5 +67,5 @@ pub(crate) async fn serve(mut client: TcpStream, peer: SocketAddr, listener: Arc
             }
         }
     }
-    tracing::debug!(%peer, listener = %listener.config.name, "no backend reachable; closing");
+    tracing::debug!(%peer, listener = %listener.name, "no backend reachable; closing");
 }

@@ -1,6 +1,7 @@
 //! Data-path workers: each is a thread running a single-threaded tokio
 //! runtime with its own listener sockets and backend connection pool, so
-//! the hot path shares no lock with other workers.
+//! the hot path shares no lock with other workers. Workers take commands
+//! (a new listener socket) from the proxy's owner over a channel.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -9,17 +10,24 @@ use std::time::Duration;
 
 use halb_config::Protocol;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::mpsc;
 use tokio::task::LocalSet;
 
 use crate::http::UpstreamPool;
 use crate::listener::ListenerContext;
 
-/// What one worker serves: a socket for each listener.
-pub(crate) type WorkerListeners = Vec<(Arc<ListenerContext>, std::net::TcpListener)>;
+/// What the owner asks a worker to do.
+#[derive(Debug)]
+pub(crate) enum WorkerCommand {
+    /// Accept connections for this listener on this socket.
+    Listen {
+        context: Arc<ListenerContext>,
+        socket: std::net::TcpListener,
+    },
+}
 
-/// Run a worker until shutdown is signalled and its connections have ended.
-pub(crate) fn run(index: usize, listeners: WorkerListeners, shutdown: watch::Receiver<bool>) {
+/// Run a worker until its command channel closes and its connections end.
+pub(crate) fn run(index: usize, mut commands: mpsc::UnboundedReceiver<WorkerCommand>) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -34,22 +42,23 @@ pub(crate) fn run(index: usize, listeners: WorkerListeners, shutdown: watch::Rec
     local.block_on(&runtime, async move {
         let upstream = Rc::new(UpstreamPool::default());
         let open = Rc::new(Cell::new(0usize));
-        for (context, socket) in listeners {
-            match TcpListener::from_std(socket) {
-                Ok(listener) => {
-                    tokio::task::spawn_local(accept_loop(
-                        listener,
-                        context,
-                        upstream.clone(),
-                        open.clone(),
-                        shutdown.clone(),
-                    ));
-                }
-                Err(e) => tracing::error!(worker = index, error = %e, "cannot use listener socket"),
+        while let Some(command) = commands.recv().await {
+            match command {
+                WorkerCommand::Listen { context, socket } => match TcpListener::from_std(socket) {
+                    Ok(listener) => {
+                        tokio::task::spawn_local(accept_loop(
+                            listener,
+                            context,
+                            upstream.clone(),
+                            open.clone(),
+                        ));
+                    }
+                    Err(e) => {
+                        tracing::error!(worker = index, error = %e, "cannot use listener socket")
+                    }
+                },
             }
         }
-        let mut stop = shutdown.clone();
-        let _ = stop.wait_for(|stopping| *stopping).await;
         while open.get() > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -61,18 +70,18 @@ async fn accept_loop(
     context: Arc<ListenerContext>,
     upstream: Rc<UpstreamPool>,
     open: Rc<Cell<usize>>,
-    mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut closing = context.closing();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = shutdown.wait_for(|stopping| *stopping) => return,
+            _ = closing.wait_for(|closed| *closed) => return,
         };
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
                 // Out of file descriptors or similar: back off, keep serving.
-                tracing::warn!(listener = %context.config.name, error = %e, "accept failed");
+                tracing::warn!(listener = %context.name, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
@@ -80,12 +89,11 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let guard = OpenConnection::new(&open);
         let context = context.clone();
-        match context.config.protocol {
+        match context.protocol {
             Protocol::Http => {
                 let upstream = upstream.clone();
-                let shutdown = shutdown.clone();
                 tokio::task::spawn_local(async move {
-                    crate::http::serve(stream, peer, context, upstream, shutdown).await;
+                    crate::http::serve(stream, peer, context, upstream).await;
                     drop(guard);
                 });
             }

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::run;
 
 pub fn run(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
-    run::init_tracing();
+    run::init_tracing(None);
     let result = run::runtime().and_then(|rt| {
         let result = rt.block_on(demo(listen, admin));
         rt.shutdown_background();
@@ -49,10 +49,12 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     for address in &backends {
         config.push_str(&format!("\n[[pool.backend]]\naddress = \"{address}\"\n"));
     }
+    let hash = run::config_hash(&config);
     let config = halb_config::parse(&config).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
 
     let (started, mut ready) = watch::channel(run::Started::default());
-    let node = tokio::spawn(run::serve(config, Some(started)));
+    let loaded = run::Loaded { config, hash };
+    let node = tokio::spawn(run::serve(loaded, run::Source::Inline, Some(started)));
     if ready.changed().await.is_err() {
         return node.await?;
     }

@@ -18,10 +18,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a node with the given config file.
+    /// Run a node with the given config file. SIGHUP reloads it.
     Run {
         #[arg(long, short)]
         config: PathBuf,
+        /// Reload the config file whenever it changes.
+        #[arg(long)]
+        watch: bool,
     },
     /// Validate a config file: exit 0, or exit 1 listing every error.
     Check {
@@ -43,7 +46,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => run::run_file(&config),
+        Command::Run { config, watch } => run::run_file(&config, watch),
         Command::Check { config } => run::check_file(&config),
         Command::Demo { listen, admin } => demo::run(listen, admin),
     }

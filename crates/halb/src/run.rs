@@ -1,47 +1,72 @@
 //! `halb run` and `halb check`: load and validate a config, start the data
-//! path and the admin endpoint, stop gracefully on SIGTERM/SIGINT.
+//! path and the admin endpoint, reload on SIGHUP / API / file change, stop
+//! gracefully on SIGTERM/SIGINT. The main loop here is the one owner that
+//! applies every change to the running node.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use halb_admin::{Command, ConfigInfo, ReloadOutcome};
+use halb_alerts::{Alert, Alerter};
 use halb_config::Config;
+use halb_health::{EventSink, HealthEvent};
+use halb_proxy::Proxy;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-/// How long in-flight work may take to finish after SIGTERM/SIGINT.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often `--watch` looks at the config file.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Read and validate a config file, printing every error to stderr.
-pub fn load(path: &Path) -> Option<Config> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) => {
-            eprintln!("halb: cannot read {}: {e}", path.display());
-            return None;
-        }
-    };
+/// A config file's text, validated.
+pub struct Loaded {
+    pub config: Config,
+    pub hash: String,
+}
+
+/// Read and validate a config file; every error as a line naming its key.
+pub fn load(path: &Path) -> Result<Loaded, Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
     match halb_config::parse(&text) {
-        Ok(config) => Some(config),
-        Err(errors) => {
-            for error in &errors.0 {
-                eprintln!("{}: {error}", path.display());
-            }
-            let n = errors.0.len();
-            eprintln!(
-                "halb: {} has {n} error{}; nothing started",
-                path.display(),
-                if n == 1 { "" } else { "s" }
-            );
-            None
-        }
+        Ok(config) => Ok(Loaded {
+            config,
+            hash: config_hash(&text),
+        }),
+        Err(errors) => Err(errors
+            .0
+            .iter()
+            .map(|e| format!("{}: {e}", path.display()))
+            .collect()),
     }
+}
+
+/// A short, stable identity of a config file's text (FNV-1a, 64 bits).
+pub fn config_hash(text: &str) -> String {
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+fn report(path: &Path, errors: &[String]) {
+    for error in errors {
+        eprintln!("{error}");
+    }
+    let n = errors.len();
+    eprintln!(
+        "halb: {} has {n} error{}; nothing started",
+        path.display(),
+        if n == 1 { "" } else { "s" }
+    );
 }
 
 pub fn check_file(path: &Path) -> ExitCode {
     match load(path) {
-        Some(config) => {
+        Ok(Loaded { config, .. }) => {
             println!(
                 "{}: OK ({} listener{}, {} pool{})",
                 path.display(),
@@ -52,17 +77,28 @@ pub fn check_file(path: &Path) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        None => ExitCode::FAILURE,
+        Err(errors) => {
+            report(path, &errors);
+            ExitCode::FAILURE
+        }
     }
 }
 
-pub fn run_file(path: &Path) -> ExitCode {
-    init_tracing();
-    let Some(config) = load(path) else {
-        return ExitCode::FAILURE;
+pub fn run_file(path: &Path, watch: bool) -> ExitCode {
+    let loaded = match load(path) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            report(path, &errors);
+            return ExitCode::FAILURE;
+        }
+    };
+    init_tracing(loaded.config.log.level.as_deref());
+    let source = Source::File {
+        path: path.to_owned(),
+        watch,
     };
     let result = runtime().and_then(|rt| {
-        let result = rt.block_on(serve(config, None));
+        let result = rt.block_on(serve(loaded, source, None));
         // Nothing left to wait for: do not block on idle runtime threads.
         rt.shutdown_background();
         result
@@ -76,9 +112,12 @@ pub fn run_file(path: &Path) -> ExitCode {
     }
 }
 
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Log through `tracing`: `RUST_LOG` if set, else `[log] level`, else info.
+pub fn init_tracing(level: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::try_new(level.unwrap_or("info"))
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -86,7 +125,7 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// The main runtime: signals and the admin endpoint. The data path runs on
+/// The main runtime: signals, admin, health checks. The data path runs on
 /// its own worker threads.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -97,13 +136,37 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the main runtime")
 }
 
-/// Run a node until SIGTERM/SIGINT, then drain. `started` is told the
-/// bound addresses once everything listens.
-pub async fn serve(config: Config, started: Option<watch::Sender<Started>>) -> anyhow::Result<()> {
+/// Where the running config came from.
+pub enum Source {
+    /// A file, reloadable; `watch` reloads it when it changes.
+    File { path: PathBuf, watch: bool },
+    /// Built in memory (the demo): nothing to reload.
+    Inline,
+}
+
+/// Where a started node listens.
+#[derive(Debug, Clone, Default)]
+pub struct Started {
+    pub listeners: Vec<std::net::SocketAddr>,
+    pub admin: Option<std::net::SocketAddr>,
+}
+
+/// Run a node until SIGTERM/SIGINT, then drain. `started` is told the bound
+/// addresses once everything listens.
+pub async fn serve(
+    loaded: Loaded,
+    source: Source,
+    started: Option<watch::Sender<Started>>,
+) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
 
-    let proxy = halb_proxy::Proxy::start(&config)?;
+    let Loaded { config, hash } = loaded;
+    let alerter = Arc::new(ArcSwap::from_pointee(Alerter::new(&config.alerts)));
+    let proxy = Proxy::start(&config, alert_on_health(alerter.clone()))?;
+    let info = Arc::new(ConfigInfo::new(hash.clone()));
+    let (commands, mut requests) = mpsc::channel::<Command>(16);
     let (stop_admin, admin_stopped) = watch::channel(false);
     let mut admin_address = None;
     if let Some(admin) = &config.admin {
@@ -116,7 +179,12 @@ pub async fn serve(config: Config, started: Option<watch::Sender<Started>>) -> a
         };
         admin_address = listener.local_addr().ok();
         tracing::info!(address = ?admin_address, "admin listening");
-        let endpoint = halb_admin::Admin::new(proxy.topology(), admin.token.clone());
+        let endpoint = halb_admin::Admin::new(
+            proxy.topology(),
+            admin.token.clone(),
+            info.clone(),
+            commands.clone(),
+        );
         tokio::spawn(endpoint.serve(listener, admin_stopped));
     }
     if let Some(started) = started {
@@ -128,11 +196,46 @@ pub async fn serve(config: Config, started: Option<watch::Sender<Started>>) -> a
         });
     }
 
-    let which = tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
+    let mut node = Node {
+        proxy,
+        config,
+        seen_hash: hash,
+        info,
+        source,
+        alerter,
     };
-    tracing::info!(signal = which, drain = ?DRAIN_TIMEOUT, "stopping: finishing in-flight work (signal again to exit now)");
+    let mut watch_tick = tokio::time::interval(WATCH_INTERVAL);
+    watch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let watching = matches!(node.source, Source::File { watch: true, .. });
+    let which = loop {
+        tokio::select! {
+            _ = terminate.recv() => break "SIGTERM",
+            _ = interrupt.recv() => break "SIGINT",
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                node.reload();
+            }
+            Some(command) = requests.recv() => match command {
+                Command::Reload { reply } => {
+                    tracing::info!("reload requested through the admin API");
+                    let _ = reply.send(node.reload());
+                }
+            },
+            _ = watch_tick.tick(), if watching => {
+                if node.file_changed() {
+                    tracing::info!("config file changed: reloading");
+                    node.reload();
+                }
+            }
+        }
+    };
+
+    let drain = node.config.runtime.drain_timeout;
+    tracing::info!(
+        signal = which,
+        ?drain,
+        "stopping: finishing in-flight work (signal again to exit now)"
+    );
     tokio::spawn(async move {
         tokio::select! {
             _ = terminate.recv() => {}
@@ -142,14 +245,117 @@ pub async fn serve(config: Config, started: Option<watch::Sender<Started>>) -> a
         std::process::exit(1);
     });
     let _ = stop_admin.send(true);
-    tokio::task::spawn_blocking(move || proxy.shutdown(DRAIN_TIMEOUT)).await?;
+    let proxy = node.proxy;
+    tokio::task::spawn_blocking(move || proxy.shutdown(drain)).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Where a started node listens.
-#[derive(Debug, Clone, Default)]
-pub struct Started {
-    pub listeners: Vec<std::net::SocketAddr>,
-    pub admin: Option<std::net::SocketAddr>,
+/// Health events become alerts (webhooks), through whichever alerter the
+/// running config has.
+fn alert_on_health(alerter: Arc<ArcSwap<Alerter>>) -> EventSink {
+    Arc::new(move |event| {
+        let alert = match event {
+            HealthEvent::BackendDown {
+                pool,
+                backend,
+                reason,
+            } => Alert::BackendDown {
+                pool,
+                backend,
+                reason,
+            },
+            HealthEvent::BackendUp { pool, backend } => Alert::BackendUp { pool, backend },
+            HealthEvent::PoolUnavailable { pool } => Alert::PoolUnavailable { pool },
+            HealthEvent::PoolAvailable { pool } => Alert::PoolAvailable { pool },
+        };
+        alerter.load().send(alert);
+    })
+}
+
+/// The running node, owned by the main loop.
+struct Node {
+    proxy: Proxy,
+    config: Config,
+    /// Hash of the file text last applied or refused, so `--watch` reacts
+    /// to each new version once.
+    seen_hash: String,
+    info: Arc<ConfigInfo>,
+    source: Source,
+    /// Swapped when a reload changes `[alerts]`.
+    alerter: Arc<ArcSwap<Alerter>>,
+}
+
+impl Node {
+    /// Reload the config file: validate it, then apply it as a diff. A bad
+    /// file changes nothing.
+    fn reload(&mut self) -> ReloadOutcome {
+        let outcome = match &self.source {
+            Source::Inline => ReloadOutcome::Rejected {
+                errors: vec!["this node was not started from a config file".to_owned()],
+            },
+            Source::File { path, .. } => match load(path) {
+                Err(errors) => ReloadOutcome::Rejected { errors },
+                Ok(Loaded { config, hash }) => self.apply(config, hash),
+            },
+        };
+        self.info.record(&outcome);
+        match &outcome {
+            ReloadOutcome::Applied { config_hash, .. } => {
+                tracing::info!(hash = %config_hash, "config reloaded");
+            }
+            ReloadOutcome::Rejected { errors } => {
+                for error in errors {
+                    tracing::error!(%error, "reload refused; the running config stays");
+                }
+                self.alerter.load().send(Alert::ReloadFailed {
+                    errors: errors.clone(),
+                });
+            }
+        }
+        outcome
+    }
+
+    fn apply(&mut self, config: Config, hash: String) -> ReloadOutcome {
+        if config.runtime.workers != self.config.runtime.workers {
+            tracing::warn!("runtime.workers changed; it takes effect at the next restart");
+        }
+        if config.admin != self.config.admin {
+            tracing::warn!("[admin] changed; it takes effect at the next restart");
+        }
+        match self.proxy.apply(&config) {
+            Ok(summary) => {
+                if !summary.is_empty() {
+                    tracing::info!(?summary, "reload applied");
+                }
+                if config.alerts != self.config.alerts {
+                    let alerter = self.alerter.load().reconfigured(&config.alerts);
+                    self.alerter.store(Arc::new(alerter));
+                }
+                self.config = config;
+                self.seen_hash = hash.clone();
+                ReloadOutcome::applied(hash, summary)
+            }
+            Err(e) => ReloadOutcome::Rejected {
+                errors: vec![e.to_string()],
+            },
+        }
+    }
+
+    /// Whether the watched file's text differs from what runs now (or from
+    /// the last refused version, so a bad file is reported once).
+    fn file_changed(&mut self) -> bool {
+        let Source::File { path, .. } = &self.source else {
+            return false;
+        };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return false;
+        };
+        let hash = config_hash(&text);
+        if hash == self.seen_hash {
+            return false;
+        }
+        self.seen_hash = hash;
+        true
+    }
 }

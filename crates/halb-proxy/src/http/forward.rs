@@ -23,6 +23,8 @@ use crate::state::{InFlight, PoolState, Tried};
 /// Everything a request handler needs, for one client connection.
 pub(crate) struct Handler {
     pub(crate) listener: Arc<ListenerContext>,
+    /// The listener's settings when the connection opened.
+    pub(crate) config: Arc<halb_config::Listener>,
     pub(crate) upstream: Rc<UpstreamPool>,
     pub(crate) connection: Arc<ConnectionState>,
     pub(crate) peer: SocketAddr,
@@ -56,7 +58,7 @@ impl Handler {
                 Response::from_parts(parts, ResponseBody::full(Bytes::new(), active))
             }
             Err(error) => {
-                tracing::debug!(listener = %self.listener.config.name, %error, "request failed");
+                tracing::debug!(listener = %self.listener.name, %error, "request failed");
                 error_response(&error, active)
             }
         }
@@ -149,7 +151,7 @@ impl Handler {
         if body.is_end_stream() {
             return Ok(RequestBody::Empty);
         }
-        let idle = self.listener.config.idle_timeout;
+        let idle = self.config.idle_timeout;
         match tokio::time::timeout(idle, body.frame()).await {
             Err(_) => Err(ProxyError::ClientTimeout),
             Ok(None) => Ok(RequestBody::Empty),

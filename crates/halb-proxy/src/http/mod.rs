@@ -17,21 +17,22 @@ use std::sync::Arc;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 use crate::listener::ListenerContext;
 pub(crate) use hash_key::ip_key;
 pub(crate) use upstream::UpstreamPool;
 
-/// Serve one client connection until it closes, times out, or halb stops.
+/// Serve one client connection until it closes, times out, or its
+/// listener closes (reload, shutdown), in which case it finishes the request
+/// in flight and closes.
 pub(crate) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     listener: Arc<ListenerContext>,
     upstream: Rc<UpstreamPool>,
-    mut shutdown: watch::Receiver<bool>,
 ) {
-    let config = &listener.config;
+    let mut closing = listener.closing();
+    let config = listener.config.load_full();
     let (head_timeout, idle_timeout) = (config.request_head_timeout, config.idle_timeout);
     let state = client_io::ConnectionState::new();
     let io = TokioIo::new(client_io::ClientIo::new(
@@ -39,8 +40,17 @@ pub(crate) async fn serve(
         config.max_header_bytes,
         state.clone(),
     ));
+    let builder = {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .max_header_size(config.max_header_bytes)
+            .max_buf_size(config.max_header_bytes.max(64 * 1024))
+            .header_read_timeout(None);
+        builder
+    };
     let handler = Rc::new(forward::Handler {
-        listener: listener.clone(),
+        listener,
+        config,
         upstream,
         connection: state.clone(),
         peer,
@@ -49,14 +59,9 @@ pub(crate) async fn serve(
         let handler = handler.clone();
         async move { Ok::<_, Infallible>(handler.handle(request).await) }
     });
-    let connection = hyper::server::conn::http1::Builder::new()
-        .max_header_size(config.max_header_bytes)
-        .max_buf_size(config.max_header_bytes.max(64 * 1024))
-        .header_read_timeout(None)
-        .serve_connection(io, service)
-        .with_upgrades();
+    let connection = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(connection);
-    let mut stopping = *shutdown.borrow();
+    let mut stopping = *closing.borrow();
     if stopping {
         connection.as_mut().graceful_shutdown();
     }
@@ -72,8 +77,8 @@ pub(crate) async fn serve(
                 tracing::debug!(%peer, "client connection timed out");
                 return;
             }
-            changed = shutdown.changed(), if !stopping => {
-                if changed.is_err() || *shutdown.borrow() {
+            changed = closing.changed(), if !stopping => {
+                if changed.is_err() || *closing.borrow() {
                     stopping = true;
                     connection.as_mut().graceful_shutdown();
                 }

@@ -1,0 +1,125 @@
+//! What the admin endpoint asks of the node's owner, and the config
+//! bookkeeping it shows. The owner (the binary's main loop) applies every
+//! change; the admin endpoint only sends typed commands.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use halb_proxy::ReloadSummary;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+/// A command for the node's owner.
+#[derive(Debug)]
+pub enum Command {
+    /// Reload the config file; the outcome comes back on `reply`.
+    Reload {
+        reply: oneshot::Sender<ReloadOutcome>,
+    },
+}
+
+/// The channel commands travel on.
+pub type Commands = mpsc::Sender<Command>;
+
+/// What a reload did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ReloadOutcome {
+    /// The new config runs.
+    Applied {
+        config_hash: String,
+        listeners_added: Vec<String>,
+        listeners_removed: Vec<String>,
+        pools_added: Vec<String>,
+        pools_changed: Vec<String>,
+        pools_removed: Vec<String>,
+        backends_removed: Vec<String>,
+    },
+    /// The file was refused; the running config stays.
+    Rejected { errors: Vec<String> },
+}
+
+impl ReloadOutcome {
+    pub fn applied(config_hash: String, summary: ReloadSummary) -> Self {
+        ReloadOutcome::Applied {
+            config_hash,
+            listeners_added: summary.listeners_added,
+            listeners_removed: summary.listeners_removed,
+            pools_added: summary.pools_added,
+            pools_changed: summary.pools_changed,
+            pools_removed: summary.pools_removed,
+            backends_removed: summary.backends_removed,
+        }
+    }
+}
+
+/// The loaded config's identity and the reloads so far.
+#[derive(Debug, Default)]
+pub struct ConfigInfo {
+    hash: Mutex<String>,
+    last_error: Mutex<Vec<String>>,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+}
+
+/// `config` in the status document.
+#[derive(Debug, Serialize)]
+pub struct ConfigStatus {
+    pub hash: String,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    /// Errors of the last refused reload, if the last reload was refused.
+    pub last_error: Vec<String>,
+}
+
+impl ConfigInfo {
+    pub fn new(hash: String) -> Self {
+        ConfigInfo {
+            hash: Mutex::new(hash),
+            ..ConfigInfo::default()
+        }
+    }
+
+    /// Record a reload's outcome.
+    pub fn record(&self, outcome: &ReloadOutcome) {
+        match outcome {
+            ReloadOutcome::Applied { config_hash, .. } => {
+                self.reloads_ok.fetch_add(1, Relaxed);
+                *self.hash.lock().unwrap_or_else(|e| e.into_inner()) = config_hash.clone();
+                self.last_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+            }
+            ReloadOutcome::Rejected { errors } => {
+                self.reloads_failed.fetch_add(1, Relaxed);
+                *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = errors.clone();
+            }
+        }
+    }
+
+    pub fn hash(&self) -> String {
+        self.hash.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn reloads_ok(&self) -> u64 {
+        self.reloads_ok.load(Relaxed)
+    }
+
+    pub fn reloads_failed(&self) -> u64 {
+        self.reloads_failed.load(Relaxed)
+    }
+
+    pub fn status(&self) -> ConfigStatus {
+        ConfigStatus {
+            hash: self.hash(),
+            reloads_ok: self.reloads_ok(),
+            reloads_failed: self.reloads_failed(),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    }
+}
