@@ -1,23 +1,14 @@
 //! Valid configs parse into the model with the documented defaults.
 
+mod support;
+
 use std::time::Duration;
 
 use halb_config::{
     parse, AccessLog, AccessLogFormat, Alerts, Algorithm, HashKey, HealthCheck, HealthCheckKind,
     Log, OutlierDetection, Protocol, RetryBudget,
 };
-
-const MINIMAL: &str = r#"[[listener]]
-name = "web"
-bind = "127.0.0.1:8080"
-pool = "app"
-
-[[pool]]
-name = "app"
-
-[[pool.backend]]
-address = "127.0.0.1:9001"
-"#;
+use support::MINIMAL;
 
 /// The example from DESIGN.md, verbatim.
 const DESIGN_EXAMPLE: &str = r#"[runtime]
