@@ -4,6 +4,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The dashboard test drives a real headless Chromium: Debian's packages.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  echo "installing chromium and chromium-driver for the dashboard test..."
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    chromium chromium-driver >/dev/null
+fi
+
+# The metrics test parses /metrics with a real Prometheus text parser:
+# Python's prometheus-client.
+if ! python3 -c "import prometheus_client" 2>/dev/null; then
+  echo "installing prometheus-client for the metrics test..."
+  python3 -m pip install --quiet prometheus-client \
+    || python3 -m pip install --quiet --break-system-packages prometheus-client
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 if cargo nextest --version >/dev/null 2>&1; then

@@ -13,8 +13,10 @@
   const POLL_MS = 500;
   /** Rates are measured over about this long: steady, yet quick to move. */
   const RATE_WINDOW_MS = 2000;
-  /** Req/s points kept per backend for its sparkline (a minute). */
-  const HISTORY_POINTS = 120;
+  /** Req/s points kept per backend for its sparkline (30 s). */
+  const HISTORY_POINTS = 60;
+  /** The sparkline's width in CSS pixels (style.css: .spark). */
+  const SPARK_WIDTH = 72;
   const REQUEST_TIMEOUT_MS = 3000;
   const MAX_ACTION_MESSAGES = 4;
   const TOKEN_KEY = 'halb-admin-token';
@@ -30,6 +32,22 @@
     { action: 'drain', label: 'Drain', help: 'No new traffic; in-flight work finishes' },
     { action: 'disable', label: 'Disable', help: 'No traffic at all' },
     { action: 'enable', label: 'Enable', help: 'Back to serving (if its checks pass)' },
+  ];
+
+  /** The backend table's columns: the same widths in every pool. */
+  const COLUMNS = [
+    { key: 'backend', title: 'Backend' },
+    { key: 'state', title: 'State' },
+    { key: 'weight', title: 'Weight', num: true },
+    { key: 'rps', title: 'Req/s', num: true },
+    { key: 'errors', title: 'Errors', num: true },
+    { key: 'latency', title: 'Latency', num: true },
+    { key: 'in-flight', title: 'In flight', num: true },
+    { key: 'requests', title: 'Requests', num: true },
+    { key: 'failures', title: 'Failures', num: true },
+    { key: 'ejections', title: 'Ejections', num: true },
+    { key: 'check', title: 'Last check' },
+    { key: 'actions', title: 'Actions' },
   ];
 
   const $ = (id) => document.getElementById(id);
@@ -136,6 +154,7 @@
     live.dataset.live = state;
     if (state === 'ok') {
       $('live-text').textContent = 'live';
+      live.title = 'The page asks halb for its status every ' + POLL_MS + ' ms';
       $('updated').textContent = 'Updated ' + new Date(lastSuccess).toLocaleTimeString() + '.';
     } else {
       const since = lastSuccess ? ' · last update ' + new Date(lastSuccess).toLocaleTimeString() : '';
@@ -252,13 +271,8 @@
         stats),
       h('div', { class: 'table-wrap' },
         h('table', { class: 'grid backends' },
-          h('thead', {}, h('tr', {},
-            h('th', { text: 'Backend' }), h('th', { text: 'State' }), h('th', { class: 'num', text: 'Weight' }),
-            h('th', { class: 'num', text: 'Req/s' }), h('th', { class: 'num', text: 'Errors' }),
-            h('th', { class: 'num', text: 'Latency' }), h('th', { class: 'num', text: 'In flight' }),
-            h('th', { class: 'num', text: 'Requests' }), h('th', { class: 'num', text: 'Failures' }),
-            h('th', { class: 'num', text: 'Ejections' }), h('th', { text: 'Last check' }),
-            h('th', { class: 'actions', text: 'Actions' }))),
+          h('colgroup', {}, ...COLUMNS.map((c) => h('col', { class: 'col-' + c.key }))),
+          h('thead', {}, h('tr', {}, ...COLUMNS.map((c) => h('th', { class: c.num ? 'num' : c.key, text: c.title })))),
           tbody)));
     const view = { name, section, tbody, stats, rows: new Map() };
     pools.set(name, view);
@@ -366,13 +380,13 @@
       type: 'button', class: 'action ' + action, 'data-action': action, title: help, text: label,
     }));
     const tr = h('tr', { class: 'backend', 'data-pool': poolName, 'data-backend': address, 'data-state': '' },
-      h('td', { class: 'address' }, h('span', { class: 'mono', text: address }),
+      h('td', { class: 'address', title: address }, h('span', { class: 'mono', text: address }),
         h('span', { class: 'chip backup', 'data-role': 'backup', hidden: true, text: 'backup',
           title: 'Gets traffic only when no primary backend is usable' })),
       h('td', {}, h('span', { class: 'badge', 'data-role': 'state' })),
       cell('weight', 'num'),
       h('td', { class: 'num' }, h('div', { class: 'rps' },
-        h('svg', { class: 'spark', viewBox: '0 0 64 18', preserveAspectRatio: 'none', 'aria-hidden': 'true' }, sparkArea, spark),
+        h('svg', { class: 'spark', viewBox: '0 0 ' + SPARK_WIDTH + ' 18', preserveAspectRatio: 'none', 'aria-hidden': 'true' }, sparkArea, spark),
         h('span', { 'data-role': 'rps' }))),
       cell('errors', 'num'),
       cell('latency', 'num'),
@@ -438,11 +452,11 @@
       row.sparkArea.setAttribute('points', '');
       return;
     }
-    const step = 64 / (HISTORY_POINTS - 1);
-    const x0 = 64 - (n - 1) * step;
+    const step = SPARK_WIDTH / (HISTORY_POINTS - 1);
+    const x0 = SPARK_WIDTH - (n - 1) * step;
     const pts = history.map((v, i) => (x0 + i * step).toFixed(1) + ',' + (17 - (v / peak) * 15).toFixed(1));
     row.spark.setAttribute('points', pts.join(' '));
-    row.sparkArea.setAttribute('points', x0.toFixed(1) + ',18 ' + pts.join(' ') + ' 64,18');
+    row.sparkArea.setAttribute('points', x0.toFixed(1) + ',18 ' + pts.join(' ') + ' ' + SPARK_WIDTH + ',18');
   }
 
   // ---- actions -------------------------------------------------------------

@@ -63,6 +63,7 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     println!("halb demo is running on loopback:");
     println!("  balancer   http://{balancer}/   (round robin over 3 demo backends)");
     if let Some(admin) = bound.admin {
+        println!("  dashboard  http://{admin}/");
         println!("  status     http://{admin}/api/v1/status");
     }
     for (n, address) in backends.iter().enumerate() {
