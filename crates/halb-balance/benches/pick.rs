@@ -1,5 +1,7 @@
 //! Cost of one pick for every algorithm, on pools of 10 and 100 usable
-//! backends whose in-flight counts live in atomics as in the data path.
+//! backends whose in-flight counts (random, 0 to 19) live in atomics as in
+//! the data path, plus least connections on an idle pool (where its scan
+//! stops early), the supporting operations, and construction.
 //! Prints markdown tables: median and range of 7 samples of 2,000,000 picks
 //! each. Run with `cargo bench -p halb-balance`.
 
@@ -65,6 +67,19 @@ fn measure(mut op: impl FnMut(u64)) -> (f64, f64, f64) {
     (samples[SAMPLES / 2], samples[0], samples[SAMPLES - 1])
 }
 
+/// Median, min and max microseconds per call of `build` over the samples.
+fn measure_builds(mut build: impl FnMut()) -> (f64, f64, f64) {
+    let mut samples: Vec<f64> = (0..SAMPLES)
+        .map(|_| {
+            let start = Instant::now();
+            build();
+            start.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    (samples[SAMPLES / 2], samples[0], samples[SAMPLES - 1])
+}
+
 fn row(name: &str, backends: usize, (median, min, max): (f64, f64, f64)) {
     println!("| {name} | {backends} | {median:.1} | {min:.1}–{max:.1} |");
 }
@@ -115,6 +130,15 @@ fn main() {
             });
             row(name, n, result);
         }
+        let idle = Pool {
+            in_flight: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            ..Pool::new(n, &mut rng)
+        };
+        let least_connections = LeastConnections::new(&weights);
+        let result = measure(|_| {
+            black_box(least_connections.pick(black_box(&idle), None));
+        });
+        row("least_connections (idle pool)", n, result);
     }
 
     println!();
@@ -136,4 +160,29 @@ fn main() {
         black_box(black_box(&ewma).estimate_ns());
     });
     println!("| PeakEwma::estimate_ns | {median:.1} | {min:.1}–{max:.1} |");
+    let now = Instant::now();
+    let (median, min, max) = measure(|_| {
+        black_box(black_box(&ewma).estimate_ns_at(now));
+    });
+    println!("| PeakEwma::estimate_ns_at | {median:.1} | {min:.1}–{max:.1} |");
+
+    // Built once per pool snapshot (start, reload), not per pick.
+    println!();
+    println!("| construction, 100 backends | median µs | min–max µs |");
+    println!("|---|---:|---:|");
+    let names: Vec<String> = (0..100).map(|i| format!("10.0.0.{i}:8080")).collect();
+    let ids: Vec<&str> = names.iter().map(String::as_str).collect();
+    let weights: Vec<u32> = (0..100).map(|_| rng.u32(1..=1000)).collect();
+    let (median, min, max) = measure_builds(|| {
+        black_box(Maglev::new(&ids, &[1; 100], Maglev::DEFAULT_TABLE_SIZE));
+    });
+    println!("| Maglev::new, equal weights, 65537 slots | {median:.0} | {min:.0}–{max:.0} |");
+    let (median, min, max) = measure_builds(|| {
+        black_box(Maglev::new(&ids, &weights, Maglev::DEFAULT_TABLE_SIZE));
+    });
+    println!("| Maglev::new, weights 1–1000, 65537 slots | {median:.0} | {min:.0}–{max:.0} |");
+    let (median, min, max) = measure_builds(|| {
+        black_box(SmoothWeighted::new(&weights));
+    });
+    println!("| SmoothWeighted::new, weights 1–1000 | {median:.0} | {min:.0}–{max:.0} |");
 }

@@ -2,17 +2,25 @@
 //! flight per unit of weight.
 
 use crate::cursor::Cursor;
+use crate::gcd;
 use crate::{BackendSet, Balancer, UNUSABLE};
 
 /// Backends read per [`BackendSet::usable_in_flight`] call: 512 bytes of
 /// stack, and one dynamic call per 64 backends.
 const CHUNK: usize = 64;
 
-/// Loads are capped here for ranking, so that `(load + 1) * weight` and
-/// `(load + 1) * scale` fit a `u64` (weights and scales are below 2^32); no
-/// backend has 4 billion requests in flight, and beyond that loads rank
-/// equal.
+/// The first chunk of a pick is smaller, so that a scan that can stop
+/// early (an idle backend of the largest weight comes first) reads little.
+const FIRST_CHUNK: usize = 16;
+
+/// Loads are capped here for ranking, so that `(load + 1) * scale` and
+/// `(load + 1) * weight` fit a `u64` (scales and weights are below 2^32)
+/// and stay below [`INELIGIBLE`]. No backend has 4 billion requests in
+/// flight; beyond that, loads rank equal.
 const MAX_LOAD: u64 = u32::MAX as u64 - 1;
+
+/// The rank of an unusable or weight-0 backend: above every real rank.
+const INELIGIBLE: u64 = u64::MAX;
 
 /// Picks the usable backend minimizing `(in_flight + 1) / weight`. The `+ 1`
 /// counts the request being placed, so among idle backends the heaviest
@@ -21,16 +29,20 @@ const MAX_LOAD: u64 = u32::MAX as u64 - 1;
 /// no float and no rounding: `(in_flight + 1) * (lcm / weight)`, where `lcm`
 /// is the least common multiple of the weights, so one multiply per backend
 /// and a plain minimum (equal weights give scale 1); when the weights' lcm
-/// is too large for that, cross-multiplication of the two fractions.
+/// is 2^32 or more, cross-multiplication of the two fractions, slower.
 ///
 /// Ties go to the first tied backend from where the scan starts, and the
 /// start advances by one on every pick (a shared ticket counter): equal
 /// backends take turns instead of the first in pool order taking every
 /// tie, which matters most when everything is idle. A backend right after
 /// unusable ones also wins the scans that start on them, as in round
-/// robin; the load it gains then evens that out. A pick reads the whole
-/// pool (O(n)), in chunks of 64 backends through
-/// [`BackendSet::usable_in_flight`].
+/// robin; the load it gains then evens that out.
+///
+/// A pick reads the pool in chunks through [`BackendSet::usable_in_flight`]
+/// and stops as soon as it meets a backend nothing can beat, an idle one of
+/// the largest weight (which, met first, also wins every tie): O(1) while
+/// such backends are common, as in a lightly loaded pool, and a full O(n)
+/// scan under load.
 #[derive(Debug)]
 pub struct LeastConnections {
     rank: Rank,
@@ -40,12 +52,17 @@ pub struct LeastConnections {
 /// How a pick ranks backends, chosen once from the weights.
 #[derive(Debug)]
 enum Rank {
-    /// Rank by `(load + 1) * scale`, `scale = lcm / weight`, or `u64::MAX`
-    /// for weight 0 (which saturates to "never").
-    Scaled(Box<[u64]>),
+    /// Rank by `(load + 1) * scale - 1`, `scale = lcm / weight`, or 0 for
+    /// weight 0 (which ranks as [`INELIGIBLE`]). `floor` is the best rank
+    /// possible, `smallest scale - 1`, or [`INELIGIBLE`] with no weights.
+    Scaled { scales: Box<[u64]>, floor: u64 },
     /// Rank by comparing `(load + 1) / weight` fractions by
-    /// cross-multiplication: for weights whose lcm is 2^32 or more.
-    CrossMultiplied(Box<[u64]>),
+    /// cross-multiplication: for weights whose lcm is 2^32 or more. An
+    /// idle backend of `max_weight` ranks best possible.
+    CrossMultiplied {
+        weights: Box<[u64]>,
+        max_weight: u64,
+    },
 }
 
 impl LeastConnections {
@@ -59,14 +76,21 @@ impl LeastConnections {
                 let lcm = lcm / gcd(lcm, w) * w;
                 (lcm <= u64::from(u32::MAX)).then_some(lcm)
             });
+        let max_weight = weights.iter().copied().max().map_or(0, u64::from);
         let rank = match lcm {
-            Some(lcm) => Rank::Scaled(
-                weights
+            Some(lcm) => Rank::Scaled {
+                scales: weights
                     .iter()
-                    .map(|&w| if w == 0 { u64::MAX } else { lcm / u64::from(w) })
+                    .map(|&w| if w == 0 { 0 } else { lcm / u64::from(w) })
                     .collect(),
-            ),
-            None => Rank::CrossMultiplied(weights.iter().map(|&w| u64::from(w)).collect()),
+                floor: lcm
+                    .checked_div(max_weight)
+                    .map_or(INELIGIBLE, |scale| scale - 1),
+            },
+            None => Rank::CrossMultiplied {
+                weights: weights.iter().map(|&w| u64::from(w)).collect(),
+                max_weight,
+            },
         };
         Self {
             rank,
@@ -75,61 +99,67 @@ impl LeastConnections {
     }
 }
 
-fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
-}
-
 /// Feeds the loads of backends `start..n` then `0..start` to `scan`, one
-/// chunk at a time, with the index of each chunk's first backend.
+/// chunk at a time, with the index of each chunk's first backend, until
+/// `scan` returns `true`: nothing left can rank better.
 #[inline]
 fn scan_pool(
     backends: &dyn BackendSet,
     n: usize,
     start: usize,
-    mut scan: impl FnMut(usize, &[u64]),
+    mut scan: impl FnMut(usize, &[u64]) -> bool,
 ) {
     let mut loads = [0u64; CHUNK];
+    let mut chunk = FIRST_CHUNK;
     for (from, to) in [(start, n), (0, start)] {
         let mut first = from;
         while first < to {
-            let len = (to - first).min(CHUNK);
+            let len = (to - first).min(chunk);
             let loads = &mut loads[..len];
             backends.usable_in_flight(first, loads);
-            scan(first, loads);
+            if scan(first, loads) {
+                return;
+            }
             first += len;
+            chunk = CHUNK;
         }
     }
 }
 
-/// The best `(load + 1) * scale` so far; `u64::MAX` means none yet, and is
-/// what unusable and weight-0 backends rank as.
+/// The least `(load + 1) * scale` so far, and where.
 #[derive(Clone, Copy)]
 struct BestScaled {
     index: usize,
-    key: u64,
+    rank: u64,
 }
 
 impl BestScaled {
-    /// The hot loop for the usual weights: one multiply, one compare.
+    /// Nothing found yet: only [`INELIGIBLE`] ranks are not lower.
+    const NONE: BestScaled = BestScaled {
+        index: usize::MAX,
+        rank: INELIGIBLE,
+    };
+
+    /// Considers backends `first..` with these loads and scales. The hot
+    /// loop for the usual weights: one multiply and one compare per
+    /// backend, and a branch taken only when a new minimum is found (a few
+    /// times per scan), so the first of equal backends keeps winning.
     #[inline]
     fn scan(&mut self, first: usize, loads: &[u64], scales: &[u64]) {
-        let BestScaled { mut index, mut key } = *self;
+        let BestScaled {
+            mut index,
+            mut rank,
+        } = *self;
         for (offset, (&load, &scale)) in loads.iter().zip(scales).enumerate() {
-            let candidate = if load == UNUSABLE {
-                u64::MAX
-            } else {
-                (load.min(MAX_LOAD) + 1).saturating_mul(scale)
-            };
-            if candidate < key {
+            // Unusable or weight 0: scale 0, and 0 - 1 wraps to INELIGIBLE.
+            let scale = if load == UNUSABLE { 0 } else { scale };
+            let candidate = ((load.min(MAX_LOAD) + 1) * scale).wrapping_sub(1);
+            if candidate < rank {
                 index = first + offset;
-                key = candidate;
+                rank = candidate;
             }
         }
-        *self = BestScaled { index, key };
+        *self = BestScaled { index, rank };
     }
 }
 
@@ -178,21 +208,22 @@ impl BestFraction {
 impl Balancer for LeastConnections {
     fn pick(&self, backends: &dyn BackendSet, _key: Option<u64>) -> Option<usize> {
         match &self.rank {
-            Rank::Scaled(scales) => {
+            Rank::Scaled { scales, floor } => {
                 let n = scales.len().min(backends.len());
                 if n == 0 {
                     return None;
                 }
-                let mut best = BestScaled {
-                    index: usize::MAX,
-                    key: u64::MAX,
-                };
+                let mut best = BestScaled::NONE;
                 scan_pool(backends, n, self.cursor.next(n), |first, loads| {
                     best.scan(first, loads, &scales[first..first + loads.len()]);
+                    best.rank <= *floor
                 });
-                (best.key < u64::MAX).then_some(best.index)
+                (best.rank < INELIGIBLE).then_some(best.index)
             }
-            Rank::CrossMultiplied(weights) => {
+            Rank::CrossMultiplied {
+                weights,
+                max_weight,
+            } => {
                 let n = weights.len().min(backends.len());
                 if n == 0 {
                     return None;
@@ -200,6 +231,7 @@ impl Balancer for LeastConnections {
                 let mut best = BestFraction::NONE;
                 scan_pool(backends, n, self.cursor.next(n), |first, loads| {
                     best.scan(first, loads, &weights[first..first + loads.len()]);
+                    best.load_plus_one == 1 && best.weight == *max_weight
                 });
                 (best.weight > 0).then_some(best.index)
             }
@@ -333,7 +365,7 @@ mod tests {
     fn both_rankings_match_the_definition() {
         assert!(matches!(
             LeastConnections::new(&[997, 991, 983, 977, 971]).rank,
-            Rank::CrossMultiplied(_)
+            Rank::CrossMultiplied { .. }
         ));
         for seed in 0..200 {
             let mut rng = fastrand::Rng::with_seed(seed);
@@ -343,9 +375,12 @@ mod tests {
             // Few distinct loads, so that ties are common.
             backends.in_flight.iter_mut().for_each(|load| *load %= 4);
             let scaled = LeastConnections::new(&weights);
-            assert!(matches!(scaled.rank, Rank::Scaled(_)));
+            assert!(matches!(scaled.rank, Rank::Scaled { .. }));
             let crossed = LeastConnections {
-                rank: Rank::CrossMultiplied(weights.iter().map(|&w| u64::from(w)).collect()),
+                rank: Rank::CrossMultiplied {
+                    weights: weights.iter().map(|&w| u64::from(w)).collect(),
+                    max_weight: weights.iter().copied().max().map_or(0, u64::from),
+                },
                 cursor: Cursor::default(),
             };
             for turn in 0..2 * n {
@@ -354,6 +389,48 @@ mod tests {
                 assert_eq!(crossed.pick(&backends, None), expected, "seed {seed}");
             }
         }
+    }
+
+    /// Counts the backends a pick reads.
+    struct Counting<'a>(&'a TestBackends, std::cell::Cell<usize>);
+
+    impl BackendSet for Counting<'_> {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn usable(&self, index: usize) -> bool {
+            self.1.set(self.1.get() + 1);
+            self.0.usable(index)
+        }
+        fn in_flight(&self, index: usize) -> u64 {
+            self.0.in_flight(index)
+        }
+    }
+
+    #[test]
+    fn stops_at_an_idle_backend_of_the_largest_weight() {
+        let mut backends = TestBackends::idle(1000);
+        for weights in [vec![3; 1000], vec![997; 1000]] {
+            let lc = LeastConnections::new(&weights);
+            let counting = Counting(&backends, 0.into());
+            assert_eq!(lc.pick(&counting, None), Some(0));
+            assert_eq!(counting.1.get(), FIRST_CHUNK);
+        }
+        // Busy everywhere but one backend far from the start: a full scan.
+        backends.in_flight = vec![1; 1000];
+        backends.in_flight[700] = 0;
+        let lc = LeastConnections::new(&[1; 1000]);
+        let counting = Counting(&backends, 0.into());
+        assert_eq!(lc.pick(&counting, None), Some(700));
+        assert!(counting.1.get() >= 700, "{}", counting.1.get());
+        // An idle backend of a smaller weight does not stop the scan.
+        let mut weights = vec![2; 1000];
+        weights[0] = 1;
+        backends.in_flight = vec![1; 1000];
+        backends.in_flight[0] = 0;
+        backends.in_flight[999] = 0;
+        let lc = LeastConnections::new(&weights);
+        assert_eq!(lc.pick(&backends, None), Some(999));
     }
 
     #[test]

@@ -95,3 +95,12 @@ pub trait Balancer: Send + Sync {
     /// header, cookie or path) for hashing balancers; others ignore it.
     fn pick(&self, backends: &dyn BackendSet, key: Option<u64>) -> Option<usize>;
 }
+
+/// Greatest common divisor, for reducing weights (`gcd(0, w) == w`).
+pub(crate) fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}

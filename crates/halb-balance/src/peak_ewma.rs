@@ -30,9 +30,10 @@ const NO_SAMPLE: u64 = u64::MAX;
 ///
 /// Lock-free: the estimate (an `f64`'s bits) and the time of the last
 /// sample are two atomics, updated by load-compute-store. Two samples that
-/// race may lose one of them or pair one's estimate with the other's time;
-/// both are recent real values, so the estimate stays within the range of
-/// what was observed, which is all a balancing heuristic needs.
+/// race may lose one of them or pair one's estimate with the other's time.
+/// Both are recent real values, so the estimate remains a blend of observed
+/// round trips, off by at most one sample: a fair price for a balancing
+/// heuristic that is updated on every response by every worker.
 #[derive(Debug)]
 pub struct PeakEwma {
     /// Monotonic base: times are nanoseconds since it, so they fit a `u64`.
@@ -81,19 +82,26 @@ impl PeakEwma {
 
     /// Records the round-trip time of one finished attempt.
     pub fn observe(&self, rtt: Duration) {
-        self.observe_at(duration_ns(rtt), self.now_ns());
+        self.observe_at(duration_ns(rtt), self.since_epoch(Instant::now()));
     }
 
     /// The current estimate in nanoseconds, what
     /// [`BackendSet::latency_ns`] should return. Costs a clock read.
     pub fn estimate_ns(&self) -> f64 {
-        self.estimate_at(self.now_ns())
+        self.estimate_ns_at(Instant::now())
     }
 
-    fn now_ns(&self) -> u64 {
-        // Saturates 584 years in, below the NO_SAMPLE marker.
-        u64::try_from(self.epoch.elapsed().as_nanos())
-            .map_or(NO_SAMPLE - 1, |ns| ns.min(NO_SAMPLE - 1))
+    /// The estimate as of `now`: lets a caller that compares several
+    /// backends for one request read the clock once for all of them.
+    pub fn estimate_ns_at(&self, now: Instant) -> f64 {
+        self.estimate_at(self.since_epoch(now))
+    }
+
+    /// Nanoseconds from the epoch to `now`; saturates 584 years in, below
+    /// the [`NO_SAMPLE`] marker.
+    fn since_epoch(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.epoch).as_nanos();
+        u64::try_from(elapsed).map_or(NO_SAMPLE - 1, |ns| ns.min(NO_SAMPLE - 1))
     }
 
     /// The weight left on a value `elapsed` nanoseconds old.
@@ -261,6 +269,19 @@ mod tests {
         // Reading changed nothing: the next sample still decays from the
         // last one.
         assert_eq!(ewma.estimate_at(0), 100.0 * MS);
+    }
+
+    #[test]
+    fn estimates_at_a_given_instant() {
+        let ewma = PeakEwma::new();
+        assert_eq!(ewma.estimate_ns_at(Instant::now()), MS);
+        ewma.observe(Duration::from_millis(8));
+        let later = Instant::now() + Duration::from_secs(10);
+        let estimate = ewma.estimate_ns_at(later);
+        let expected = 8.0 * MS * (-1f64).exp();
+        assert!((estimate - expected).abs() < expected * 1e-3, "{estimate}");
+        // An instant before the last sample reads as no decay at all.
+        assert_eq!(ewma.estimate_ns_at(ewma.epoch), 8.0 * MS);
     }
 
     #[test]

@@ -7,8 +7,10 @@ use crate::{BackendSet, Balancer};
 /// Plain rotation over the pool, ignoring weights and load. One shared
 /// ticket counter makes the rotation exact across threads: over any run of
 /// `k * n` picks with every backend usable, each backend gets exactly `k`.
-/// When the backend whose turn it is cannot be used, the next usable one in
-/// pool order takes its turn.
+/// When the backend whose turn it is cannot be used, the pick takes the
+/// next ticket, and the next, so the turns of a backend that is down are
+/// spread evenly over the others (a b c with b down gives a c a c), not all
+/// handed to its neighbour.
 #[derive(Debug)]
 pub struct RoundRobin {
     /// The backends in the rotation, in pool order.
@@ -44,14 +46,15 @@ impl Balancer for RoundRobin {
         if members.is_empty() {
             return None;
         }
-        let turn = self.cursor.next(members.len());
         let len = backends.len();
-        let (before, after) = members.split_at(turn);
-        after
-            .iter()
-            .chain(before)
-            .copied()
-            .find(|&i| i < len && backends.usable(i))
+        for _ in 0..members.len() {
+            let i = members[self.cursor.next(members.len())];
+            if i < len && backends.usable(i) {
+                return Some(i);
+            }
+        }
+        // Other threads took tickets meanwhile: look at every member once.
+        members.iter().copied().find(|&i| i < len && backends.usable(i))
     }
 }
 
@@ -68,14 +71,23 @@ mod tests {
     }
 
     #[test]
-    fn an_unusable_backends_turn_goes_to_the_next_usable_one() {
+    fn unusable_backends_turns_are_spread_over_the_others() {
         let mut backends = TestBackends::idle(4);
         backends.usable[1] = false;
         backends.usable[3] = false;
         let rr = RoundRobin::new(4);
-        // Turns 0 1 2 3 0 1 2 3 become 0 2 2 0 0 2 2 0: 1's turn goes to 2,
-        // 3's turn wraps to 0.
-        assert_eq!(picks(&rr, &backends, 8), [0, 2, 2, 0, 0, 2, 2, 0]);
+        // The turns of 1 and 3 are skipped, not handed to a neighbour.
+        assert_eq!(picks(&rr, &backends, 8), [0, 2, 0, 2, 0, 2, 0, 2]);
+        let mut three = TestBackends::idle(3);
+        three.usable[1] = false;
+        let rr3 = RoundRobin::new(3);
+        let counts = picks(&rr3, &three, 600)
+            .iter()
+            .fold([0; 3], |mut c, &i| {
+                c[i] += 1;
+                c
+            });
+        assert_eq!(counts, [300, 0, 300], "the dead backend's share is split evenly");
         backends.usable[1] = true;
         assert_eq!(picks(&rr, &backends, 4), [0, 1, 2, 0]);
     }
