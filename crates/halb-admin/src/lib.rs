@@ -1,9 +1,10 @@
-//! halb's admin endpoint: `GET /healthz`, the status API and the dashboard
-//! at `GET /`. It runs off the data path (on the main runtime) and reads the
+//! halb's admin endpoint: `GET /healthz`, the status API, Prometheus
+//! `GET /metrics` and the dashboard at `GET /`. It runs off the data path (on the main runtime) and reads the
 //! same lock-free snapshots the workers use.
 
 mod control;
 mod dashboard;
+mod metrics;
 mod status;
 
 use std::convert::Infallible;
@@ -23,6 +24,7 @@ use halb_health::AdminState;
 use halb_proxy::Topology;
 
 pub use control::{Command, Commands, ConfigInfo, ConfigStatus, ReloadOutcome};
+pub use metrics::MetricSources;
 pub use status::Status;
 
 /// What the admin endpoint serves from.
@@ -31,6 +33,7 @@ pub struct Admin {
     token: Option<String>,
     config: Arc<ConfigInfo>,
     commands: Commands,
+    metrics: MetricSources,
 }
 
 impl Admin {
@@ -39,12 +42,14 @@ impl Admin {
         token: Option<String>,
         config: Arc<ConfigInfo>,
         commands: Commands,
+        metrics: MetricSources,
     ) -> Arc<Self> {
         Arc::new(Admin {
             topology,
             token,
             config,
             commands,
+            metrics,
         })
     }
 
@@ -144,6 +149,16 @@ impl Admin {
                 json(StatusCode::OK, &status)
             }
             (_, "/api/v1/status") => error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
+            (&Method::GET, "/metrics") => {
+                let text = metrics::render(&self.topology.load(), &self.config, &self.metrics);
+                let mut response = Response::new(Full::new(Bytes::from(text)));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(halb_metrics::CONTENT_TYPE),
+                );
+                response
+            }
+            (_, "/metrics") => error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
             (method, path) => match path.strip_prefix("/api/v1/pools/") {
                 Some(rest) if method == Method::POST => self.backend_action(rest),
                 Some(_) => error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
@@ -202,9 +217,12 @@ fn bearer_matches<B>(request: &Request<B>, token: &str) -> bool {
     let Some(value) = request.headers().get(header::AUTHORIZATION) else {
         return false;
     };
-    let Some(given) = value.as_bytes().strip_prefix(b"Bearer ") else {
+    // Auth schemes are case-insensitive (RFC 9110 §11.1).
+    let value = value.as_bytes();
+    if value.len() < 7 || !value[..7].eq_ignore_ascii_case(b"bearer ") {
         return false;
-    };
+    }
+    let given = &value[7..];
     // Compare in constant time for equal lengths.
     given.len() == token.len()
         && given

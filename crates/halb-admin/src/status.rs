@@ -66,7 +66,7 @@ impl Status {
                 .listeners
                 .iter()
                 .map(|l| ListenerStatus {
-                    name: l.name.clone(),
+                    name: l.name(),
                     bind: l.bound.to_string(),
                     protocol: match l.protocol {
                         Protocol::Http => "http",

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use halb_metrics::{Counter, Histogram};
 use tokio::sync::Notify;
 
 use crate::clock;
@@ -77,6 +78,30 @@ pub struct BackendHealth {
     transitions: AtomicU64,
     /// The last check's outcome, for the status API and logs.
     last_check: Mutex<String>,
+    /// Active checks run so far, for metrics.
+    pub checks: CheckMetrics,
+}
+
+/// Active checks of one backend, for metrics: kept with its health, so a
+/// backend rebuilt at reload keeps its counts.
+#[derive(Debug, Default)]
+pub struct CheckMetrics {
+    pub passed: Counter,
+    pub failed: Counter,
+    /// How long each check took (a timed-out check: about its timeout).
+    pub duration: Histogram,
+}
+
+impl CheckMetrics {
+    /// Count one check and its duration.
+    pub fn record(&self, passed: bool, took: Duration) {
+        if passed {
+            self.passed.inc();
+        } else {
+            self.failed.inc();
+        }
+        self.duration.observe(took);
+    }
 }
 
 impl BackendHealth {
@@ -102,6 +127,7 @@ impl BackendHealth {
             } else {
                 "no active checks".to_owned()
             }),
+            checks: CheckMetrics::default(),
         }
     }
 
@@ -178,7 +204,16 @@ impl BackendHealth {
         }
         self.transitions.fetch_add(1, Relaxed);
         if state == CheckState::Up {
-            self.back_since.store(clock::now(), Relaxed);
+            let now = clock::now();
+            self.back_since.store(now, Relaxed);
+            // A backend that was down and passes its checks again is judged
+            // afresh: an ejection earned while it was dying (often before
+            // the checks noticed) must not keep it out after it recovered
+            // (as Envoy's successful_active_health_check_uneject_host).
+            self.failures_in_row.store(0, Relaxed);
+            if self.ejected_until.load(Relaxed) > now {
+                self.ejected_until.store(now, Relaxed);
+            }
         }
         true
     }
@@ -303,6 +338,19 @@ mod tests {
         assert!(health.set_check_state(CheckState::Up, "ok".into()));
         assert!(health.is_in_service());
         assert!(!health.set_check_state(CheckState::Up, "ok".into()));
+    }
+
+    #[test]
+    fn coming_back_up_lifts_an_ejection() {
+        let health = BackendHealth::new(true);
+        health.set_check_state(CheckState::Up, "ok".into());
+        let now = clock::now();
+        health.eject(now, Duration::from_secs(30), Duration::from_secs(300));
+        health.set_check_state(CheckState::Down, "refused".into());
+        assert!(health.is_ejected(clock::now()));
+        health.set_check_state(CheckState::Up, "ok".into());
+        assert!(!health.is_ejected(clock::now()));
+        assert_eq!(health.serving_state(clock::now()), ServingState::Up);
     }
 
     #[test]

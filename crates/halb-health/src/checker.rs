@@ -92,6 +92,7 @@ async fn check_loop(
         let started = std::time::Instant::now();
         let result = probe(&check, address).await;
         let took = started.elapsed();
+        health.checks.record(result.is_ok(), took);
         let detail = match &result {
             Ok(()) => format!("passed in {took:?}"),
             Err(failure) => format!("failed: {failure}"),

@@ -18,7 +18,7 @@ mod probe;
 mod retry_budget;
 mod rise_fall;
 
-pub use backend::{AdminState, BackendHealth, CheckState, ServingState};
+pub use backend::{AdminState, BackendHealth, CheckMetrics, CheckState, ServingState};
 pub use checker::Checkers;
 pub use events::{no_events, EventSink, HealthEvent};
 pub use outlier::OutlierDetector;

@@ -9,11 +9,16 @@
 //! keep-alive connection, retries on another backend when that is safe, and
 //! streams the response back. Errors map to 400/502/503/504 in one place
 //! ([`ProxyError::status`]).
+//!
+//! Each request (HTTP) or connection (TCP) is counted into cells its
+//! listener's [`Route`] holds, and offered to the access log, when it ends:
+//! atomic adds and a non-blocking queue, no lock.
 
 mod error;
 mod http;
 mod listener;
 mod reload;
+mod route;
 mod state;
 mod tcp;
 mod worker;
@@ -23,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use halb_access_log::AccessLogSink;
 use halb_config::Config;
 use halb_health::EventSink;
 use tokio::sync::mpsc;
@@ -30,6 +36,7 @@ use tokio::sync::mpsc;
 pub use error::{ProxyError, Side};
 pub use listener::ListenerContext;
 pub use reload::ReloadSummary;
+pub use route::{ListenerMetrics, Route, RouteCounters, STATUS_CLASSES};
 pub use state::{BackendState, InFlight, PoolState, Tried};
 
 use worker::WorkerCommand;
@@ -61,6 +68,8 @@ pub struct Proxy {
     workers: Vec<Worker>,
     /// Where health events of every pool go.
     events: EventSink,
+    /// Where every listener's access log records go; `None` = no access log.
+    access_log: Option<AccessLogSink>,
 }
 
 struct Worker {
@@ -71,8 +80,13 @@ struct Worker {
 impl Proxy {
     /// Bind every listener, then start the workers. Must be called inside a
     /// tokio runtime (sockets and health checks are created through it).
-    /// Nothing is left running on error.
-    pub fn start(config: &Config, events: EventSink) -> Result<Proxy, StartError> {
+    /// Nothing is left running on error. `access_log` receives a record per
+    /// HTTP request and TCP connection.
+    pub fn start(
+        config: &Config,
+        events: EventSink,
+        access_log: Option<AccessLogSink>,
+    ) -> Result<Proxy, StartError> {
         let count = match config.runtime.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -99,6 +113,7 @@ impl Proxy {
             })),
             workers,
             events,
+            access_log,
         };
         let listeners = bound.into_iter().map(|b| proxy.open(b, &pools)).collect();
         proxy
@@ -116,7 +131,12 @@ impl Proxy {
     fn open(&self, bound: reload::BoundListener, pools: &[Arc<PoolState>]) -> Arc<ListenerContext> {
         let pool = reload::pool_named(pools, &bound.config.pool);
         tracing::info!(listener = %bound.config.name, address = %bound.address, protocol = ?bound.config.protocol, "listening");
-        let context = Arc::new(ListenerContext::new(bound.config, bound.address, pool));
+        let context = Arc::new(ListenerContext::new(
+            bound.config,
+            bound.address,
+            pool,
+            self.access_log.clone(),
+        ));
         for (worker, socket) in self.workers.iter().zip(bound.sockets) {
             let _ = worker.commands.send(WorkerCommand::Listen {
                 context: context.clone(),
@@ -124,6 +144,15 @@ impl Proxy {
             });
         }
         context
+    }
+
+    /// Send access log records to `access_log` from now on (`None`: stop
+    /// logging). Requests already in flight log where they started.
+    pub fn set_access_log(&mut self, access_log: Option<AccessLogSink>) {
+        for listener in &self.topology.load().listeners {
+            listener.set_access_log(access_log.clone());
+        }
+        self.access_log = access_log;
     }
 
     /// Stop accepting, let in-flight requests and connections finish for up

@@ -6,37 +6,72 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use halb_access_log::AccessLogSink;
 use halb_config::{Listener, Protocol};
 use tokio::net::TcpSocket;
 use tokio::sync::watch;
 
+use crate::route::{ListenerMetrics, Route};
 use crate::state::PoolState;
 
-/// A listener: its settings and the pool it routes to, both swappable at
-/// reload, and the signal that closes it.
+/// A listener: its settings and its route (pool, counters, access log),
+/// both swappable at reload, its metrics, and the signal that closes it.
 #[derive(Debug)]
 pub struct ListenerContext {
-    pub name: String,
     pub protocol: Protocol,
     /// The address actually bound (differs from the config when its port is 0).
     pub bound: SocketAddr,
     /// Read once per connection.
     pub config: ArcSwap<Listener>,
     /// Read once per request (HTTP) or connection (TCP).
-    pub pool: ArcSwap<PoolState>,
+    pub route: ArcSwap<Route>,
+    pub metrics: Arc<ListenerMetrics>,
     closing: watch::Sender<bool>,
 }
 
 impl ListenerContext {
-    pub(crate) fn new(config: Listener, bound: SocketAddr, pool: Arc<PoolState>) -> Self {
+    pub(crate) fn new(
+        config: Listener,
+        bound: SocketAddr,
+        pool: Arc<PoolState>,
+        access_log: Option<AccessLogSink>,
+    ) -> Self {
+        let metrics = Arc::new(ListenerMetrics::default());
+        let route = Route::new(
+            config.name.as_str().into(),
+            metrics.clone(),
+            pool,
+            access_log,
+        );
         ListenerContext {
-            name: config.name.clone(),
             protocol: config.protocol,
             bound,
             config: ArcSwap::from_pointee(config),
-            pool: ArcSwap::new(pool),
+            route: ArcSwap::from_pointee(route),
+            metrics,
             closing: watch::Sender::new(false),
         }
+    }
+
+    /// Route to `pool` from now on (reload).
+    pub(crate) fn set_pool(&self, pool: Arc<PoolState>) {
+        let route = self.route.load();
+        if !Arc::ptr_eq(&route.pool, &pool) {
+            let rebuilt = route.rebuilt(pool, route.access_log.clone());
+            self.route.store(Arc::new(rebuilt));
+        }
+    }
+
+    /// Send access log records to `access_log` from now on (reload).
+    pub(crate) fn set_access_log(&self, access_log: Option<AccessLogSink>) {
+        let route = self.route.load();
+        let rebuilt = route.rebuilt(route.pool.clone(), access_log);
+        self.route.store(Arc::new(rebuilt));
+    }
+
+    /// The listener's name (a reload may rename a listener in place).
+    pub fn name(&self) -> String {
+        self.config.load().name.clone()
     }
 
     /// Stop accepting; open connections finish their work and close.
@@ -47,6 +82,23 @@ impl ListenerContext {
     /// Turns true when the listener closes.
     pub(crate) fn closing(&self) -> watch::Receiver<bool> {
         self.closing.subscribe()
+    }
+}
+
+/// Counts a client connection as open while it lives.
+pub(crate) struct OpenClient(Arc<ListenerMetrics>);
+
+impl OpenClient {
+    pub(crate) fn new(metrics: &Arc<ListenerMetrics>) -> Self {
+        metrics.connections.inc();
+        metrics.active_connections.inc();
+        OpenClient(metrics.clone())
+    }
+}
+
+impl Drop for OpenClient {
+    fn drop(&mut self) {
+        self.0.active_connections.dec();
     }
 }
 

@@ -82,19 +82,44 @@ fn same_socket(running: &ListenerContext, wanted: &Listener) -> bool {
     config.bind == wanted.bind && config.protocol == wanted.protocol
 }
 
+/// The running listener that `wanted` continues: the one with its name and
+/// socket, else one with its socket under another name (a rename keeps the
+/// socket open: closing it would reset the connections queued on it).
+fn continued<'a>(
+    running: &'a [Arc<ListenerContext>],
+    wanted: &Listener,
+    taken: &[Arc<ListenerContext>],
+) -> Option<&'a Arc<ListenerContext>> {
+    let free = |l: &&Arc<ListenerContext>| {
+        same_socket(l, wanted) && !taken.iter().any(|t| Arc::ptr_eq(t, l))
+    };
+    running
+        .iter()
+        .filter(free)
+        .find(|l| l.config.load().name == wanted.name)
+        .or_else(|| running.iter().find(free))
+}
+
 impl Proxy {
     /// Move to `config`. On error nothing has changed.
     pub fn apply(&self, config: &Config) -> Result<ReloadSummary, StartError> {
         let old = self.topology.load_full();
         let mut summary = ReloadSummary::default();
 
-        // Bind what is new first: the only step that can fail.
-        let to_bind = config.listeners.iter().filter(|wanted| {
-            !old.listeners
-                .iter()
-                .any(|running| running.name == wanted.name && same_socket(running, wanted))
-        });
-        let bound = bind_all(to_bind, self.workers.len())?;
+        // Match the listeners that continue, then bind what is new: the only
+        // step that can fail, done before anything changes.
+        let mut continuing: Vec<Option<Arc<ListenerContext>>> = Vec::new();
+        let mut taken: Vec<Arc<ListenerContext>> = Vec::new();
+        let mut to_bind = Vec::new();
+        for wanted in &config.listeners {
+            let running = continued(&old.listeners, wanted, &taken).cloned();
+            match &running {
+                Some(running) => taken.push(running.clone()),
+                None => to_bind.push(wanted),
+            }
+            continuing.push(running);
+        }
+        let bound = bind_all(to_bind.into_iter(), self.workers.len())?;
 
         let pools: Vec<Arc<PoolState>> = config
             .pools
@@ -112,6 +137,9 @@ impl Proxy {
                                     .push(format!("{}/{}", wanted.name, backend.address));
                             }
                         }
+                        // Connections may hold the old pool a while; its
+                        // checks stop now so each backend has one checker.
+                        running.stop_checks();
                         Arc::new(PoolState::rebuild(
                             wanted.clone(),
                             Some(running),
@@ -128,6 +156,7 @@ impl Proxy {
         for running in &old.pools {
             if !config.pools.iter().any(|p| p.name == running.config.name) {
                 summary.pools_removed.push(running.config.name.clone());
+                running.stop_checks();
                 for backend in &running.backends {
                     backend.health.set_admin_state(AdminState::Draining);
                 }
@@ -135,15 +164,11 @@ impl Proxy {
         }
 
         let mut listeners = Vec::with_capacity(config.listeners.len());
-        for wanted in &config.listeners {
-            let kept = old
-                .listeners
-                .iter()
-                .find(|running| running.name == wanted.name && same_socket(running, wanted));
-            if let Some(running) = kept {
+        for (wanted, running) in config.listeners.iter().zip(continuing) {
+            if let Some(running) = running {
                 running.config.store(Arc::new(wanted.clone()));
-                running.pool.store(pool_named(&pools, &wanted.pool));
-                listeners.push(running.clone());
+                running.set_pool(pool_named(&pools, &wanted.pool));
+                listeners.push(running);
             }
         }
         for bound in bound {
@@ -152,12 +177,15 @@ impl Proxy {
         }
         for running in &old.listeners {
             if !listeners.iter().any(|l| Arc::ptr_eq(l, running)) {
-                summary.listeners_removed.push(running.name.clone());
+                summary.listeners_removed.push(running.name());
                 running.close();
             }
         }
         // Keep the config's listener order for the status API.
-        listeners.sort_by_key(|l| config.listeners.iter().position(|c| c.name == l.name));
+        listeners.sort_by_key(|l| {
+            let name = l.name();
+            config.listeners.iter().position(|c| c.name == name)
+        });
 
         self.topology.store(Arc::new(Topology { listeners, pools }));
         Ok(summary)

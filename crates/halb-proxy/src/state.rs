@@ -12,6 +12,7 @@ use halb_balance::{
 };
 use halb_config::{Algorithm, HealthCheckKind, Pool};
 use halb_health::{clock, BackendHealth, Checkers, EventSink, OutlierDetector, RetryBudget};
+use halb_metrics::Histogram;
 
 /// One backend and its live counters, shared by every worker.
 #[derive(Debug)]
@@ -29,6 +30,9 @@ pub struct BackendState {
     pub latency: PeakEwma,
     /// Checks, operator state, ejection, slow start.
     pub health: Arc<BackendHealth>,
+    /// HTTP: from sending a request to the backend's response head (connect
+    /// time excluded). Kept when a reload rebuilds the backend.
+    pub response_time: Arc<Histogram>,
 }
 
 impl BackendState {
@@ -42,6 +46,7 @@ impl BackendState {
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             latency: PeakEwma::new(),
+            response_time: Arc::default(),
         }
     }
 
@@ -57,6 +62,7 @@ impl BackendState {
             failures: AtomicU64::new(old.failures.load(Relaxed)),
             latency: PeakEwma::new(),
             health: old.health.clone(),
+            response_time: old.response_time.clone(),
         }
     }
 
@@ -99,7 +105,8 @@ pub struct PoolState {
     pub retry_budget: RetryBudget,
     /// Slow-start window in clock nanos; 0 = off.
     slow_start: u64,
-    _checkers: Checkers,
+    /// Active checks; stopped when a reload replaces or removes the pool.
+    checkers: std::sync::Mutex<Option<Checkers>>,
 }
 
 impl std::fmt::Debug for PoolState {
@@ -161,7 +168,7 @@ impl PoolState {
             config,
             backends,
             balancer,
-            _checkers: checkers,
+            checkers: std::sync::Mutex::new(Some(checkers)),
         }
     }
 
@@ -194,6 +201,32 @@ impl PoolState {
             }
         }
         None
+    }
+
+    /// Stop this pool's active checks (its replacement runs its own).
+    pub fn stop_checks(&self) {
+        self.checkers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+
+    /// The backend for a request's next try: one it has not tried yet, and,
+    /// for a retry (`attempt > 0`), only if the pool's retry budget allows.
+    /// The backend is recorded in `tried`.
+    pub fn next_try(
+        &self,
+        key: Option<u64>,
+        tried: &mut Tried,
+        attempt: u32,
+    ) -> Option<(usize, &Arc<BackendState>)> {
+        let (index, backend) = self.pick(key, tried)?;
+        if attempt > 0 && !self.retry_budget.try_retry() {
+            tracing::debug!(pool = %self.config.name, "retry budget spent; not retrying");
+            return None;
+        }
+        tried.insert(index);
+        Some((index, backend))
     }
 
     /// Panic: when honouring ejections would leave fewer than

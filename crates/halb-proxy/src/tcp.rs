@@ -1,14 +1,21 @@
 //! TCP proxying: a backend picked per connection, bytes copied both ways,
 //! and a half-close on one side passed on to the other.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
 
+use halb_access_log::{AccessRecord, Exchange};
 use halb_config::Algorithm;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::http::ip_key;
 use crate::listener::ListenerContext;
+use crate::route::Route;
 use crate::state::Tried;
 
 /// Copy buffer per direction. Small enough that 10,000 connections stay
@@ -17,24 +24,32 @@ const BUFFER: usize = 16 * 1024;
 
 /// Serve one client connection: connect to a backend (another one if the
 /// connect fails, up to the pool's retries) and relay until both sides close.
-pub(crate) async fn serve(mut client: TcpStream, peer: SocketAddr, listener: Arc<ListenerContext>) {
-    let pool = listener.pool.load_full();
+pub(crate) async fn serve(client: TcpStream, peer: SocketAddr, listener: Arc<ListenerContext>) {
+    let started = Instant::now();
+    let route = listener.route.load_full();
+    let pool = &route.pool;
+    let mut client = CountWritten {
+        stream: client,
+        written: 0,
+    };
     let key = (pool.config.algorithm == Algorithm::Maglev).then(|| ip_key(peer.ip()));
     pool.retry_budget.on_request();
     let mut tried = Tried::default();
+    // The backend tried last, the attempts beyond the first, and the time
+    // to connect to the backend that took the connection.
+    let (mut backend_index, mut retries, mut connect_time) = (None, 0, None);
     for attempt in 0..=pool.config.retries {
-        let Some((index, backend)) = pool.pick(key, &tried) else {
+        let Some((index, backend)) = pool.next_try(key, &mut tried, attempt) else {
             break;
         };
-        if attempt > 0 && !pool.retry_budget.try_retry() {
-            tracing::debug!(pool = %pool.config.name, "retry budget spent; not retrying");
-            break;
-        }
-        tried.insert(index);
+        (backend_index, retries) = (Some(index), attempt);
         let in_flight = backend.begin();
+        let connecting = Instant::now();
         let connect = TcpStream::connect(backend.address);
         match tokio::time::timeout(pool.config.connect_timeout, connect).await {
             Ok(Ok(mut upstream)) => {
+                connect_time = Some(connecting.elapsed());
+                route.backends[index].connections.inc();
                 pool.record_outcome(backend, false);
                 let _ = upstream.set_nodelay(true);
                 let relay = tokio::io::copy_bidirectional_with_sizes(
@@ -53,7 +68,8 @@ pub(crate) async fn serve(mut client: TcpStream, peer: SocketAddr, listener: Arc
                         tracing::info!(%peer, backend = %backend.address, "drain timeout reached; closing connection");
                     }
                 }
-                return;
+                drop(in_flight);
+                break;
             }
             Ok(Err(e)) => {
                 pool.record_outcome(backend, true);
@@ -67,5 +83,101 @@ pub(crate) async fn serve(mut client: TcpStream, peer: SocketAddr, listener: Arc
             }
         }
     }
-    tracing::debug!(%peer, listener = %listener.name, "no backend reachable; closing");
+    if connect_time.is_none() {
+        route.local.connections.inc();
+        tracing::debug!(%peer, listener = %listener.name(), "no backend reachable; closing");
+    }
+    log_connection(
+        &route,
+        peer,
+        started.elapsed(),
+        backend_index,
+        retries,
+        connect_time,
+        client.written,
+    );
+}
+
+fn log_connection(
+    route: &Route,
+    client: SocketAddr,
+    duration: Duration,
+    backend: Option<usize>,
+    retries: u32,
+    connect_time: Option<Duration>,
+    bytes: u64,
+) {
+    let Some(sink) = &route.access_log else {
+        return;
+    };
+    let now = SystemTime::now();
+    sink.send(AccessRecord {
+        time: now.checked_sub(duration).unwrap_or(now),
+        client,
+        listener: route.listener.clone(),
+        pool: route.pool_name.clone(),
+        backend: backend.map(|index| route.pool.backends[index].address),
+        exchange: Exchange::Tcp,
+        bytes,
+        duration,
+        backend_duration: connect_time,
+        retries,
+    });
+}
+
+/// The client socket, counting the bytes written to it (for the access
+/// log, whichever way the relay ends).
+struct CountWritten {
+    stream: TcpStream,
+    written: u64,
+}
+
+impl AsyncRead for CountWritten {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CountWritten {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.stream).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = result {
+            this.written += n as u64;
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = result {
+            this.written += n as u64;
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
 }

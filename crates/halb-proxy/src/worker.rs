@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::LocalSet;
 
 use crate::http::UpstreamPool;
-use crate::listener::ListenerContext;
+use crate::listener::{ListenerContext, OpenClient};
 
 /// What the owner asks a worker to do.
 #[derive(Debug)]
@@ -74,20 +74,24 @@ async fn accept_loop(
     let mut closing = context.closing();
     loop {
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            biased;
             _ = closing.wait_for(|closed| *closed) => return,
+            accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
                 // Out of file descriptors or similar: back off, keep serving.
-                tracing::warn!(listener = %context.name, error = %e, "accept failed");
+                tracing::warn!(listener = %context.name(), error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        let guard = OpenConnection::new(&open);
+        let guard = (
+            OpenConnection::new(&open),
+            OpenClient::new(&context.metrics),
+        );
         let context = context.clone();
         match context.protocol {
             Protocol::Http => {

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use halb_admin::{Command, ConfigInfo, ReloadOutcome};
+use halb_access_log::{AccessLogStats, AccessLogWriter};
+use halb_admin::{Command, ConfigInfo, MetricSources, ReloadOutcome};
 use halb_alerts::{Alert, Alerter};
-use halb_config::Config;
+use halb_config::{AccessLog, Config};
 use halb_health::{EventSink, HealthEvent};
 use halb_proxy::Proxy;
 use tokio::signal::unix::{signal, SignalKind};
@@ -20,6 +21,8 @@ use tokio::sync::{mpsc, watch};
 
 /// How often `--watch` looks at the config file.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// At shutdown, how long the access log may take to write what is queued.
+const ACCESS_LOG_FLUSH: Duration = Duration::from_secs(2);
 
 /// A config file's text, validated.
 pub struct Loaded {
@@ -31,17 +34,21 @@ pub struct Loaded {
 pub fn load(path: &Path) -> Result<Loaded, Vec<String>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
-    match halb_config::parse(&text) {
-        Ok(config) => Ok(Loaded {
-            config,
-            hash: config_hash(&text),
-        }),
-        Err(errors) => Err(errors
+    parse(path, &text).map(|config| Loaded {
+        config,
+        hash: config_hash(&text),
+    })
+}
+
+/// Validate a config file's text; every error as a line naming its key.
+fn parse(path: &Path, text: &str) -> Result<Config, Vec<String>> {
+    halb_config::parse(text).map_err(|errors| {
+        errors
             .0
             .iter()
             .map(|e| format!("{}: {e}", path.display()))
-            .collect()),
-    }
+            .collect()
+    })
 }
 
 /// A short, stable identity of a config file's text (FNV-1a, 64 bits).
@@ -164,7 +171,13 @@ pub async fn serve(
 
     let Loaded { config, hash } = loaded;
     let alerter = Arc::new(ArcSwap::from_pointee(Alerter::new(&config.alerts)));
-    let proxy = Proxy::start(&config, alert_on_health(alerter.clone()))?;
+    let access_log_stats = Arc::new(AccessLogStats::default());
+    let access_log = start_access_log(config.access_log.as_ref(), &access_log_stats)?;
+    let proxy = Proxy::start(
+        &config,
+        alert_on_health(alerter.clone()),
+        access_log.as_ref().map(AccessLogWriter::sink),
+    )?;
     let info = Arc::new(ConfigInfo::new(hash.clone()));
     let (commands, mut requests) = mpsc::channel::<Command>(16);
     let (stop_admin, admin_stopped) = watch::channel(false);
@@ -184,6 +197,10 @@ pub async fn serve(
             admin.token.clone(),
             info.clone(),
             commands.clone(),
+            MetricSources {
+                alerts: Some(alerter.clone()),
+                access_log: Some(access_log_stats.clone()),
+            },
         );
         tokio::spawn(endpoint.serve(listener, admin_stopped));
     }
@@ -203,6 +220,8 @@ pub async fn serve(
         info,
         source,
         alerter,
+        access_log,
+        access_log_stats,
     };
     let mut watch_tick = tokio::time::interval(WATCH_INTERVAL);
     watch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -245,10 +264,26 @@ pub async fn serve(
         std::process::exit(1);
     });
     let _ = stop_admin.send(true);
-    let proxy = node.proxy;
-    tokio::task::spawn_blocking(move || proxy.shutdown(drain)).await?;
+    let (proxy, access_log) = (node.proxy, node.access_log);
+    tokio::task::spawn_blocking(move || {
+        proxy.shutdown(drain);
+        if let Some(access_log) = access_log {
+            access_log.stop(ACCESS_LOG_FLUSH);
+        }
+    })
+    .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Start the access log writer `[access_log]` asks for, if any.
+fn start_access_log(
+    config: Option<&AccessLog>,
+    stats: &Arc<AccessLogStats>,
+) -> anyhow::Result<Option<AccessLogWriter>> {
+    config
+        .map(|config| AccessLogWriter::start(config, stats.clone()).context("access_log"))
+        .transpose()
 }
 
 /// Health events become alerts (webhooks), through whichever alerter the
@@ -284,6 +319,10 @@ struct Node {
     source: Source,
     /// Swapped when a reload changes `[alerts]`.
     alerter: Arc<ArcSwap<Alerter>>,
+    /// Replaced when a reload changes `[access_log]` or reopens its file.
+    access_log: Option<AccessLogWriter>,
+    /// Shared by every access log writer this node starts.
+    access_log_stats: Arc<AccessLogStats>,
 }
 
 impl Node {
@@ -294,9 +333,20 @@ impl Node {
             Source::Inline => ReloadOutcome::Rejected {
                 errors: vec!["this node was not started from a config file".to_owned()],
             },
-            Source::File { path, .. } => match load(path) {
-                Err(errors) => ReloadOutcome::Rejected { errors },
-                Ok(Loaded { config, hash }) => self.apply(config, hash),
+            Source::File { path, .. } => match std::fs::read_to_string(path) {
+                Err(e) => ReloadOutcome::Rejected {
+                    errors: vec![format!("cannot read {}: {e}", path.display())],
+                },
+                Ok(text) => {
+                    // Applied or refused, this version has been seen:
+                    // `--watch` must not take it up again.
+                    let hash = config_hash(&text);
+                    self.seen_hash = hash.clone();
+                    match parse(path, &text) {
+                        Err(errors) => ReloadOutcome::Rejected { errors },
+                        Ok(config) => self.apply(config, hash),
+                    }
+                }
             },
         };
         self.info.record(&outcome);
@@ -323,10 +373,38 @@ impl Node {
         if config.admin != self.config.admin {
             tracing::warn!("[admin] changed; it takes effect at the next restart");
         }
+        // A reload reopens an access log file even when `[access_log]` is
+        // unchanged, so that a reload after rotating the file writes to the
+        // new one. A file that cannot be opened refuses the reload.
+        let reopen = config.access_log != self.config.access_log
+            || config
+                .access_log
+                .as_ref()
+                .is_some_and(|log| log.path.is_some());
+        let reopened = if reopen {
+            match start_access_log(config.access_log.as_ref(), &self.access_log_stats) {
+                Ok(access_log) => Some(access_log),
+                Err(e) => {
+                    return ReloadOutcome::Rejected {
+                        errors: vec![format!("{e:#}")],
+                    }
+                }
+            }
+        } else {
+            None
+        };
         match self.proxy.apply(&config) {
             Ok(summary) => {
                 if !summary.is_empty() {
                     tracing::info!(?summary, "reload applied");
+                }
+                if let Some(access_log) = reopened {
+                    self.proxy
+                        .set_access_log(access_log.as_ref().map(AccessLogWriter::sink));
+                    // The old writer ends once requests in flight on it are logged.
+                    if let Some(old) = std::mem::replace(&mut self.access_log, access_log) {
+                        old.retire();
+                    }
                 }
                 if config.alerts != self.config.alerts {
                     let alerter = self.alerter.load().reconfigured(&config.alerts);

@@ -10,6 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::client_io::ActiveRequest;
+use super::exchange::Exchange;
 use super::upstream::PooledSender;
 use crate::state::InFlight;
 
@@ -73,6 +74,9 @@ impl Body for RequestBody {
 #[derive(Debug)]
 pub(crate) struct ResponseBody {
     kind: ResponseKind,
+    /// Counts the bytes sent; records the request when the body is dropped
+    /// (done, or abandoned by the client).
+    exchange: Exchange,
     /// Keeps the client connection counted as busy until the body is done.
     _active: ActiveRequest,
 }
@@ -116,16 +120,18 @@ impl Drop for UpstreamBody {
 }
 
 impl ResponseBody {
-    pub(crate) fn full(bytes: Bytes, active: ActiveRequest) -> Self {
+    pub(crate) fn full(bytes: Bytes, exchange: Exchange, active: ActiveRequest) -> Self {
         ResponseBody {
             kind: ResponseKind::Full(Some(bytes)),
+            exchange,
             _active: active,
         }
     }
 
-    pub(crate) fn upstream(body: UpstreamBody, active: ActiveRequest) -> Self {
+    pub(crate) fn upstream(body: UpstreamBody, exchange: Exchange, active: ActiveRequest) -> Self {
         ResponseBody {
             kind: ResponseKind::Upstream(body),
+            exchange,
             _active: active,
         }
     }
@@ -139,10 +145,17 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut self.get_mut().kind {
+        let this = self.get_mut();
+        let polled = match &mut this.kind {
             ResponseKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ResponseKind::Upstream(upstream) => Pin::new(&mut upstream.body).poll_frame(cx),
+        };
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                this.exchange.bytes += data.len() as u64;
+            }
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

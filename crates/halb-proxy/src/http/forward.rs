@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -14,6 +15,7 @@ use hyper_util::rt::TokioIo;
 
 use super::body::{RequestBody, ResponseBody, UpstreamBody};
 use super::client_io::{ActiveRequest, ConnectionState};
+use super::exchange::{Exchange, Progress};
 use super::headers::{add_forwarding, is_upgrade_request, strip_hop_by_hop};
 use super::upstream::{PooledSender, UpstreamPool};
 use crate::error::ProxyError;
@@ -40,35 +42,45 @@ struct FailedAttempt {
 impl Handler {
     pub(crate) async fn handle(&self, request: Request<Incoming>) -> Response<ResponseBody> {
         let active = self.connection.activate();
+        let route = self.listener.route.load_full();
+        let mut exchange = Exchange::start(route, self.peer, &request);
         if self.connection.next_request_is_ambiguous() {
             return error_response(
                 &ProxyError::BadRequest(
                     "a request must not carry both Content-Length and Transfer-Encoding\n",
                 ),
+                exchange,
                 active,
             );
         }
-        match self.forward(request).await {
+        let (route, progress) = exchange.route_and_progress();
+        match self.forward(request, &route.pool, progress).await {
             Ok(Forwarded::Response(response, in_flight, sender)) => {
+                exchange.answered(response.status(), true);
                 let (parts, body) = response.into_parts();
                 let body = UpstreamBody::new(body, sender, in_flight);
-                Response::from_parts(parts, ResponseBody::upstream(body, active))
+                Response::from_parts(parts, ResponseBody::upstream(body, exchange, active))
             }
             Ok(Forwarded::Upgraded(parts)) => {
-                Response::from_parts(parts, ResponseBody::full(Bytes::new(), active))
+                exchange.answered(parts.status, true);
+                Response::from_parts(parts, ResponseBody::full(Bytes::new(), exchange, active))
             }
             Err(error) => {
-                tracing::debug!(listener = %self.listener.name, %error, "request failed");
-                error_response(&error, active)
+                tracing::debug!(listener = %self.config.name, %error, "request failed");
+                error_response(&error, exchange, active)
             }
         }
     }
 
-    async fn forward(&self, mut request: Request<Incoming>) -> Result<Forwarded, ProxyError> {
-        let pool = self.listener.pool.load_full();
+    async fn forward(
+        &self,
+        mut request: Request<Incoming>,
+        pool: &PoolState,
+        progress: &mut Progress,
+    ) -> Result<Forwarded, ProxyError> {
         let upgrade = is_upgrade_request(request.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-        let key = super::hash_key::request_key(&pool, &request, self.peer);
+        let key = super::hash_key::request_key(pool, &request, self.peer);
 
         let (mut parts, body) = request.into_parts();
         strip_hop_by_hop(&mut parts.headers, upgrade);
@@ -94,14 +106,8 @@ impl Handler {
         let mut tried = Tried::default();
         let mut last_error = ProxyError::NoBackend;
         for attempt in 0..=pool.config.retries {
-            let Some((index, backend)) = pool.pick(key, &tried) else {
-                break;
-            };
-            if attempt > 0 && !pool.retry_budget.try_retry() {
-                tracing::debug!(pool = %pool.config.name, "retry budget spent; not retrying");
-                break;
-            }
-            tried.insert(index);
+            // Only a request that can be sent (again) takes a backend's turn
+            // and, for a retry, the retry budget.
             let next = match request.take() {
                 Some(request) => request,
                 None => match &replay {
@@ -109,9 +115,15 @@ impl Handler {
                     None => break,
                 },
             };
+            let Some((index, backend)) = pool.next_try(key, &mut tried, attempt) else {
+                break;
+            };
+            progress.backend = Some(index);
+            progress.retries = attempt;
             let in_flight = backend.begin();
-            match self.attempt(&pool, &in_flight, next).await {
-                Ok((mut response, sender)) => {
+            match self.attempt(pool, &in_flight, next).await {
+                Ok((mut response, sender, took)) => {
+                    progress.backend_time = Some(took);
                     let failed = pool.outlier.counts_status(response.status().as_u16());
                     if failed {
                         in_flight.fail();
@@ -171,7 +183,7 @@ impl Handler {
         pool: &PoolState,
         in_flight: &InFlight,
         mut request: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, PooledSender), FailedAttempt> {
+    ) -> Result<(Response<Incoming>, PooledSender, Duration), FailedAttempt> {
         let backend = in_flight.backend();
         let config = &pool.config;
         let mut fresh_only = false;
@@ -204,8 +216,10 @@ impl Handler {
                     })
                 }
                 Ok(Ok(response)) => {
-                    backend.latency.observe(started.elapsed());
-                    return Ok((response, sender));
+                    let took = started.elapsed();
+                    backend.latency.observe(took);
+                    backend.response_time.observe(took);
+                    return Ok((response, sender, took));
                 }
                 Ok(Err(mut failed)) => {
                     let unsent = failed.take_message();
@@ -297,9 +311,15 @@ fn origin_form(uri: &Uri) -> Uri {
         .unwrap_or_else(|| Uri::from_static("/"))
 }
 
-fn error_response(error: &ProxyError, active: ActiveRequest) -> Response<ResponseBody> {
+fn error_response(
+    error: &ProxyError,
+    mut exchange: Exchange,
+    active: ActiveRequest,
+) -> Response<ResponseBody> {
+    exchange.answered(error.status(), false);
     let mut response = Response::new(ResponseBody::full(
         Bytes::from_static(error.client_message().as_bytes()),
+        exchange,
         active,
     ));
     *response.status_mut() = error.status();

@@ -3,6 +3,7 @@
 
 mod body;
 mod client_io;
+mod exchange;
 mod forward;
 mod framing;
 mod hash_key;
