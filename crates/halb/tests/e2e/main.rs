@@ -4,11 +4,27 @@
 
 mod support;
 
+mod access_log;
+mod admin_api;
+mod alerts;
 mod algorithms;
+mod backups;
 mod bad_requests;
 mod cli;
+mod dashboard;
+mod drain;
 mod failures;
+mod flapping;
+mod health_checks;
 mod http_semantics;
+mod hung_backend;
+mod metrics;
+mod outlier;
+mod reload;
+mod reload_watch;
+mod retry_budget;
+mod shutdown;
+mod slow_start;
 mod streaming;
 mod tcp;
 mod websocket;

@@ -1,12 +1,20 @@
 //! Real backends, served from the test process on `127.0.0.1:0`: hyper
 //! HTTP/1.1 servers with one behaviour each, and raw TCP servers. Each counts
-//! what reaches it and can be stopped to play a dead backend.
+//! what reaches it and can be killed (listener and every open connection
+//! closed at once, as SIGKILL would) and restarted on the same port.
+//!
+//! Every HTTP backend also understands two paths of its own, whatever its
+//! behaviour: [`CHECK_PATH`] answers halb's health checks as the backend's
+//! [`Health`] says (and is counted apart from real requests), and
+//! `/sleep/{ms}` waits that long before answering as usual.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -25,16 +33,76 @@ use super::websocket_key::websocket_accept;
 
 type ResponseBody = BoxBody<Bytes, std::io::Error>;
 
+/// Serves one accepted connection.
+type Handler = Arc<dyn Fn(TcpStream) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// The path halb's health checks should ask for (`path = CHECK_PATH`).
+pub const CHECK_PATH: &str = "/health-check";
+
+/// How a backend answers health checks on [`CHECK_PATH`].
+#[derive(Debug, Clone, Copy)]
+pub enum Health {
+    /// 200.
+    Passing,
+    /// 503.
+    Failing,
+    /// Passing and failing in turn, each for `every`, starting with passing
+    /// at `since`.
+    Flapping { since: Instant, every: Duration },
+}
+
+impl Health {
+    fn status(self) -> u16 {
+        let passing = match self {
+            Health::Passing => true,
+            Health::Failing => false,
+            Health::Flapping { since, every } => {
+                (since.elapsed().as_nanos() / every.as_nanos().max(1)) % 2 == 0
+            }
+        };
+        if passing {
+            200
+        } else {
+            503
+        }
+    }
+}
+
+/// What the test can change on a running backend, and what it records.
+struct Controls {
+    health: Mutex<Health>,
+    /// 0: answer as the behaviour says; otherwise answer this status.
+    forced_status: AtomicU16,
+    checks: AtomicUsize,
+    /// When each real (non-check) request arrived.
+    arrivals: Mutex<Vec<Instant>>,
+}
+
+impl Controls {
+    fn new() -> Self {
+        Controls {
+            health: Mutex::new(Health::Passing),
+            forced_status: AtomicU16::new(0),
+            checks: AtomicUsize::new(0),
+            arrivals: Mutex::new(Vec::new()),
+        }
+    }
+}
+
 /// A running backend. Dropping it stops it.
 pub struct Backend {
     pub addr: SocketAddr,
     requests: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
-    accept_loop: JoinHandle<()>,
+    controls: Arc<Controls>,
+    handler: Handler,
+    /// `None` once stopped.
+    accept_loop: Option<JoinHandle<()>>,
 }
 
 impl Backend {
-    /// HTTP requests that reached it (TCP backends: see [`Backend::connections`]).
+    /// HTTP requests that reached it, health checks not included (TCP
+    /// backends: see [`Backend::connections`]).
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
     }
@@ -44,18 +112,71 @@ impl Backend {
         self.connections.load(Ordering::SeqCst)
     }
 
-    /// Closes the listener and every open connection: the backend is dead
-    /// (connections are refused) when this returns.
+    /// Health checks (requests for [`CHECK_PATH`]) that reached it.
+    pub fn checks(&self) -> usize {
+        self.controls.checks.load(Ordering::SeqCst)
+    }
+
+    /// When each real request arrived, in order.
+    pub fn arrivals(&self) -> Vec<Instant> {
+        lock(&self.controls.arrivals).clone()
+    }
+
+    /// How health checks are answered from now on.
+    pub fn set_health(&self, health: Health) {
+        *lock(&self.controls.health) = health;
+    }
+
+    /// Answer every real request with `status` from now on (`None`: as the
+    /// behaviour says).
+    pub fn force_status(&self, status: Option<u16>) {
+        self.controls
+            .forced_status
+            .store(status.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    /// Kills the backend: closes the listener and every open connection.
+    /// Connections are refused when this returns.
     pub async fn stop(&mut self) {
-        self.accept_loop.abort();
-        let _ = (&mut self.accept_loop).await;
+        if let Some(accept_loop) = self.accept_loop.take() {
+            accept_loop.abort();
+            let _ = accept_loop.await;
+        }
+    }
+
+    /// Serves again on the same address, with the same behaviour and
+    /// counters (as a restarted process would). Stops it first if needed.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                // The port may linger for a moment after the kill.
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("rebind backend {}: {e}", self.addr),
+            }
+        };
+        self.accept_loop = Some(accept_loop(
+            listener,
+            self.connections.clone(),
+            self.handler.clone(),
+        ));
     }
 }
 
 impl Drop for Backend {
     fn drop(&mut self) {
-        self.accept_loop.abort();
+        if let Some(accept_loop) = &self.accept_loop {
+            accept_loop.abort();
+        }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The addresses of `backends`, in order.
@@ -127,37 +248,87 @@ pub async fn websocket_echo() -> Backend {
 
 async fn serve_http(behaviour: Behaviour) -> Backend {
     let requests = Arc::new(AtomicUsize::new(0));
-    serve_tcp(requests.clone(), move |stream| {
+    let controls = Arc::new(Controls::new());
+    let counter = requests.clone();
+    let shared = controls.clone();
+    let handler: Handler = Arc::new(move |stream| {
         let behaviour = behaviour.clone();
-        let requests = requests.clone();
-        async move {
+        let requests = counter.clone();
+        let controls = shared.clone();
+        Box::pin(async move {
             let service = service_fn(move |request| {
-                requests.fetch_add(1, Ordering::SeqCst);
-                respond(behaviour.clone(), request)
+                answer(
+                    behaviour.clone(),
+                    requests.clone(),
+                    controls.clone(),
+                    request,
+                )
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades()
                 .await;
-        }
-    })
-    .await
+        })
+    });
+    serve_tcp(requests, controls, handler).await
+}
+
+/// The part common to every HTTP behaviour: health checks, counting,
+/// `/sleep/{ms}` and a forced status.
+async fn answer(
+    behaviour: Behaviour,
+    requests: Arc<AtomicUsize>,
+    controls: Arc<Controls>,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let path = request.uri().path();
+    if path == CHECK_PATH {
+        controls.checks.fetch_add(1, Ordering::SeqCst);
+        let status = lock(&controls.health).status();
+        return Ok(text(status, "health\n"));
+    }
+    lock(&controls.arrivals).push(Instant::now());
+    requests.fetch_add(1, Ordering::SeqCst);
+    let sleep = path
+        .strip_prefix("/sleep/")
+        .and_then(|ms| ms.parse::<u64>().ok());
+    if let Some(ms) = sleep {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    match controls.forced_status.load(Ordering::SeqCst) {
+        0 => respond(behaviour, request).await,
+        status => Ok(text(status, "forced status\n")),
+    }
 }
 
 /// Accepts connections on a fresh loopback port and runs `handle` on each.
 /// `requests` is the backend's request counter (the handler bumps it).
-async fn serve_tcp<F, Fut>(requests: Arc<AtomicUsize>, handle: F) -> Backend
-where
-    F: Fn(TcpStream) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
+async fn serve_tcp(
+    requests: Arc<AtomicUsize>,
+    controls: Arc<Controls>,
+    handler: Handler,
+) -> Backend {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind backend");
     let addr = listener.local_addr().expect("backend address");
     let connections = Arc::new(AtomicUsize::new(0));
-    let accepted = connections.clone();
-    let accept_loop = tokio::spawn(async move {
+    Backend {
+        addr,
+        requests,
+        accept_loop: Some(accept_loop(listener, connections.clone(), handler.clone())),
+        connections,
+        controls,
+        handler,
+    }
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    accepted: Arc<AtomicUsize>,
+    handler: Handler,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
         // Owned here so that aborting the loop also closes every connection.
         let mut open = JoinSet::new();
         loop {
@@ -165,16 +336,10 @@ where
                 continue;
             };
             accepted.fetch_add(1, Ordering::SeqCst);
-            open.spawn(handle(stream));
+            open.spawn(handler(stream));
             while open.try_join_next().is_some() {}
         }
-    });
-    Backend {
-        addr,
-        requests,
-        connections,
-        accept_loop,
-    }
+    })
 }
 
 fn text(status: u16, body: impl Into<Bytes>) -> Response<ResponseBody> {
@@ -285,10 +450,20 @@ fn websocket_upgrade(request: Request<Incoming>) -> Response<ResponseBody> {
         .expect("response")
 }
 
+/// A raw TCP backend running `handle` on each connection.
+async fn serve_raw<F, Fut>(handle: F) -> Backend
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let controls = Arc::new(Controls::new());
+    let handler: Handler = Arc::new(move |stream| Box::pin(handle(stream)));
+    serve_tcp(Arc::new(AtomicUsize::new(0)), controls, handler).await
+}
+
 /// Echoes every byte back; closes its write side when the client does.
 pub async fn tcp_echo() -> Backend {
-    let connections = Arc::new(AtomicUsize::new(0));
-    serve_tcp(connections, |mut stream| async move {
+    serve_raw(|mut stream| async move {
         let (mut reader, mut writer) = stream.split();
         let _ = tokio::io::copy(&mut reader, &mut writer).await;
         let _ = writer.shutdown().await;
@@ -298,8 +473,7 @@ pub async fn tcp_echo() -> Backend {
 
 /// Reads until the client half-closes, then answers `got N bytes` and closes.
 pub async fn tcp_half_close() -> Backend {
-    let connections = Arc::new(AtomicUsize::new(0));
-    serve_tcp(connections, |mut stream| async move {
+    serve_raw(|mut stream| async move {
         let mut total = 0usize;
         let mut buffer = vec![0u8; 16 * 1024];
         loop {
@@ -320,8 +494,7 @@ pub async fn tcp_half_close() -> Backend {
 /// Writes its name and closes: shows which backend a TCP connection reached.
 pub async fn tcp_named(name: &str) -> Backend {
     let name: Arc<str> = name.into();
-    let connections = Arc::new(AtomicUsize::new(0));
-    serve_tcp(connections, move |mut stream| {
+    serve_raw(move |mut stream| {
         let name = name.clone();
         async move {
             let _ = stream.write_all(name.as_bytes()).await;

@@ -69,6 +69,23 @@ impl HttpClient {
         }
     }
 
+    /// A client on an already connected `stream` to `addr`; an error
+    /// instead of a panic, for callers that count failures.
+    pub async fn handshake(
+        stream: TcpStream,
+        addr: SocketAddr,
+    ) -> Result<HttpClient, hyper::Error> {
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(HttpClient {
+            sender,
+            host: addr.to_string(),
+        })
+    }
+
     /// A request builder with this connection's `Host`.
     pub fn request(&self, method: &str, path: &str) -> http::request::Builder {
         Request::builder()
@@ -129,6 +146,65 @@ pub async fn collect(response: Response<Incoming>) -> Reply {
 /// `GET path` on a new connection.
 pub async fn get_once(addr: SocketAddr, path: &str) -> Reply {
     HttpClient::connect(addr).await.get(path, &[]).await
+}
+
+/// `GET path` on a new connection, with a failure (refused, reset, no
+/// answer within 10 s) as an error rather than a panic.
+pub async fn try_get_once(addr: SocketAddr, path: &str) -> Result<Reply, String> {
+    let attempt = async {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let mut client = HttpClient::handshake(stream, addr)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let request = client
+            .request("GET", path)
+            .body(empty_body())
+            .expect("request");
+        let response = client
+            .sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("no response: {e}"))?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        Ok(Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(10), attempt)
+        .await
+        .unwrap_or_else(|_| Err("no answer within 10s".to_owned()))
+}
+
+/// Whether a TCP connection to `addr` is refused (nothing listens there).
+pub async fn connection_refused(addr: SocketAddr) -> bool {
+    match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await {
+        Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+        _ => false,
+    }
+}
+
+/// Polls until connections to `addr` are refused; how long that took.
+/// Fails the test after `limit`.
+pub async fn wait_until_refused(addr: SocketAddr, limit: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    loop {
+        if connection_refused(addr).await {
+            return started.elapsed();
+        }
+        if started.elapsed() > limit {
+            panic!("{addr} still accepts connections after {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// The bodies of `n` sequential `GET /`, each on a new connection (so the

@@ -7,7 +7,13 @@ pub mod backends;
 pub mod body;
 pub mod client;
 pub mod config;
+pub mod load;
+pub mod node_config;
 pub mod process;
+pub mod reload;
+pub mod status;
+pub mod webdriver;
+pub mod webhook;
 pub mod websocket_key;
 
 use std::collections::HashSet;

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -130,7 +130,8 @@ impl Drop for KillOnDrop {
 pub struct Halb {
     child: Child,
     admin: SocketAddr,
-    _config: TempFile,
+    /// The config file halb runs on; tests rewrite it to reload.
+    config: TempFile,
     stdout: TempFile,
     stderr: TempFile,
 }
@@ -140,6 +141,12 @@ impl Halb {
     /// its admin `/healthz` answers 200 (halb binds every listener before it
     /// answers). The config must have an `[admin]` table with `bind`.
     pub async fn start(config_toml: &str) -> Halb {
+        Self::start_with_args(config_toml, &[]).await
+    }
+
+    /// As [`Halb::start`], with `extra` after `run --config FILE` (such as
+    /// `--watch`).
+    pub async fn start_with_args(config_toml: &str, extra: &[&str]) -> Halb {
         let admin = admin_bind(config_toml);
         let config = TempFile::with_contents("config.toml", config_toml);
         let stdout = TempFile::unique("stdout");
@@ -148,12 +155,13 @@ impl Halb {
             .arg("run")
             .arg("--config")
             .arg(&config.path)
+            .args(extra)
             .spawn()
             .expect("spawn halb");
         let mut halb = Halb {
             child,
             admin,
-            _config: config,
+            config,
             stdout,
             stderr,
         };
@@ -180,6 +188,22 @@ impl Halb {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Where the admin API answers.
+    pub fn admin(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// `METHOD path` on the admin API (no body); the raw answer.
+    pub async fn admin_request(&self, method: &str, path: &str) -> RawResponse {
+        within(
+            Duration::from_secs(10),
+            "an admin API request",
+            admin_request(self.admin, method, path),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path} on the admin API: {e}"))
     }
 
     pub fn pid(&self) -> u32 {
@@ -236,6 +260,71 @@ impl Drop for Halb {
     }
 }
 
+/// Changing a running halb: its config file, signals, and its exit.
+impl Halb {
+    /// The config file halb was started on.
+    pub fn config_path(&self) -> &Path {
+        &self.config.path
+    }
+
+    /// Replaces the config file's text in one step (a sibling file renamed
+    /// over it), so that a watching halb never reads half a file.
+    pub fn rewrite_config(&self, config_toml: &str) {
+        let mut staging = self.config.path.clone().into_os_string();
+        staging.push(".new");
+        std::fs::write(&staging, config_toml).expect("write the new config");
+        std::fs::rename(&staging, &self.config.path).expect("rename the new config into place");
+    }
+
+    /// Sends `signal` (a name `kill -s` knows: `HUP`, `TERM`, `INT`) to
+    /// halb, through kill(1): the workspace forbids `unsafe`, so no libc.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {signal} {} failed", self.pid());
+    }
+
+    /// Whether halb has exited (its status then comes from
+    /// [`Halb::wait_for_exit`]).
+    pub fn has_exited(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_some()
+    }
+
+    /// Waits up to `limit` for halb to exit; `None` if it is still running
+    /// then (it is not killed: drop does that).
+    pub async fn wait_for_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// `METHOD path` on the admin API with extra request headers (such as
+    /// `Authorization`); the raw answer.
+    pub async fn admin_request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> RawResponse {
+        within(
+            Duration::from_secs(10),
+            "an admin API request",
+            admin_request_with(self.admin, method, path, headers),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path} on the admin API: {e}"))
+    }
+}
+
 /// The `bind` of the config's `[admin]` table.
 fn admin_bind(config_toml: &str) -> SocketAddr {
     let mut in_admin = false;
@@ -252,10 +341,37 @@ fn admin_bind(config_toml: &str) -> SocketAddr {
 
 /// A one-shot `GET path` to the admin listener.
 pub async fn admin_get(admin: SocketAddr, path: &str) -> std::io::Result<RawResponse> {
+    admin_request(admin, "GET", path).await
+}
+
+/// A one-shot `METHOD path` (no body) to the admin listener.
+pub async fn admin_request(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+) -> std::io::Result<RawResponse> {
+    admin_request_with(admin, method, path, &[]).await
+}
+
+/// A one-shot `METHOD path` (no body) with extra headers to the admin
+/// listener.
+pub async fn admin_request_with(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<RawResponse> {
     use tokio::io::AsyncWriteExt;
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let attempt = async {
         let mut stream = TcpStream::connect(admin).await?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\n\
+             {extra}Connection: close\r\n\r\n"
+        );
         stream.write_all(request.as_bytes()).await?;
         read_response(&mut BufReader::new(stream)).await
     };
