@@ -54,7 +54,10 @@ impl Balancer for RoundRobin {
             }
         }
         // Other threads took tickets meanwhile: look at every member once.
-        members.iter().copied().find(|&i| i < len && backends.usable(i))
+        members
+            .iter()
+            .copied()
+            .find(|&i| i < len && backends.usable(i))
     }
 }
 
@@ -81,13 +84,15 @@ mod tests {
         let mut three = TestBackends::idle(3);
         three.usable[1] = false;
         let rr3 = RoundRobin::new(3);
-        let counts = picks(&rr3, &three, 600)
-            .iter()
-            .fold([0; 3], |mut c, &i| {
-                c[i] += 1;
-                c
-            });
-        assert_eq!(counts, [300, 0, 300], "the dead backend's share is split evenly");
+        let counts = picks(&rr3, &three, 600).iter().fold([0; 3], |mut c, &i| {
+            c[i] += 1;
+            c
+        });
+        assert_eq!(
+            counts,
+            [300, 0, 300],
+            "the dead backend's share is split evenly"
+        );
         backends.usable[1] = true;
         assert_eq!(picks(&rr, &backends, 4), [0, 1, 2, 0]);
     }

@@ -53,11 +53,14 @@ impl ListenerContext {
         }
     }
 
-    /// Route to `pool` from now on (reload).
+    /// Route to `pool` from now on (reload), under the listener's current
+    /// name (a reload may have renamed it: counters and log lines follow).
     pub(crate) fn set_pool(&self, pool: Arc<PoolState>) {
         let route = self.route.load();
-        if !Arc::ptr_eq(&route.pool, &pool) {
-            let rebuilt = route.rebuilt(pool, route.access_log.clone());
+        let name = self.name();
+        if !Arc::ptr_eq(&route.pool, &pool) || *route.listener != *name {
+            let mut rebuilt = route.rebuilt(pool, route.access_log.clone());
+            rebuilt.listener = name.into();
             self.route.store(Arc::new(rebuilt));
         }
     }

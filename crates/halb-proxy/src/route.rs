@@ -144,6 +144,28 @@ mod tests {
     }
 
     #[test]
+    fn a_listener_renamed_in_place_counts_under_its_new_name() {
+        let pool = pool("app", &[1]);
+        let config = halb_config::parse(
+            "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\npool = \"app\"\n\
+             [[pool]]\nname = \"app\"\n[[pool.backend]]\naddress = \"127.0.0.1:1\"\n",
+        )
+        .expect("a valid config");
+        let mut listener = config.listeners[0].clone();
+        let bound = "127.0.0.1:1".parse().unwrap();
+        let context = crate::ListenerContext::new(listener.clone(), bound, pool.clone(), None);
+        let before = context.route.load_full();
+        before.backends[0].count_response(200);
+
+        listener.name = "www".to_owned();
+        context.config.store(Arc::new(listener));
+        context.set_pool(pool);
+        let after = context.route.load_full();
+        assert_eq!(&*after.listener, "www");
+        assert!(Arc::ptr_eq(&after.backends[0], &before.backends[0]));
+    }
+
+    #[test]
     fn a_rebuilt_route_keeps_the_cells_of_the_backends_it_keeps() {
         let route = Route::new("web".into(), Arc::default(), pool("app", &[1, 2]), None);
         route.backends[1].count_response(200);

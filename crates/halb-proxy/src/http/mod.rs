@@ -26,7 +26,35 @@ pub(crate) use upstream::UpstreamPool;
 /// Serve one client connection until it closes, times out, or its
 /// listener closes (reload, shutdown), in which case it finishes the request
 /// in flight and closes.
+///
+/// Until the client sends its first byte, the connection costs only this
+/// small future: the HTTP machinery (buffers, parser state) is allocated
+/// when there is something to read, so thousands of idle connections stay
+/// cheap.
 pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<ListenerContext>,
+    upstream: Rc<UpstreamPool>,
+) {
+    let idle_timeout = listener.config.load().idle_timeout;
+    let mut closing = listener.closing();
+    tokio::select! {
+        readable = stream.readable() => {
+            if readable.is_err() {
+                return;
+            }
+        }
+        _ = closing.wait_for(|closed| *closed) => return,
+        _ = tokio::time::sleep(idle_timeout) => {
+            tracing::debug!(%peer, "client sent nothing within the idle timeout");
+            return;
+        }
+    }
+    Box::pin(serve_connection(stream, peer, listener, upstream)).await;
+}
+
+async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     listener: Arc<ListenerContext>,
