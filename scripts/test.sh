@@ -29,3 +29,7 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+
+# A short smoke run of the side-by-side benchmark (every case once for about
+# a second; the numbers mean nothing) so that it cannot rot.
+bench/run.sh --smoke

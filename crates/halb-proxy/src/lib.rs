@@ -17,6 +17,7 @@
 mod error;
 mod http;
 mod listener;
+mod relay;
 mod reload;
 mod route;
 mod state;

@@ -1,26 +1,20 @@
-//! TCP proxying: a backend picked per connection, bytes copied both ways,
-//! and a half-close on one side passed on to the other.
+//! TCP proxying: a backend picked per connection, bytes relayed both ways
+//! with zero-copy `splice` ([`crate::relay`]), and a half-close on one side
+//! passed on to the other.
 
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use halb_access_log::{AccessRecord, Exchange};
 use halb_config::Algorithm;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::http::ip_key;
 use crate::listener::ListenerContext;
+use crate::relay::{relay, Relayed};
 use crate::route::Route;
 use crate::state::Tried;
-
-/// Copy buffer per direction. Small enough that 10,000 connections stay
-/// cheap, large enough for bulk transfers.
-const BUFFER: usize = 16 * 1024;
 
 /// Serve one client connection: connect to a backend (another one if the
 /// connect fails, up to the pool's retries) and relay until both sides close.
@@ -28,10 +22,7 @@ pub(crate) async fn serve(client: TcpStream, peer: SocketAddr, listener: Arc<Lis
     let started = Instant::now();
     let route = listener.route.load_full();
     let pool = &route.pool;
-    let mut client = CountWritten {
-        stream: client,
-        written: 0,
-    };
+    let relayed = Relayed::default();
     let key = (pool.config.algorithm == Algorithm::Maglev).then(|| ip_key(peer.ip()));
     pool.retry_budget.on_request();
     let mut tried = Tried::default();
@@ -47,17 +38,12 @@ pub(crate) async fn serve(client: TcpStream, peer: SocketAddr, listener: Arc<Lis
         let connecting = Instant::now();
         let connect = TcpStream::connect(backend.address);
         match tokio::time::timeout(pool.config.connect_timeout, connect).await {
-            Ok(Ok(mut upstream)) => {
+            Ok(Ok(upstream)) => {
                 connect_time = Some(connecting.elapsed());
                 route.backends[index].connections.inc();
                 pool.record_outcome(backend, false);
                 let _ = upstream.set_nodelay(true);
-                let relay = tokio::io::copy_bidirectional_with_sizes(
-                    &mut client,
-                    &mut upstream,
-                    BUFFER,
-                    BUFFER,
-                );
+                let relay = relay(&client, &upstream, &relayed);
                 tokio::select! {
                     copied = relay => {
                         if let Err(e) = copied {
@@ -94,7 +80,7 @@ pub(crate) async fn serve(client: TcpStream, peer: SocketAddr, listener: Arc<Lis
         backend_index,
         retries,
         connect_time,
-        client.written,
+        relayed.to_client.get(),
     );
 }
 
@@ -123,61 +109,4 @@ fn log_connection(
         backend_duration: connect_time,
         retries,
     });
-}
-
-/// The client socket, counting the bytes written to it (for the access
-/// log, whichever way the relay ends).
-struct CountWritten {
-    stream: TcpStream,
-    written: u64,
-}
-
-impl AsyncRead for CountWritten {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for CountWritten {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let result = Pin::new(&mut this.stream).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = result {
-            this.written += n as u64;
-        }
-        result
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let result = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = result {
-            this.written += n as u64;
-        }
-        result
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
 }

@@ -1,0 +1,262 @@
+"""One measurement: start a proxy (or none, for the baseline), load it, read
+its CPU time and memory from /proc, stop it.
+
+Each run starts a fresh proxy process, so CPU time and peak RSS belong to
+that run alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import configs, procs
+from .cases import BODIES, MiB, Case
+
+PROXIES = ("halb", "haproxy", "nginx")
+DIRECT = "direct"
+BENCH_DIR = Path(__file__).resolve().parent.parent
+WRK_SCRIPT = BENCH_DIR / "wrk_report.lua"
+IDLE_CLIENT = BENCH_DIR / "idle_clients.py"
+
+
+@dataclass
+class Cpus:
+    """The CPU split: the proxy alone on one core, load and backends on the other."""
+
+    proxy: str
+    load: str
+    proxy_multi: str
+
+    def for_case(self, case: Case) -> str:
+        return self.proxy if case.workers == 1 else self.proxy_multi
+
+
+@dataclass
+class Settings:
+    duration: float
+    warmup: float
+    idle_connections: int
+    halb: Path
+    cpus: Cpus
+    wrk_threads: int = 1
+
+
+@dataclass
+class Result:
+    case: str
+    proxy: str
+    rep: int
+    ok: bool = True
+    note: str = ""
+    metrics: dict = field(default_factory=dict)
+
+
+class Bench:
+    def __init__(self, settings: Settings, tmp: Path, processes: procs.Processes):
+        self.s = settings
+        self.tmp = tmp
+        self.procs = processes
+        self.backend_ports: list[int] = []
+        self.backends: list[procs.Started] = []
+        # Optional: watches the proxy during each measured run (--profile).
+        self.profiler = None
+
+    # --- backends -------------------------------------------------------
+    def start_backends(self) -> None:
+        docroot = self.tmp / "docroot"
+        docroot.mkdir()
+        for name, size in BODIES.items():
+            (docroot / name).write_bytes(os.urandom(size))
+            (docroot / name).chmod(0o644)
+        # nginx workers run as nobody: they must be able to read the files.
+        for d in (self.tmp, docroot):
+            d.chmod(0o755)
+        for i in range(3):
+            port = procs.free_port()
+            name = f"backend{i + 1}"
+            conf = self.tmp / f"{name}.conf"
+            conf.write_text(configs.backend_nginx(self.tmp, name, port, docroot))
+            started = self.procs.start(
+                name,
+                ["nginx", "-p", str(self.tmp), "-e", str(self.tmp / f"{name}.stderr.log"),
+                 "-c", str(conf), "-g", "daemon off; master_process on;"],
+                cpus=self.s.cpus.load,
+                log=self.tmp / f"{name}.log",
+            )
+            self.backend_ports.append(port)
+            self.backends.append(started)
+        for port, started in zip(self.backend_ports, self.backends):
+            procs.wait_http(port, "/hello", started)
+            procs.wait_http(port, "/1m", started)
+
+    # --- proxies --------------------------------------------------------
+    def start_proxy(self, proxy: str, case: Case) -> tuple[procs.Started, int]:
+        if proxy == DIRECT:
+            return self.backends[0], self.backend_ports[0]
+        port = procs.free_port()
+        workers, protocol, backends = case.workers, case.protocol, self.backend_ports
+        tag = f"{proxy}-{case.id}"
+        conf = self.tmp / f"{tag}.conf"
+        log = self.tmp / f"{tag}.log"
+        env = None
+        if proxy == "halb":
+            conf.write_text(configs.halb(port, backends, workers, protocol))
+            argv = [str(self.s.halb), "run", "--config", str(conf)]
+            env = {"RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        elif proxy == "haproxy":
+            conf.write_text(configs.haproxy(port, backends, workers, protocol))
+            argv = ["haproxy", "-db", "-f", str(conf)]
+        elif proxy == "nginx":
+            conf.write_text(configs.nginx_proxy(self.tmp, port, backends, workers, protocol))
+            argv = ["nginx", "-p", str(self.tmp), "-e", str(self.tmp / "proxy.stderr.log"),
+                    "-c", str(conf), "-g", "daemon off; master_process on;"]
+        else:
+            raise ValueError(proxy)
+        started = self.procs.start(proxy, argv, cpus=self.s.cpus.for_case(case), log=log, env=env)
+        procs.wait_http(port, "/hello", started)
+        return started, port
+
+    def stop_proxy(self, proxy: str, started: procs.Started) -> None:
+        if proxy != DIRECT:
+            self.procs.stop(started)
+
+    # --- load -----------------------------------------------------------
+    def wrk(self, case: Case, port: int, seconds: float, report: bool) -> dict | None:
+        argv = [
+            "taskset", "-c", self.s.cpus.load, "wrk",
+            f"-t{min(self.s.wrk_threads, case.connections)}",
+            f"-c{case.connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+        ]
+        if report:
+            argv += ["--latency", "-s", str(WRK_SCRIPT)]
+        if case.close:
+            argv += ["-H", "Connection: close"]
+        argv.append(f"http://127.0.0.1:{port}{case.path}")
+        out = subprocess.run(
+            argv, capture_output=True, text=True, timeout=seconds + 60,
+            stdin=subprocess.DEVNULL, preexec_fn=procs.child_setup,
+        )
+        if not report:
+            return None
+        for line in out.stdout.splitlines():
+            if line.startswith("WRKJSON "):
+                return json.loads(line[len("WRKJSON "):])
+        raise RuntimeError(f"wrk gave no report (exit {out.returncode}): {out.stderr.strip()}")
+
+    def run_load(self, proxy: str, case: Case, rep: int) -> Result:
+        started, port = self.start_proxy(proxy, case)
+        try:
+            if self.s.warmup > 0:
+                self.wrk(case, port, self.s.warmup, report=False)
+            if self.profiler:
+                self.profiler.begin(proxy, case, procs.tree(started.pid))
+            cpu0 = procs.cpu_seconds(started.pid)
+            w = self.wrk(case, port, self.s.duration, report=True)
+            cpu1 = procs.cpu_seconds(started.pid)
+            if self.profiler:
+                self.profiler.end(proxy, case, w["requests"])
+            hwm = procs.memory_kib(started.pid, "VmHWM")
+            alive = started.popen.poll() is None
+        finally:
+            self.stop_proxy(proxy, started)
+        seconds = w["duration_us"] / 1e6
+        requests = w["requests"]
+        errors = sum(w[k] for k in ("connect_errors", "read_errors", "write_errors",
+                                    "status_errors", "timeouts"))
+        cpu = cpu1 - cpu0
+        metrics = {
+            "rps": requests / seconds,
+            "mibps": w["bytes"] / seconds / MiB,
+            "p50_ms": w["p50_us"] / 1000,
+            "p99_ms": w["p99_us"] / 1000,
+            "cpu_pct": 100 * cpu / seconds,
+            "cpu_us_per_req": 1e6 * cpu / requests if requests else float("nan"),
+            "hwm_mib": hwm / 1024,
+            "requests": requests,
+            "errors": errors,
+            "status_errors": w["status_errors"],
+        }
+        result = Result(case.id, proxy, rep, metrics=metrics)
+        if requests == 0:
+            result.ok, result.note = False, "no request completed"
+        elif not alive:
+            result.ok, result.note = False, "proxy exited during the run"
+        elif errors:
+            result.note = f"{errors} errors ({w['status_errors']} non-2xx/3xx)"
+        return result
+
+    # --- idle connections -------------------------------------------------
+    def run_idle(self, proxy: str, case: Case, rep: int) -> Result:
+        started, port = self.start_proxy(proxy, case)
+        client = None
+        try:
+            time.sleep(0.2)
+            rss0 = procs.memory_kib(started.pid, "VmRSS")
+            client = self.procs.start(
+                "idle-clients",
+                ["python3", str(IDLE_CLIENT), "--port", str(port),
+                 "--count", str(self.s.idle_connections)],
+                cpus=self.s.cpus.load, log=self.tmp / "idle-clients.log",
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            )
+            connected = _expect(client, "CONNECTED", 180)
+            time.sleep(0.5)
+            rss1 = procs.memory_kib(started.pid, "VmRSS")
+            client.popen.stdin.write(b"REQUEST\n")
+            client.popen.stdin.flush()
+            requested = _expect(client, "REQUESTED", 180)
+            time.sleep(0.5)
+            rss2 = procs.memory_kib(started.pid, "VmRSS")
+            hwm = procs.memory_kib(started.pid, "VmHWM")
+            alive = started.popen.poll() is None
+            client.popen.stdin.write(b"QUIT\n")
+            client.popen.stdin.flush()
+            client.popen.wait(timeout=30)
+        finally:
+            if client is not None:
+                self.procs.stop(client, grace=1.0)
+            self.stop_proxy(proxy, started)
+        n = max(connected[0], 1)
+        metrics = {
+            "rss_start_mib": rss0 / 1024,
+            "rss_connected_mib": rss1 / 1024,
+            "rss_after_request_mib": rss2 / 1024,
+            "kib_per_conn_connected": (rss1 - rss0) / n,
+            "kib_per_conn_after_request": (rss2 - rss0) / n,
+            "hwm_mib": hwm / 1024,
+            "connected": connected[0],
+            "connect_failed": connected[1],
+            "requests_ok": requested[0],
+            "requests_failed": requested[1],
+        }
+        result = Result(case.id, proxy, rep, metrics=metrics)
+        if connected[0] == 0 or not alive:
+            result.ok = False
+            result.note = "proxy exited" if not alive else "no connection opened"
+        elif connected[1] or requested[1]:
+            result.note = (f"{connected[1]} connects failed, "
+                           f"{requested[1]} requests failed")
+        return result
+
+
+def _expect(client: procs.Started, word: str, timeout: float) -> tuple[int, int]:
+    """Read the idle client's next status line, `WORD ok failed`."""
+    stdout = client.popen.stdout
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([stdout], [], [], 0.5)
+        if ready:
+            line = stdout.readline().decode().split()
+            if not line:
+                break
+            if line[0] == word:
+                return int(line[1]), int(line[2])
+        elif client.popen.poll() is not None:
+            break
+    raise RuntimeError(f"idle client: no {word} line; log: {client.log}\n{procs.tail(client.log)}")
