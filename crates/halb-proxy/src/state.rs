@@ -250,9 +250,12 @@ impl PoolState {
         in_service > 0 && not_ejected * 100 < threshold * in_service
     }
 
-    /// Record the outcome of one attempt on `backend` for outlier detection.
+    /// Record the outcome of one attempt on `backend` for outlier detection
+    /// and latency-aware balancing: a failure counts as a `connect_timeout`
+    /// of latency, or a backend that refuses fast would look fast.
     pub fn record_outcome(&self, backend: &BackendState, failed: bool) {
         if failed {
+            backend.latency.observe(self.config.connect_timeout);
             self.outlier.on_failure(
                 &backend.health,
                 backend.address,
@@ -319,6 +322,8 @@ impl BackendSet for Candidates<'_> {
     }
 
     fn latency_ns(&self, index: usize) -> f64 {
-        self.backends[index].latency.estimate_ns()
+        self.backends[index]
+            .latency
+            .estimate_ns_at(clock::instant(self.now))
     }
 }
