@@ -19,6 +19,10 @@ pub enum Side {
 pub enum ProxyError {
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("the request head is larger than the listener allows")]
+    HeadTooLarge,
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
     #[error("request timed out: the client did not send it in time")]
     ClientTimeout,
     #[error("no usable backend in the pool")]
@@ -37,7 +41,10 @@ impl ProxyError {
     /// Where the error came from.
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::ClientTimeout => Side::Downstream,
+            ProxyError::BadRequest(_)
+            | ProxyError::HeadTooLarge
+            | ProxyError::NotImplemented(_)
+            | ProxyError::ClientTimeout => Side::Downstream,
             ProxyError::NoBackend => Side::Internal,
             ProxyError::Connect(_)
             | ProxyError::ConnectTimeout
@@ -51,6 +58,8 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
@@ -61,7 +70,8 @@ impl ProxyError {
     /// The short body sent with [`ProxyError::status`].
     pub fn client_message(&self) -> &'static str {
         match self {
-            ProxyError::BadRequest(why) => why,
+            ProxyError::BadRequest(why) | ProxyError::NotImplemented(why) => why,
+            ProxyError::HeadTooLarge => "request header fields too large\n",
             ProxyError::ClientTimeout => "request timed out\n",
             ProxyError::NoBackend => "no backend is available to serve this request\n",
             ProxyError::Connect(_) | ProxyError::Upstream(_) => {

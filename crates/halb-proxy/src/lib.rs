@@ -2,8 +2,9 @@
 //! connection pools, retries, and reload.
 //!
 //! Life of a request: a worker accepts a connection on its own
-//! SO_REUSEPORT socket; hyper parses the request while the framing tracker
-//! watches the bytes for ambiguous framing; the handler strips hop-by-hop
+//! SO_REUSEPORT socket; halb's HTTP/1.1 server codec (`http::server`)
+//! parses and validates the request head once, refusing ambiguous framing
+//! before any backend sees it; the handler strips hop-by-hop
 //! headers, adds forwarding headers, reads the first body frame, asks the
 //! pool's balancer for a backend, sends the request over a pooled
 //! keep-alive connection, retries on another backend when that is safe, and

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::client_io::ActiveRequest;
 use super::exchange::Exchange;
+use super::server::{BodyError, ClientBody};
 use super::upstream::PooledSender;
 use crate::state::InFlight;
 
@@ -22,18 +22,18 @@ pub(crate) enum RequestBody {
     /// chosen, so a malformed body is refused before any backend sees it.
     Client {
         first: Option<Frame<Bytes>>,
-        rest: Incoming,
+        rest: ClientBody,
     },
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
             RequestBody::Client { first, rest } => match first.take() {
@@ -77,8 +77,6 @@ pub(crate) struct ResponseBody {
     /// Counts the bytes sent; records the request when the body is dropped
     /// (done, or abandoned by the client).
     exchange: Exchange,
-    /// Keeps the client connection counted as busy until the body is done.
-    _active: ActiveRequest,
 }
 
 #[derive(Debug)]
@@ -120,19 +118,17 @@ impl Drop for UpstreamBody {
 }
 
 impl ResponseBody {
-    pub(crate) fn full(bytes: Bytes, exchange: Exchange, active: ActiveRequest) -> Self {
+    pub(crate) fn full(bytes: Bytes, exchange: Exchange) -> Self {
         ResponseBody {
             kind: ResponseKind::Full(Some(bytes)),
             exchange,
-            _active: active,
         }
     }
 
-    pub(crate) fn upstream(body: UpstreamBody, exchange: Exchange, active: ActiveRequest) -> Self {
+    pub(crate) fn upstream(body: UpstreamBody, exchange: Exchange) -> Self {
         ResponseBody {
             kind: ResponseKind::Upstream(body),
             exchange,
-            _active: active,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use halb_access_log::{AccessRecord, Exchange as LoggedExchange};
-use http::{Method, Request, StatusCode, Uri};
+use http::{Method, StatusCode, Uri};
 
 use crate::route::Route;
 
@@ -59,12 +59,17 @@ struct Answer {
 }
 
 impl Exchange {
-    pub(crate) fn start<B>(route: Arc<Route>, client: SocketAddr, request: &Request<B>) -> Self {
+    pub(crate) fn start(
+        route: Arc<Route>,
+        client: SocketAddr,
+        method: &Method,
+        target: &Uri,
+    ) -> Self {
         let logged = route.access_log.is_some().then(|| {
             Box::new(Logged {
                 client,
-                method: request.method().clone(),
-                target: request.uri().clone(),
+                method: method.clone(),
+                target: target.clone(),
             })
         });
         Exchange {

@@ -11,12 +11,11 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 
 use super::body::{RequestBody, ResponseBody, UpstreamBody};
-use super::client_io::{ActiveRequest, ConnectionState};
 use super::exchange::{Exchange, Progress};
 use super::headers::{add_forwarding, is_upgrade_request, strip_hop_by_hop};
+use super::server::{BodyError, ClientBody};
 use super::upstream::{PooledSender, UpstreamPool};
 use crate::error::ProxyError;
 use crate::listener::ListenerContext;
@@ -28,8 +27,14 @@ pub(crate) struct Handler {
     /// The listener's settings when the connection opened.
     pub(crate) config: Arc<halb_config::Listener>,
     pub(crate) upstream: Rc<UpstreamPool>,
-    pub(crate) connection: Arc<ConnectionState>,
     pub(crate) peer: SocketAddr,
+}
+
+/// A backend that answered `101 Switching Protocols`: its connection, once
+/// hyper hands it over, and its in-flight slot, held while the tunnel lives.
+pub(crate) struct BackendUpgrade {
+    pub(crate) upgrade: hyper::upgrade::OnUpgrade,
+    pub(crate) in_flight: InFlight,
 }
 
 /// What an attempt on one backend gave back when it failed: the error, and
@@ -40,46 +45,42 @@ struct FailedAttempt {
 }
 
 impl Handler {
-    pub(crate) async fn handle(&self, request: Request<Incoming>) -> Response<ResponseBody> {
-        let active = self.connection.activate();
+    /// Forward one request; the response for the client, and the backend's
+    /// side of the tunnel when it switched protocols.
+    pub(crate) async fn handle(
+        &self,
+        request: Request<ClientBody>,
+    ) -> (Response<ResponseBody>, Option<BackendUpgrade>) {
         let route = self.listener.route.load_full();
-        let mut exchange = Exchange::start(route, self.peer, &request);
-        if self.connection.next_request_is_ambiguous() {
-            return error_response(
-                &ProxyError::BadRequest(
-                    "a request must not carry both Content-Length and Transfer-Encoding\n",
-                ),
-                exchange,
-                active,
-            );
-        }
+        let mut exchange = Exchange::start(route, self.peer, request.method(), request.uri());
         let (route, progress) = exchange.route_and_progress();
         match self.forward(request, &route.pool, progress).await {
             Ok(Forwarded::Response(response, in_flight, sender)) => {
                 exchange.answered(response.status(), true);
                 let (parts, body) = response.into_parts();
                 let body = UpstreamBody::new(body, sender, in_flight);
-                Response::from_parts(parts, ResponseBody::upstream(body, exchange, active))
+                let response = Response::from_parts(parts, ResponseBody::upstream(body, exchange));
+                (response, None)
             }
-            Ok(Forwarded::Upgraded(parts)) => {
+            Ok(Forwarded::Upgraded(parts, upgrade)) => {
                 exchange.answered(parts.status, true);
-                Response::from_parts(parts, ResponseBody::full(Bytes::new(), exchange, active))
+                let body = ResponseBody::full(Bytes::new(), exchange);
+                (Response::from_parts(parts, body), Some(upgrade))
             }
             Err(error) => {
                 tracing::debug!(listener = %self.config.name, %error, "request failed");
-                error_response(&error, exchange, active)
+                (error_response(&error, exchange), None)
             }
         }
     }
 
     async fn forward(
         &self,
-        mut request: Request<Incoming>,
+        request: Request<ClientBody>,
         pool: &PoolState,
         progress: &mut Progress,
     ) -> Result<Forwarded, ProxyError> {
         let upgrade = is_upgrade_request(request.headers());
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let key = super::hash_key::request_key(pool, &request, self.peer);
 
         let (mut parts, body) = request.into_parts();
@@ -129,17 +130,11 @@ impl Handler {
                         in_flight.fail();
                     }
                     pool.record_outcome(backend, failed);
-                    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                        if let Some(client_upgrade) = client_upgrade {
-                            let backend_upgrade = hyper::upgrade::on(&mut response);
-                            tokio::task::spawn_local(tunnel(
-                                client_upgrade,
-                                backend_upgrade,
-                                in_flight,
-                            ));
-                            let (parts, _) = response.into_parts();
-                            return Ok(Forwarded::Upgraded(parts));
-                        }
+                    if response.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade {
+                        let upgrade = hyper::upgrade::on(&mut response);
+                        let (parts, _) = response.into_parts();
+                        let upgrade = BackendUpgrade { upgrade, in_flight };
+                        return Ok(Forwarded::Upgraded(parts, upgrade));
                     }
                     strip_hop_by_hop(response.headers_mut(), false);
                     return Ok(Forwarded::Response(response, in_flight, sender));
@@ -159,7 +154,7 @@ impl Handler {
     /// Read the first frame of a request body before any backend is chosen:
     /// a body that is malformed from its first byte never reaches a backend,
     /// and a client slow to send its body holds no backend connection.
-    async fn read_first_frame(&self, mut body: Incoming) -> Result<RequestBody, ProxyError> {
+    async fn read_first_frame(&self, mut body: ClientBody) -> Result<RequestBody, ProxyError> {
         if body.is_end_stream() {
             return Ok(RequestBody::Empty);
         }
@@ -167,6 +162,7 @@ impl Handler {
         match tokio::time::timeout(idle, body.frame()).await {
             Err(_) => Err(ProxyError::ClientTimeout),
             Ok(None) => Ok(RequestBody::Empty),
+            Ok(Some(Err(BodyError::Timeout))) => Err(ProxyError::ClientTimeout),
             Ok(Some(Err(_))) => Err(ProxyError::BadRequest("malformed request body\n")),
             Ok(Some(Ok(frame))) => Ok(RequestBody::Client {
                 first: Some(frame),
@@ -245,26 +241,7 @@ impl Handler {
 
 enum Forwarded {
     Response(Response<Incoming>, InFlight, PooledSender),
-    Upgraded(http::response::Parts),
-}
-
-/// Join the client and backend connections after `101 Switching Protocols`.
-async fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
-    backend: hyper::upgrade::OnUpgrade,
-    in_flight: InFlight,
-) {
-    let (client, backend) = match tokio::try_join!(client, backend) {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::debug!(error = %e, "upgrade failed");
-            return;
-        }
-    };
-    let mut client = TokioIo::new(client);
-    let mut backend = TokioIo::new(backend);
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
-    drop(in_flight);
+    Upgraded(http::response::Parts, BackendUpgrade),
 }
 
 /// The parts of a request head needed to send it again.
@@ -311,16 +288,12 @@ fn origin_form(uri: &Uri) -> Uri {
         .unwrap_or_else(|| Uri::from_static("/"))
 }
 
-fn error_response(
-    error: &ProxyError,
-    mut exchange: Exchange,
-    active: ActiveRequest,
-) -> Response<ResponseBody> {
+/// halb's own answer to a request it could not forward.
+pub(crate) fn error_response(error: &ProxyError, mut exchange: Exchange) -> Response<ResponseBody> {
     exchange.answered(error.status(), false);
     let mut response = Response::new(ResponseBody::full(
         Bytes::from_static(error.client_message().as_bytes()),
         exchange,
-        active,
     ));
     *response.status_mut() = error.status();
     let headers = response.headers_mut();

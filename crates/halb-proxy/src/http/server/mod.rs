@@ -1,0 +1,467 @@
+//! halb's HTTP/1.1 server side: one loop per client connection that reads
+//! request heads, hands each request to the [`Handler`], and writes the
+//! response, in order.
+//!
+//! An idle connection holds no buffer: it waits for readability, and a read
+//! buffer is allocated when bytes arrive and dropped when the connection
+//! goes idle again. The request body reads from the same socket through a
+//! shared reference (the loop does not read while a body is pending).
+
+mod body;
+mod head;
+mod write;
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use http::{Method, Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+pub(crate) use body::{BodyError, ClientBody};
+
+use super::exchange::Exchange;
+use super::forward::{error_response, BackendUpgrade, Handler};
+use super::upstream::UpstreamPool;
+use crate::error::ProxyError;
+use crate::listener::ListenerContext;
+use head::RequestHead;
+use write::{Answering, Outgoing, Written};
+
+/// First read buffer of a connection that wakes up.
+const HEAD_READ: usize = 8 * 1024;
+/// The first read of a connection waking up goes to the stack (see
+/// [`ClientConnection::try_fill`]).
+const FIRST_READ: usize = 4096;
+/// Keep reading into the buffer while at least this much is free.
+const MIN_SPARE: usize = 1024;
+/// Closing after an error: how long, and how much, to read and drop while
+/// the client may still be sending (so it gets the answer, not a reset).
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// A client connection: the socket and its read buffer, shared by the
+/// connection loop and the request body.
+pub(crate) struct ClientConnection {
+    stream: TcpStream,
+    /// Empty and unallocated while the connection is idle.
+    buf: RefCell<BytesMut>,
+    /// The current request has a body not yet read to its end.
+    body_pending: Cell<bool>,
+    /// The loop gave up on the body (the connection closes): it errors.
+    body_abandoned: Cell<bool>,
+    /// Wakes the body's reader when the loop gives up on it.
+    body_waker: Cell<Option<Waker>>,
+}
+
+impl ClientConnection {
+    fn new(stream: TcpStream) -> Self {
+        ClientConnection {
+            stream,
+            buf: RefCell::new(BytesMut::new()),
+            body_pending: Cell::new(false),
+            body_abandoned: Cell::new(false),
+            body_waker: Cell::new(None),
+        }
+    }
+
+    /// Read what the socket has into the buffer, without waiting.
+    fn try_fill(&self, grow: usize) -> io::Result<usize> {
+        let mut buf = self.buf.borrow_mut();
+        let (n, offered) = if buf.capacity() == 0 && grow <= HEAD_READ {
+            // A connection waking up reads into the worker's arena and
+            // keeps only what came: header values are slices of the
+            // buffer, so a small request pins little while in flight, and
+            // nothing is allocated if nothing came.
+            let mut read = Ok(0);
+            let fresh = carve(FIRST_READ, |arena| read = self.stream.try_read_buf(arena));
+            let n = read?;
+            if n > 0 {
+                *buf = fresh;
+            }
+            (n, FIRST_READ)
+        } else {
+            if buf.capacity() - buf.len() < MIN_SPARE {
+                buf.reserve(grow);
+            }
+            let offered = buf.capacity() - buf.len();
+            (self.stream.try_read_buf(&mut *buf)?, offered)
+        };
+        if n > 0 && n < offered {
+            // A short read emptied the socket: tell tokio so now, rather
+            // than learn it from one more read that fails. Safe here: the
+            // driver has not run since the read, so any readiness it holds
+            // is for bytes already read, and new bytes bring a new event.
+            let _ = self.stream.try_io(tokio::io::Interest::READABLE, || {
+                Err::<(), _>(io::ErrorKind::WouldBlock.into())
+            });
+        }
+        Ok(n)
+    }
+
+    /// Read into the buffer; `Ok(0)` at the end of the stream.
+    fn poll_fill(&self, cx: &mut Context<'_>, grow: usize) -> Poll<io::Result<usize>> {
+        loop {
+            std::task::ready!(self.stream.poll_read_ready(cx))?;
+            match self.try_fill(grow) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    /// Make a pending body fail, so that nothing reads this socket after
+    /// the loop stops.
+    fn abandon_body(&self) {
+        if self.body_pending.get() {
+            self.body_abandoned.set(true);
+            if let Some(waker) = self.body_waker.take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// Pieces of this size or less are carved from the worker's arena.
+const ARENA_BLOCK: usize = 16 * 1024;
+
+thread_local! {
+    /// This worker's arena: the current block's free space.
+    static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// The bytes `fill` writes (it is given at least `room` bytes of space),
+/// carved from the worker's arena: small, short-lived pieces (request heads
+/// as read, response heads, chunk-size lines) share a block rather than
+/// each costing an allocation. A block is freed when its last piece is.
+pub(super) fn carve(room: usize, fill: impl FnOnce(&mut BytesMut)) -> BytesMut {
+    ARENA.with(|arena| {
+        let mut arena = arena.borrow_mut();
+        if arena.capacity() < room {
+            *arena = BytesMut::with_capacity(ARENA_BLOCK.max(room));
+        }
+        fill(&mut arena);
+        arena.split()
+    })
+}
+
+/// What the connection does after a busy spell.
+enum Next {
+    /// Nothing buffered, nothing in flight: wait for the client.
+    Idle,
+    Close {
+        /// The client may still be sending: read and drop for a while so
+        /// that it sees the answer rather than a reset.
+        linger: bool,
+    },
+    /// The backend switched protocols: join the two connections.
+    Tunnel(BackendUpgrade),
+}
+
+/// Serve one client connection until it closes, times out, or its
+/// listener closes (reload, shutdown): then an idle connection closes at
+/// once and a busy one finishes its response, saying `Connection: close`.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<ListenerContext>,
+    upstream: Rc<UpstreamPool>,
+) {
+    let config = listener.config.load_full();
+    let idle_timeout = config.idle_timeout;
+    let mut closing = listener.closing();
+    let handler = Handler {
+        listener,
+        config,
+        upstream,
+        peer,
+    };
+    let connection = Rc::new(ClientConnection::new(stream));
+    // One timer for the connection's life, pushed back at each idle spell
+    // (cheaper than a new timer per request).
+    let idle = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle);
+    let mut first = true;
+    let next = loop {
+        if *closing.borrow() {
+            break Next::Close { linger: false };
+        }
+        if !std::mem::take(&mut first) {
+            idle.as_mut().reset(Instant::now() + idle_timeout);
+        }
+        tokio::select! {
+            biased;
+            // Only closing is ever sent: any change means it.
+            _ = closing.changed() => break Next::Close { linger: false },
+            readable = connection.stream.readable() => {
+                if readable.is_err() {
+                    break Next::Close { linger: false };
+                }
+            }
+            _ = &mut idle => {
+                tracing::debug!(%peer, "client connection idle too long");
+                break Next::Close { linger: false };
+            }
+        }
+        // The busy part is boxed: an idle connection's task stays small.
+        match Box::pin(serve_busy(&connection, &handler, &closing)).await {
+            Next::Idle => continue,
+            next => break next,
+        }
+    };
+    match next {
+        Next::Tunnel(upgrade) => return Box::pin(tunnel(connection, upgrade)).await,
+        Next::Close { linger: true } => Box::pin(linger(&connection)).await,
+        _ => {}
+    }
+    connection.abandon_body();
+}
+
+/// Serve requests while the client keeps sending them; return when the
+/// connection goes idle or must close.
+async fn serve_busy(
+    connection: &Rc<ClientConnection>,
+    handler: &Handler,
+    closing: &watch::Receiver<bool>,
+) -> Next {
+    let limits = &*handler.config;
+    let mut out = Outgoing::default();
+    loop {
+        let head = match read_head(connection, limits).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return Next::Idle,
+            Err(HeadFailure::Closed) => return Next::Close { linger: false },
+            Err(HeadFailure::Invalid(error)) => {
+                tracing::debug!(peer = %handler.peer, %error, "bad request head");
+                let route = handler.listener.route.load_full();
+                // Nothing of the request can be trusted: log it as `- *`.
+                let method = Method::from_bytes(b"-").unwrap_or_default();
+                let target = Uri::from_static("*");
+                let exchange = Exchange::start(route, handler.peer, &method, &target);
+                let response = error_response(&error, exchange);
+                let answering = Answering {
+                    version: http::Version::HTTP_11,
+                    head_request: false,
+                    close: true,
+                };
+                let stream = &connection.stream;
+                write::write_response(stream, &mut out, response, answering, limits.idle_timeout)
+                    .await;
+                return Next::Close { linger: true };
+            }
+        };
+        let RequestHead {
+            parts,
+            body,
+            version,
+            keep_alive,
+            expect_continue,
+            upgrade,
+        } = head;
+        let head_request = parts.method == Method::HEAD;
+        let body = ClientBody::new(connection, body, expect_continue, limits.idle_timeout);
+        let (response, backend_upgrade) = handler.handle(Request::from_parts(parts, body)).await;
+
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let answering = Answering {
+            version,
+            head_request,
+            close: !keep_alive || *closing.borrow() || (switching && !upgrade),
+        };
+        let written = write::write_response(
+            &connection.stream,
+            &mut out,
+            response,
+            answering,
+            limits.idle_timeout,
+        )
+        .await;
+        if let Some(backend_upgrade) = backend_upgrade {
+            if written != Written::Broken && switching {
+                return Next::Tunnel(backend_upgrade);
+            }
+            return Next::Close { linger: false };
+        }
+        match written {
+            Written::KeepAlive => {}
+            Written::Close => {
+                return Next::Close {
+                    linger: connection.body_pending.get(),
+                }
+            }
+            Written::Broken => return Next::Close { linger: false },
+        }
+        if connection.body_pending.get() {
+            // The backend answered before the whole body came: what is left
+            // of it could be anything, and reading it all is unbounded.
+            return Next::Close { linger: true };
+        }
+        if *closing.borrow() {
+            return Next::Close { linger: false };
+        }
+        if connection.buf.borrow().is_empty() {
+            // Go idle without a buffer, after one non-blocking look for a
+            // next request (which allocates nothing if there is none).
+            *connection.buf.borrow_mut() = BytesMut::new();
+            match connection.try_fill(HEAD_READ) {
+                Ok(0) => return Next::Close { linger: false },
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Idle,
+                Err(_) => return Next::Close { linger: false },
+            }
+        }
+    }
+}
+
+enum HeadFailure {
+    /// The client closed, broke the connection or was too slow.
+    Closed,
+    /// The head is invalid: answer with the error's status and close.
+    Invalid(ProxyError),
+}
+
+/// Read one request head. `Ok(None)`: nothing has arrived (the buffer is
+/// dropped); the connection is idle.
+async fn read_head(
+    connection: &ClientConnection,
+    limits: &halb_config::Listener,
+) -> Result<Option<RequestHead>, HeadFailure> {
+    let mut deadline = None;
+    loop {
+        if !connection.buf.borrow().is_empty() {
+            let parsed = head::parse(&mut connection.buf.borrow_mut(), limits.max_header_bytes);
+            match parsed {
+                Ok(Some(head)) => return Ok(Some(head)),
+                Ok(None) => {}
+                Err(error) => return Err(HeadFailure::Invalid(error)),
+            }
+        }
+        match connection.try_fill(HEAD_READ) {
+            Ok(0) => return Err(HeadFailure::Closed),
+            Ok(_) => {
+                deadline.get_or_insert_with(|| Instant::now() + limits.request_head_timeout);
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return Err(HeadFailure::Closed),
+        }
+        if connection.buf.borrow().is_empty() {
+            *connection.buf.borrow_mut() = BytesMut::new();
+            return Ok(None);
+        }
+        let deadline =
+            *deadline.get_or_insert_with(|| Instant::now() + limits.request_head_timeout);
+        tokio::select! {
+            readable = connection.stream.readable() => {
+                if readable.is_err() {
+                    return Err(HeadFailure::Closed);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::debug!("client did not send its request head in time");
+                return Err(HeadFailure::Closed);
+            }
+        }
+    }
+}
+
+/// Closing after an error while the client may still be sending: stop
+/// writing, then read and drop what comes for a little while.
+async fn linger(connection: &ClientConnection) {
+    connection.abandon_body();
+    let _ = rustix::net::shutdown(&connection.stream, rustix::net::Shutdown::Write);
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut dropped = 0;
+    let mut buf = BytesMut::with_capacity(4096);
+    while dropped < LINGER_BYTES {
+        buf.clear();
+        match connection.stream.try_read_buf(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                dropped += n;
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+        tokio::select! {
+            readable = connection.stream.readable() => {
+                if readable.is_err() {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => return,
+        }
+    }
+}
+
+/// Join the client and backend connections after `101 Switching
+/// Protocols`, until both sides have closed. Bytes the client sent after
+/// its request head go to the backend first.
+async fn tunnel(connection: Rc<ClientConnection>, upgrade: BackendUpgrade) {
+    let BackendUpgrade { upgrade, in_flight } = upgrade;
+    let Ok(connection) = Rc::try_unwrap(connection) else {
+        tracing::debug!("upgrade with a request body still pending; closing");
+        return;
+    };
+    let early = connection.buf.into_inner();
+    let mut client = connection.stream;
+    let backend = match upgrade.await {
+        Ok(backend) => backend,
+        Err(e) => {
+            tracing::debug!(error = %e, "backend upgrade failed");
+            return;
+        }
+    };
+    let mut backend = TokioIo::new(backend);
+    if !early.is_empty() {
+        use tokio::io::AsyncWriteExt as _;
+        if backend.write_all(&early).await.is_err() {
+            return;
+        }
+    }
+    drop(early);
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+    drop(in_flight);
+}
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+    use std::sync::Arc;
+
+    /// An idle connection costs its task, whose size is mostly this future:
+    /// the busy part must stay boxed out of it.
+    #[tokio::test]
+    async fn an_idle_connection_future_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let config = halb_config::parse(
+            "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\npool = \"app\"\n\
+             [[pool]]\nname = \"app\"\n[[pool.backend]]\naddress = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let pool = Arc::new(crate::state::PoolState::new(
+            config.pools[0].clone(),
+            halb_health::no_events(),
+        ));
+        let context = Arc::new(crate::ListenerContext::new(
+            config.listeners[0].clone(),
+            addr,
+            pool,
+            None,
+        ));
+        let serving = super::serve(stream, peer, context, Rc::new(Default::default()));
+        let size = std::mem::size_of_val(&serving);
+        assert!(size <= 768, "the connection future takes {size} bytes");
+    }
+}
