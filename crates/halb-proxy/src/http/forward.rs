@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 
 use super::body::{RequestBody, ResponseBody, UpstreamBody};
 use super::exchange::{Exchange, Progress};
-use super::headers::{add_forwarding, is_upgrade_request, strip_hop_by_hop};
+use super::headers::{add_forwarding, is_upgrade_request, strip_hop_by_hop, ClientAddress};
 use super::server::{BodyError, ClientBody};
 use super::upstream::{PooledSender, UpstreamPool};
 use crate::error::ProxyError;
@@ -28,6 +28,8 @@ pub(crate) struct Handler {
     pub(crate) config: Arc<halb_config::Listener>,
     pub(crate) upstream: Rc<UpstreamPool>,
     pub(crate) peer: SocketAddr,
+    /// The forwarding headers for this client, made once per connection.
+    pub(crate) client: ClientAddress,
 }
 
 /// A backend that answered `101 Switching Protocols`: its connection, once
@@ -87,7 +89,7 @@ impl Handler {
         strip_hop_by_hop(&mut parts.headers, upgrade);
         // halb answered any `Expect: 100-continue` itself by reading the body.
         parts.headers.remove(header::EXPECT);
-        add_forwarding(&mut parts.headers, self.peer.ip());
+        add_forwarding(&mut parts.headers, &self.client);
         if parts.version != Version::HTTP_11 {
             parts.version = Version::HTTP_11;
             if !parts.headers.contains_key(header::HOST) {

@@ -67,28 +67,52 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Tell the backend who the client is: `X-Forwarded-For` (appended to what
-/// the client sent), `X-Forwarded-Proto` and `Forwarded` (RFC 7239).
-pub(crate) fn add_forwarding(headers: &mut HeaderMap, client: IpAddr) {
-    let mut xff = String::with_capacity(48);
-    for value in headers.get_all(&X_FORWARDED_FOR) {
-        if let Ok(value) = value.to_str() {
-            xff.push_str(value);
-            xff.push_str(", ");
+/// The forwarding header values for one client, made once per connection
+/// so a request that brings no `X-Forwarded-For` of its own costs no
+/// formatting or allocation.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientAddress {
+    ip: IpAddr,
+    /// `X-Forwarded-For` when the client sent none: its address.
+    xff: HeaderValue,
+    /// The `Forwarded` element halb appends (RFC 7239).
+    forwarded: HeaderValue,
+}
+
+impl ClientAddress {
+    pub(crate) fn new(ip: IpAddr) -> Self {
+        let forwarded = match ip {
+            IpAddr::V4(ip) => format!("for={ip};proto=http"),
+            IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto=http"),
+        };
+        ClientAddress {
+            ip,
+            xff: HeaderValue::try_from(ip.to_string()).expect("an IP address is a header value"),
+            forwarded: HeaderValue::try_from(forwarded).expect("ASCII is a header value"),
         }
     }
-    let _ = write!(xff, "{client}");
-    if let Ok(value) = HeaderValue::try_from(xff) {
-        headers.insert(X_FORWARDED_FOR.clone(), value);
+}
+
+/// Tell the backend who the client is: `X-Forwarded-For` (appended to what
+/// the client sent), `X-Forwarded-Proto` and `Forwarded` (RFC 7239).
+pub(crate) fn add_forwarding(headers: &mut HeaderMap, client: &ClientAddress) {
+    if headers.contains_key(&X_FORWARDED_FOR) {
+        let mut xff = String::with_capacity(48);
+        for value in headers.get_all(&X_FORWARDED_FOR) {
+            if let Ok(value) = value.to_str() {
+                xff.push_str(value);
+                xff.push_str(", ");
+            }
+        }
+        let _ = write!(xff, "{}", client.ip);
+        if let Ok(value) = HeaderValue::try_from(xff) {
+            headers.insert(X_FORWARDED_FOR.clone(), value);
+        }
+    } else {
+        headers.insert(X_FORWARDED_FOR.clone(), client.xff.clone());
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    let forwarded = match client {
-        IpAddr::V4(ip) => format!("for={ip};proto=http"),
-        IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto=http"),
-    };
-    if let Ok(value) = HeaderValue::try_from(forwarded) {
-        headers.append(FORWARDED.clone(), value);
-    }
+    headers.append(FORWARDED.clone(), client.forwarded.clone());
 }
 
 #[cfg(test)]
@@ -152,13 +176,16 @@ mod tests {
             ("x-forwarded-for", "10.0.0.1"),
             ("forwarded", "for=10.0.0.1"),
         ]);
-        add_forwarding(&mut headers, "127.0.0.1".parse().unwrap());
+        add_forwarding(
+            &mut headers,
+            &ClientAddress::new("127.0.0.1".parse().unwrap()),
+        );
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(headers["x-forwarded-proto"], "http");
         let forwarded: Vec<_> = headers.get_all("forwarded").iter().collect();
         assert_eq!(forwarded, ["for=10.0.0.1", "for=127.0.0.1;proto=http"]);
         let mut v6 = HeaderMap::new();
-        add_forwarding(&mut v6, "::1".parse().unwrap());
+        add_forwarding(&mut v6, &ClientAddress::new("::1".parse().unwrap()));
         assert_eq!(v6["forwarded"], "for=\"[::1]\";proto=http");
     }
 }

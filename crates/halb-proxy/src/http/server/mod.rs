@@ -30,6 +30,7 @@ pub(crate) use body::{BodyError, ClientBody};
 
 use super::exchange::Exchange;
 use super::forward::{error_response, BackendUpgrade, Handler};
+use super::headers::ClientAddress;
 use super::upstream::UpstreamPool;
 use crate::error::ProxyError;
 use crate::listener::ListenerContext;
@@ -183,6 +184,7 @@ pub(crate) async fn serve(
         config,
         upstream,
         peer,
+        client: ClientAddress::new(peer.ip()),
     };
     let connection = Rc::new(ClientConnection::new(stream));
     // One timer for the connection's life, pushed back at each idle spell
