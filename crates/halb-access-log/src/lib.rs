@@ -10,7 +10,7 @@
 
 mod format;
 mod record;
-mod rfc3339;
+pub mod rfc3339;
 mod writer;
 
 pub use format::{json_line, plain_line};

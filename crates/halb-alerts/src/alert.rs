@@ -69,7 +69,7 @@ impl Alert {
     pub(crate) fn to_json(&self, time: SystemTime, node: &str) -> Vec<u8> {
         let payload = Payload {
             alert: self,
-            time: crate::rfc3339::format(time),
+            time: halb_access_log::rfc3339::format(time),
             node,
             severity: self.severity(),
         };

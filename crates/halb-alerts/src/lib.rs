@@ -19,7 +19,6 @@
 mod alert;
 mod alerter;
 mod delivery;
-mod rfc3339;
 mod webhook;
 
 pub use alert::{Alert, Severity};
