@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::support::backends::{addrs, delayed, Backend};
-use crate::support::load::{failed, Load};
+use crate::support::load::{assert_none_failed, Load};
 use crate::support::status::{backend_entry, number, state_of, wait_for_state, wait_until_up};
 use crate::support::{exclusive, BalancerConfig, Halb, HttpClient};
 
@@ -61,14 +61,7 @@ async fn backups_serve_only_while_every_primary_is_down() {
     let outcomes = load.finish().await;
     let status = halb.status_json().await;
 
-    let failures = failed(&outcomes);
-    assert!(
-        failures.is_empty(),
-        "{} of {} requests failed; first: {:?}",
-        failures.len(),
-        outcomes.len(),
-        &failures[..failures.len().min(5)]
-    );
+    assert_none_failed(&outcomes);
     assert_eq!(
         backups_while_primaries_up, 0,
         "backups got traffic while primaries were up"

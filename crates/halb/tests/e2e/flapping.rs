@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::backends::{addrs, named, Health};
-use crate::support::load::{failed, Load};
+use crate::support::load::{assert_none_failed, Load};
 use crate::support::status::{changes, surely_in, wait_until_up, StateSampler};
 use crate::support::{exclusive, BalancerConfig, Halb};
 
@@ -68,14 +68,7 @@ async fn a_flapping_backend_changes_state_rarely_and_gets_nothing_while_down() {
     let logged = transitions_logged(&halb.logs(), flapper.addr);
     let logged = &logged[marked_up_at_start..];
 
-    let failures = failed(&outcomes);
-    assert!(
-        failures.is_empty(),
-        "{} of {} requests failed; first: {:?}",
-        failures.len(),
-        outcomes.len(),
-        &failures[..failures.len().min(5)]
-    );
+    assert_none_failed(&outcomes);
     assert!(
         served_while_up > 0,
         "the flapper got no traffic while up and flapping"

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::backends::{addrs, delayed};
-use crate::support::load::{failed, Load};
+use crate::support::load::{assert_none_failed, Load};
 use crate::support::status::{backend_entry, wait_for_state, wait_until_up};
 use crate::support::{exclusive, BalancerConfig, Halb};
 
@@ -88,14 +88,7 @@ async fn killed_backend(outlier_detection: bool) {
     let outcomes = load.finish().await;
     let status_after = halb.status_json().await;
 
-    let failures = failed(&outcomes);
-    assert!(
-        failures.is_empty(),
-        "{} of {} requests failed; first: {:?}",
-        failures.len(),
-        outcomes.len(),
-        &failures[..failures.len().min(5)]
-    );
+    assert_none_failed(&outcomes);
     assert!(
         down_after <= down_bound + SLACK,
         "marked down {down_after:?} after the kill; fall × interval + timeout = {down_bound:?} \

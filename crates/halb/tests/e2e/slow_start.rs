@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::backends::{addrs, named};
-use crate::support::load::{failed, share, Load};
+use crate::support::load::{assert_none_failed, share, Load};
 use crate::support::{exclusive, BalancerConfig, Halb};
 
 const SLOW_START: Duration = Duration::from_secs(2);
@@ -27,14 +27,7 @@ async fn a_re_enabled_backend_ramps_up_over_the_slow_start_window() {
     tokio::time::sleep(SLOW_START + Duration::from_millis(1500)).await;
     let outcomes = load.finish().await;
 
-    let failures = failed(&outcomes);
-    assert!(
-        failures.is_empty(),
-        "{} of {} requests failed; first: {:?}",
-        failures.len(),
-        outcomes.len(),
-        &failures[..failures.len().min(5)]
-    );
+    assert_none_failed(&outcomes);
     // Full share: a third. In the first 300 ms the ramp is at most 15 %.
     let (early, early_count) = share(
         &outcomes,

@@ -171,6 +171,19 @@ pub fn failed(outcomes: &[Outcome]) -> Vec<&Outcome> {
     outcomes.iter().filter(|o| !o.is_ok()).collect()
 }
 
+/// Fails the test, naming the first few, if any request did not get a 200.
+#[track_caller]
+pub fn assert_none_failed(outcomes: &[Outcome]) {
+    let failures = failed(outcomes);
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed; first: {:?}",
+        failures.len(),
+        outcomes.len(),
+        &failures[..failures.len().min(5)]
+    );
+}
+
 /// The share of the 200 answers sent in `[from, to)` whose body is `name`,
 /// and how many answers that share is of.
 pub fn share(outcomes: &[Outcome], name: &str, from: Instant, to: Instant) -> (f64, usize) {
