@@ -70,7 +70,7 @@ impl Handler {
                 (Response::from_parts(parts, body), Some(upgrade))
             }
             Err(error) => {
-                tracing::debug!(listener = %self.config.name, %error, "request failed");
+                tracing::debug!(listener = %self.config.name, side = ?error.side(), %error, "request failed");
                 (error_response(&error, exchange), None)
             }
         }
@@ -99,7 +99,10 @@ impl Handler {
         parts.uri = origin_form(&parts.uri);
 
         let body = self.read_first_frame(body).await?;
+        // A retry goes to a backend not tried yet: with one backend there
+        // is none, and the copy would be wasted.
         let replay = (pool.config.retries > 0
+            && pool.backends.len() > 1
             && is_idempotent(&parts.method)
             && matches!(body, RequestBody::Empty))
         .then(|| RequestHead::copy(&parts));
