@@ -30,10 +30,10 @@ const SEARCH_WINDOW: usize = 32;
 /// of cycles with every backend usable, each backend gets exactly its
 /// (gcd-reduced) weight per cycle.
 ///
-/// When the backend whose turn it is cannot be used, the turn goes to the
-/// next usable entry of the cycle (looking 32 entries ahead at most,
-/// then to the next usable backend in pool order), so traffic of a down
-/// backend spreads roughly by weight. Backends of weight 0 are never picked.
+/// When the backend whose turn it is cannot be used, its turn is skipped
+/// (the pick takes the next ticket, 32 at most, then the next usable
+/// backend in pool order), so the usable backends share a down backend's
+/// traffic exactly by their weights. Backends of weight 0 are never picked.
 #[derive(Debug)]
 pub struct SmoothWeighted {
     /// One cycle of picks, as backend indices.
@@ -75,16 +75,14 @@ impl Balancer for SmoothWeighted {
         }
         let len = backends.len();
         let usable = |i: u32| (i as usize) < len && backends.usable(i as usize);
-        let turn = self.cursor.next(cycle.len());
-        let (before, after) = cycle.split_at(turn);
-        if let Some(i) = after
-            .iter()
-            .chain(before)
-            .take(SEARCH_WINDOW)
-            .copied()
-            .find(|&i| usable(i))
-        {
-            return Some(i as usize);
+        // A turn that cannot be used is skipped by taking the next ticket,
+        // so the usable backends keep their exact weight ratio.
+        let mut turn = 0;
+        for _ in 0..SEARCH_WINDOW {
+            turn = self.cursor.next(cycle.len());
+            if usable(cycle[turn]) {
+                return Some(cycle[turn] as usize);
+            }
         }
         let owner = self.members.partition_point(|&i| i <= cycle[turn]);
         let (before, after) = self.members.split_at(owner);
@@ -219,12 +217,19 @@ mod tests {
     }
 
     #[test]
-    fn an_unusable_backends_turn_goes_to_the_next_usable_entry() {
+    fn an_unusable_backends_turns_are_skipped_and_the_others_keep_their_ratio() {
         let mut backends = TestBackends::idle(3);
         backends.usable[1] = false;
         let wrr = SmoothWeighted::new(&[5, 1, 1]);
-        // a a b a c a a with b down: b's turn goes to the following a.
-        assert_eq!(picks(&wrr, &backends, 7), [0, 0, 0, 0, 2, 0, 0]);
+        // a a b a c a a with b down: b's turn is skipped, not given to a.
+        assert_eq!(picks(&wrr, &backends, 6), [0, 0, 0, 2, 0, 0]);
+        let counts = picks(&wrr, &backends, 600)
+            .iter()
+            .fold([0; 3], |mut c, &i| {
+                c[i] += 1;
+                c
+            });
+        assert_eq!(counts, [500, 0, 100], "exactly 5:1 between the usable ones");
         backends.usable[0] = false;
         assert_eq!(picks(&wrr, &backends, 7), [2; 7]);
     }
