@@ -28,8 +28,9 @@ pub(crate) struct Handler {
     pub(crate) config: Arc<halb_config::Listener>,
     pub(crate) upstream: Rc<UpstreamPool>,
     pub(crate) peer: SocketAddr,
-    /// The forwarding headers for this client, made once per connection.
-    pub(crate) client: ClientAddress,
+    /// The forwarding headers for this client, made at the connection's
+    /// first request (boxed: an idle connection's future stays small).
+    pub(crate) client: std::cell::OnceCell<Box<ClientAddress>>,
 }
 
 /// A backend that answered `101 Switching Protocols`: its connection, once
@@ -89,7 +90,10 @@ impl Handler {
         strip_hop_by_hop(&mut parts.headers, upgrade);
         // halb answered any `Expect: 100-continue` itself by reading the body.
         parts.headers.remove(header::EXPECT);
-        add_forwarding(&mut parts.headers, &self.client);
+        let client = self
+            .client
+            .get_or_init(|| Box::new(ClientAddress::new(self.peer.ip())));
+        add_forwarding(&mut parts.headers, client);
         if parts.version != Version::HTTP_11 {
             parts.version = Version::HTTP_11;
             if !parts.headers.contains_key(header::HOST) {

@@ -30,7 +30,6 @@ pub(crate) use body::{BodyError, ClientBody};
 
 use super::exchange::Exchange;
 use super::forward::{error_response, BackendUpgrade, Handler};
-use super::headers::ClientAddress;
 use super::upstream::UpstreamPool;
 use crate::error::ProxyError;
 use crate::listener::ListenerContext;
@@ -184,7 +183,7 @@ pub(crate) async fn serve(
         config,
         upstream,
         peer,
-        client: ClientAddress::new(peer.ip()),
+        client: std::cell::OnceCell::new(),
     };
     let connection = Rc::new(ClientConnection::new(stream));
     // One timer for the connection's life, pushed back at each idle spell
