@@ -34,7 +34,7 @@ pub enum ProxyError {
     #[error("the backend did not answer within the pool's timeout")]
     ResponseTimeout,
     #[error("the backend failed: {0}")]
-    Upstream(#[source] hyper::Error),
+    Upstream(#[source] crate::http::BackendError),
 }
 
 impl ProxyError {
@@ -80,6 +80,17 @@ impl ProxyError {
             ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => {
                 "the backend did not answer in time\n"
             }
+        }
+    }
+}
+
+impl From<crate::http::BodyError> for ProxyError {
+    /// A client body that stalls is a timeout; any other failure of it a
+    /// bad request.
+    fn from(error: crate::http::BodyError) -> Self {
+        match error {
+            crate::http::BodyError::Timeout => ProxyError::ClientTimeout,
+            _ => ProxyError::BadRequest("malformed request body\n"),
         }
     }
 }

@@ -36,6 +36,7 @@ use halb_health::EventSink;
 use tokio::sync::mpsc;
 
 pub use error::{ProxyError, Side};
+pub use http::BackendError;
 pub use listener::ListenerContext;
 pub use reload::ReloadSummary;
 pub use route::{ListenerMetrics, Route, RouteCounters, STATUS_CLASSES};

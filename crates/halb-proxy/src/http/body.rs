@@ -7,12 +7,10 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
+use super::client::{BackendBody, BackendError};
 use super::exchange::Exchange;
 use super::server::{BodyError, ClientBody};
-use super::upstream::PooledSender;
-use crate::state::InFlight;
 
 /// A request body sent to a backend.
 #[derive(Debug)]
@@ -24,6 +22,17 @@ pub(crate) enum RequestBody {
         first: Option<Frame<Bytes>>,
         rest: ClientBody,
     },
+}
+
+impl RequestBody {
+    /// Whether nothing of the body has been taken yet, so the request can
+    /// still go to a backend whole.
+    pub(crate) fn is_untouched(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::Client { first, .. } => first.is_some(),
+        }
+    }
 }
 
 impl Body for RequestBody {
@@ -84,37 +93,7 @@ enum ResponseKind {
     /// A response halb made itself (errors).
     Full(Option<Bytes>),
     /// A backend's response, streamed.
-    Upstream(UpstreamBody),
-}
-
-/// A backend's response body. When it has been read to the end, the
-/// backend connection goes back to the worker's pool; the in-flight slot is
-/// released when the body is dropped.
-#[derive(Debug)]
-pub(crate) struct UpstreamBody {
-    body: Incoming,
-    sender: Option<PooledSender>,
-    _in_flight: InFlight,
-}
-
-impl UpstreamBody {
-    pub(crate) fn new(body: Incoming, sender: PooledSender, in_flight: InFlight) -> Self {
-        UpstreamBody {
-            body,
-            sender: Some(sender),
-            _in_flight: in_flight,
-        }
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        if self.body.is_end_stream() {
-            if let Some(sender) = self.sender.take() {
-                sender.release();
-            }
-        }
-    }
+    Upstream(BackendBody),
 }
 
 impl ResponseBody {
@@ -125,7 +104,7 @@ impl ResponseBody {
         }
     }
 
-    pub(crate) fn upstream(body: UpstreamBody, exchange: Exchange) -> Self {
+    pub(crate) fn upstream(body: BackendBody, exchange: Exchange) -> Self {
         ResponseBody {
             kind: ResponseKind::Upstream(body),
             exchange,
@@ -135,16 +114,16 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BackendError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BackendError>>> {
         let this = self.get_mut();
         let polled = match &mut this.kind {
             ResponseKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            ResponseKind::Upstream(upstream) => Pin::new(&mut upstream.body).poll_frame(cx),
+            ResponseKind::Upstream(upstream) => Pin::new(upstream).poll_frame(cx),
         };
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
@@ -157,7 +136,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             ResponseKind::Full(bytes) => bytes.is_none(),
-            ResponseKind::Upstream(upstream) => upstream.body.is_end_stream(),
+            ResponseKind::Upstream(upstream) => upstream.is_end_stream(),
         }
     }
 
@@ -166,7 +145,7 @@ impl Body for ResponseBody {
             ResponseKind::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
-            ResponseKind::Upstream(upstream) => upstream.body.size_hint(),
+            ResponseKind::Upstream(upstream) => upstream.size_hint(),
         }
     }
 }

@@ -7,17 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
 
-use super::body::{RequestBody, ResponseBody, UpstreamBody};
+use super::body::{RequestBody, ResponseBody};
+use super::client::{self, BackendBody, BackendConnection, ResponseHead};
 use super::exchange::{Exchange, Progress};
 use super::headers::{add_forwarding, is_upgrade_request, strip_hop_by_hop, ClientAddress};
-use super::server::{BodyError, ClientBody};
-use super::upstream::{PooledSender, UpstreamPool};
-use crate::error::ProxyError;
+use super::server::ClientBody;
+use super::upstream::UpstreamPool;
+use crate::error::{ProxyError, Side};
 use crate::listener::ListenerContext;
 use crate::state::{InFlight, PoolState, Tried};
 
@@ -33,18 +33,30 @@ pub(crate) struct Handler {
     pub(crate) client: std::cell::OnceCell<Box<ClientAddress>>,
 }
 
-/// A backend that answered `101 Switching Protocols`: its connection, once
-/// hyper hands it over, and its in-flight slot, held while the tunnel lives.
+/// A backend that answered `101 Switching Protocols`: its connection (and
+/// any bytes it sent past the head), and its in-flight slot, held while the
+/// tunnel lives.
 pub(crate) struct BackendUpgrade {
-    pub(crate) upgrade: hyper::upgrade::OnUpgrade,
+    pub(crate) stream: tokio::net::TcpStream,
+    pub(crate) early: bytes::BytesMut,
     pub(crate) in_flight: InFlight,
 }
 
-/// What an attempt on one backend gave back when it failed: the error, and
-/// the request if it was never sent (so it can go to another backend).
+/// The request as it goes to backends: its head encoded once, so that a
+/// retry sends the same bytes.
+struct Outbound {
+    head: Bytes,
+    body: RequestBody,
+    /// The body is re-framed as chunked (the client sent it chunked).
+    chunked: bool,
+    method: Method,
+}
+
+/// How one try on one backend failed.
 struct FailedAttempt {
     error: ProxyError,
-    request: Option<Request<RequestBody>>,
+    /// Nothing of the request reached the backend: it may go to another.
+    unsent: bool,
 }
 
 impl Handler {
@@ -58,10 +70,8 @@ impl Handler {
         let mut exchange = Exchange::start(route, self.peer, request.method(), request.uri());
         let (route, progress) = exchange.route_and_progress();
         match self.forward(request, &route.pool, progress).await {
-            Ok(Forwarded::Response(response, in_flight, sender)) => {
-                exchange.answered(response.status(), true);
-                let (parts, body) = response.into_parts();
-                let body = UpstreamBody::new(body, sender, in_flight);
+            Ok(Forwarded::Response(parts, body)) => {
+                exchange.answered(parts.status, true);
                 let response = Response::from_parts(parts, ResponseBody::upstream(body, exchange));
                 (response, None)
             }
@@ -94,65 +104,88 @@ impl Handler {
             .client
             .get_or_init(|| Box::new(ClientAddress::new(self.peer.ip())));
         add_forwarding(&mut parts.headers, client);
-        if parts.version != Version::HTTP_11 {
-            parts.version = Version::HTTP_11;
-            if !parts.headers.contains_key(header::HOST) {
-                return Err(ProxyError::BadRequest("a Host header is required\n"));
-            }
+        if parts.version != Version::HTTP_11 && !parts.headers.contains_key(header::HOST) {
+            return Err(ProxyError::BadRequest("a Host header is required\n"));
         }
         parts.uri = origin_form(&parts.uri);
 
         let body = self.read_first_frame(body).await?;
-        // A retry goes to a backend not tried yet: with one backend there
-        // is none, and the copy would be wasted.
-        let replay = (pool.config.retries > 0
-            && pool.backends.len() > 1
-            && is_idempotent(&parts.method)
-            && matches!(body, RequestBody::Empty))
-        .then(|| RequestHead::copy(&parts));
-        let mut request = Some(Request::from_parts(parts, body));
+        let chunked = !matches!(body, RequestBody::Empty)
+            && !parts.headers.contains_key(header::CONTENT_LENGTH);
+        let mut request = Outbound {
+            head: client::encode_request(&parts, chunked),
+            body,
+            chunked,
+            method: parts.method,
+        };
+        // Sent once, a request may go again to another backend only if
+        // repeating it is harmless and there is no body to replay.
+        let resendable =
+            is_idempotent(&request.method) && matches!(request.body, RequestBody::Empty);
 
         pool.retry_budget.on_request();
         let mut tried = Tried::default();
         let mut last_error = ProxyError::NoBackend;
+        let mut sent = false;
         for attempt in 0..=pool.config.retries {
+            if sent && !resendable {
+                break;
+            }
             // Only a request that can be sent (again) takes a backend's turn
             // and, for a retry, the retry budget.
-            let next = match request.take() {
-                Some(request) => request,
-                None => match &replay {
-                    Some(head) => head.rebuild(),
-                    None => break,
-                },
-            };
             let Some((index, backend)) = pool.next_try(key, &mut tried, attempt) else {
                 break;
             };
             progress.backend = Some(index);
             progress.retries = attempt;
             let in_flight = backend.begin();
-            match self.attempt(pool, &in_flight, next).await {
-                Ok((mut response, sender, took)) => {
+            match self.attempt(pool, &in_flight, &mut request).await {
+                Ok((head, connection, complete, took)) => {
                     progress.backend_time = Some(took);
-                    let failed = pool.outlier.counts_status(response.status().as_u16());
+                    let failed = pool.outlier.counts_status(head.parts.status.as_u16());
                     if failed {
                         in_flight.fail();
                     }
                     pool.record_outcome(backend, failed);
-                    if response.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade {
-                        let upgrade = hyper::upgrade::on(&mut response);
-                        let (parts, _) = response.into_parts();
-                        let upgrade = BackendUpgrade { upgrade, in_flight };
+                    let ResponseHead {
+                        mut parts,
+                        framing,
+                        keep_alive,
+                    } = head;
+                    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                        if !upgrade {
+                            return Err(ProxyError::Upstream(client::BackendError::Malformed(
+                                "101 Switching Protocols to a request that asked for no upgrade",
+                            )));
+                        }
+                        let (stream, early) = connection.into_tunnel();
+                        let upgrade = BackendUpgrade {
+                            stream,
+                            early,
+                            in_flight,
+                        };
                         return Ok(Forwarded::Upgraded(parts, upgrade));
                     }
-                    strip_hop_by_hop(response.headers_mut(), false);
-                    return Ok(Forwarded::Response(response, in_flight, sender));
+                    strip_hop_by_hop(&mut parts.headers, false);
+                    let reuse = (keep_alive && complete).then(|| self.upstream.clone());
+                    let body = BackendBody::new(
+                        connection,
+                        framing,
+                        reuse,
+                        pool.config.timeout,
+                        in_flight,
+                    );
+                    return Ok(Forwarded::Response(parts, body));
                 }
                 Err(failed) => {
+                    if failed.error.side() == Side::Downstream {
+                        // The client's body failed: not the backend's fault.
+                        return Err(failed.error);
+                    }
                     in_flight.fail();
                     pool.record_outcome(backend, true);
                     tracing::debug!(backend = %backend.address, error = %failed.error, "attempt failed");
-                    request = failed.request;
+                    sent |= !failed.unsent;
                     last_error = failed.error;
                 }
             }
@@ -171,8 +204,7 @@ impl Handler {
         match tokio::time::timeout(idle, body.frame()).await {
             Err(_) => Err(ProxyError::ClientTimeout),
             Ok(None) => Ok(RequestBody::Empty),
-            Ok(Some(Err(BodyError::Timeout))) => Err(ProxyError::ClientTimeout),
-            Ok(Some(Err(_))) => Err(ProxyError::BadRequest("malformed request body\n")),
+            Ok(Some(Err(error))) => Err(error.into()),
             Ok(Some(Ok(frame))) => Ok(RequestBody::Client {
                 first: Some(frame),
                 rest: body,
@@ -181,67 +213,74 @@ impl Handler {
     }
 
     /// One try on one backend: a pooled connection (or, if that turns out to
-    /// be stale before the request was written, a new one), then the
-    /// response head within the pool's timeout.
+    /// have been closed by the backend while idle, a new one), the request,
+    /// then the response head, all within the pool's timeout.
     async fn attempt(
         &self,
         pool: &PoolState,
         in_flight: &InFlight,
-        mut request: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, PooledSender, Duration), FailedAttempt> {
+        request: &mut Outbound,
+    ) -> Result<(ResponseHead, BackendConnection, bool, Duration), FailedAttempt> {
         let backend = in_flight.backend();
         let config = &pool.config;
         let mut fresh_only = false;
         loop {
             let connection = if fresh_only {
-                self.upstream
-                    .connect(backend.address, config.connect_timeout)
+                UpstreamPool::connect(backend.address, config.connect_timeout)
                     .await
+                    .map(|connection| (connection, false))
             } else {
                 self.upstream
                     .get(backend.address, config.connect_timeout)
                     .await
             };
-            let mut sender = match connection {
-                Ok(sender) => sender,
+            let (mut connection, reused) = match connection {
+                Ok(connection) => connection,
                 Err(error) => {
                     return Err(FailedAttempt {
                         error,
-                        request: Some(request),
+                        unsent: true,
                     })
                 }
             };
+            let untouched = request.body.is_untouched();
             let started = std::time::Instant::now();
-            let sent = sender.sender.try_send_request(request);
-            match tokio::time::timeout(config.timeout, sent).await {
+            let exchanged = connection.exchange(
+                &request.head,
+                &mut request.body,
+                request.chunked,
+                &request.method,
+                config.timeout,
+            );
+            match tokio::time::timeout(config.timeout, exchanged).await {
                 Err(_) => {
                     return Err(FailedAttempt {
                         error: ProxyError::ResponseTimeout,
-                        request: None,
+                        unsent: false,
                     })
                 }
-                Ok(Ok(response)) => {
+                Ok(Ok((head, complete))) => {
                     let took = started.elapsed();
                     backend.latency.observe(took);
                     backend.response_time.observe(took);
-                    return Ok((response, sender, took));
+                    return Ok((head, connection, complete, took));
                 }
-                Ok(Err(mut failed)) => {
-                    let unsent = failed.take_message();
-                    match unsent {
-                        // A pooled connection closed under us before the
-                        // request went out: not the backend's failure.
-                        Some(unsent) if sender.reused => {
-                            request = unsent;
-                            fresh_only = true;
-                        }
-                        unsent => {
-                            return Err(FailedAttempt {
-                                error: ProxyError::Upstream(failed.into_error()),
-                                request: unsent,
-                            })
-                        }
+                Ok(Err(failure)) => {
+                    // A pooled connection the backend had closed while it
+                    // was idle: not the backend's failure. Try a new one
+                    // if the request can go again.
+                    let stale = reused && failure.nothing_received;
+                    let again = untouched
+                        && request.body.is_untouched()
+                        && (is_idempotent(&request.method) || !failure.written);
+                    if stale && again {
+                        fresh_only = true;
+                        continue;
                     }
+                    return Err(FailedAttempt {
+                        error: failure.error,
+                        unsent: !failure.written && request.body.is_untouched(),
+                    });
                 }
             }
         }
@@ -249,33 +288,8 @@ impl Handler {
 }
 
 enum Forwarded {
-    Response(Response<Incoming>, InFlight, PooledSender),
+    Response(http::response::Parts, BackendBody),
     Upgraded(http::response::Parts, BackendUpgrade),
-}
-
-/// The parts of a request head needed to send it again.
-struct RequestHead {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-}
-
-impl RequestHead {
-    fn copy(parts: &http::request::Parts) -> Self {
-        RequestHead {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            headers: parts.headers.clone(),
-        }
-    }
-
-    fn rebuild(&self) -> Request<RequestBody> {
-        let mut request = Request::new(RequestBody::Empty);
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.uri.clone();
-        *request.headers_mut() = self.headers.clone();
-        request
-    }
 }
 
 /// RFC 9110 §9.2.2: a request the client may repeat without harm.

@@ -1,15 +1,19 @@
-//! HTTP/1.1 proxying: halb's own server codec on the client side
-//! ([`server`]), requests forwarded over the worker's pooled hyper client
-//! connections to backends.
+//! HTTP/1.1 proxying with halb's own codecs on both sides: the server side
+//! for clients ([`server`]), and the client side for backends ([`client`]),
+//! whose keep-alive connections each worker pools ([`upstream`]).
 
 mod body;
+mod client;
 mod exchange;
 mod forward;
+mod framing;
 mod hash_key;
 mod headers;
 mod server;
 mod upstream;
 
+pub use client::BackendError;
 pub(crate) use hash_key::ip_key;
 pub(crate) use server::serve;
+pub(crate) use server::BodyError;
 pub(crate) use upstream::UpstreamPool;

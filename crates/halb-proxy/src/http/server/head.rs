@@ -8,18 +8,10 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Uri, Version};
 
 use crate::error::ProxyError;
+use crate::http::framing::{parse_length, BodyFraming};
 
 /// Headers a request head may carry; more gets 431.
 pub(crate) const MAX_HEADERS: usize = 100;
-
-/// How the request body is framed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BodyFraming {
-    /// No body (no Content-Length and no Transfer-Encoding, or length 0).
-    None,
-    Length(u64),
-    Chunked,
-}
 
 /// A request head, validated, with what the connection needs to know.
 #[derive(Debug)]
@@ -246,16 +238,6 @@ fn trim(bytes: &[u8]) -> &[u8] {
         .rposition(|b| *b != b' ' && *b != b'\t')
         .map_or(start, |e| e + 1);
     &bytes[start..end]
-}
-
-/// 1*DIGIT, without sign or overflow.
-fn parse_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, d| {
-        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
-    })
 }
 
 #[cfg(test)]

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use http::{Method, Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -142,7 +141,7 @@ thread_local! {
 /// carved from the worker's arena: small, short-lived pieces (request heads
 /// as read, response heads, chunk-size lines) share a block rather than
 /// each costing an allocation. A block is freed when its last piece is.
-pub(super) fn carve(room: usize, fill: impl FnOnce(&mut BytesMut)) -> BytesMut {
+pub(crate) fn carve(room: usize, fill: impl FnOnce(&mut BytesMut)) -> BytesMut {
     ARENA.with(|arena| {
         let mut arena = arena.borrow_mut();
         if arena.capacity() < room {
@@ -405,34 +404,39 @@ async fn linger(connection: &ClientConnection) {
 }
 
 /// Join the client and backend connections after `101 Switching
-/// Protocols`, until both sides have closed. Bytes the client sent after
-/// its request head go to the backend first.
+/// Protocols`, until both sides have closed. Bytes either side sent after
+/// its head go to the other side first; then the bytes are relayed as in
+/// TCP mode.
 async fn tunnel(connection: Rc<ClientConnection>, upgrade: BackendUpgrade) {
-    let BackendUpgrade { upgrade, in_flight } = upgrade;
+    let BackendUpgrade {
+        stream: backend,
+        early: from_backend,
+        in_flight,
+    } = upgrade;
     let Ok(connection) = Rc::try_unwrap(connection) else {
         tracing::debug!("upgrade with a request body still pending; closing");
         return;
     };
-    let early = connection.buf.into_inner();
-    let mut client = connection.stream;
-    let backend = match upgrade.await {
-        Ok(backend) => backend,
-        Err(e) => {
-            tracing::debug!(error = %e, "backend upgrade failed");
-            return;
-        }
-    };
-    let mut backend = TokioIo::new(backend);
-    if !early.is_empty() {
-        use tokio::io::AsyncWriteExt as _;
-        if backend.write_all(&early).await.is_err() {
-            return;
+    let from_client = connection.buf.into_inner();
+    let client = connection.stream;
+    for (bytes, to) in [(from_client, &backend), (from_backend, &client)] {
+        if !bytes.is_empty() {
+            let mut parts = [bytes.freeze()];
+            let mut written = false;
+            let wrote =
+                crate::http::client::write_all(to, &mut parts, LINGER_TIME * 60, &mut written);
+            if wrote.await.is_err() {
+                return;
+            }
         }
     }
-    drop(early);
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+    let relayed = crate::relay::Relayed::default();
+    if let Err(e) = crate::relay::relay(&client, &backend, &relayed).await {
+        tracing::debug!(error = %e, "tunnel ended");
+    }
     drop(in_flight);
 }
+
 #[cfg(test)]
 mod tests {
     use std::rc::Rc;

@@ -210,25 +210,17 @@ async fn write_body(
         Framing::Length(n) => n,
         _ => u64::MAX,
     };
-    // The first time the body is not ready, let the backend connection's
-    // task run once: its data usually arrived with the head, and head and
-    // body then leave in one write.
-    let mut yielded = false;
     loop {
+        // What the body has at hand joins the queue; when it must wait,
+        // the queue goes out first.
         let polled = poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await;
         let frame = match polled {
             Poll::Ready(frame) => frame,
-            Poll::Pending if !yielded => {
-                yielded = true;
-                tokio::task::yield_now().await;
-                continue;
-            }
             Poll::Pending => {
                 out.flush(stream, stall_limit).await?;
                 poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
             }
         };
-        yielded = true;
         let data = match frame {
             None => break,
             Some(Err(e)) => {

@@ -1,0 +1,145 @@
+//! A backend's response body, read from its connection as the client side
+//! asks for it (backpressure), each frame a slice of the read buffer. Read
+//! to its end, the connection goes back to the worker's idle pool.
+
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+use super::head::ResponseFraming;
+use super::{BackendConnection, BackendError, BODY_READ};
+use crate::http::framing::{Decoded, Decoder, StallTimer};
+use crate::http::upstream::UpstreamPool;
+use crate::state::InFlight;
+
+/// A response body streaming from a backend connection.
+#[derive(Debug)]
+pub(crate) struct BackendBody {
+    /// `None` once the body has ended or failed.
+    connection: Option<BackendConnection>,
+    /// Where the connection goes when the body is done; `None` if it may
+    /// not be reused.
+    pool: Option<Rc<UpstreamPool>>,
+    /// `None`: the body ends when the backend closes the connection.
+    decoder: Option<Decoder>,
+    /// Fails the body when the backend sends nothing for the pool's timeout.
+    stall: StallTimer,
+    /// The backend's in-flight slot, held until the body is dropped.
+    _in_flight: InFlight,
+}
+
+impl BackendBody {
+    /// The body after `framing`'s head on `connection`. `pool`: where the
+    /// connection goes once the body is read, if it may carry another
+    /// request.
+    pub(crate) fn new(
+        connection: BackendConnection,
+        framing: ResponseFraming,
+        pool: Option<Rc<UpstreamPool>>,
+        stall_limit: Duration,
+        in_flight: InFlight,
+    ) -> Self {
+        let decoder = match framing {
+            ResponseFraming::Framed(framing) => Some(Decoder::new(framing)),
+            ResponseFraming::UntilClose => None,
+        };
+        let mut body = BackendBody {
+            connection: Some(connection),
+            pool,
+            decoder,
+            stall: StallTimer::new(stall_limit),
+            _in_flight: in_flight,
+        };
+        if body.decoder.as_ref().is_some_and(Decoder::is_done) {
+            body.finish();
+        }
+        body
+    }
+
+    /// The body was read to its end: the connection goes back to the pool.
+    fn finish(&mut self) {
+        let (Some(mut connection), Some(pool)) = (self.connection.take(), self.pool.take()) else {
+            return;
+        };
+        if connection.settle() {
+            pool.release(connection);
+        }
+    }
+
+    fn fail(&mut self, error: BackendError) -> Poll<Option<Result<Frame<Bytes>, BackendError>>> {
+        self.connection = None;
+        self.pool = None;
+        Poll::Ready(Some(Err(error)))
+    }
+}
+
+impl Body for BackendBody {
+    type Data = Bytes;
+    type Error = BackendError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BackendError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(connection) = &mut this.connection else {
+                return Poll::Ready(None);
+            };
+            match &mut this.decoder {
+                Some(decoder) => match decoder.decode(&mut connection.buf) {
+                    Err(why) => return this.fail(BackendError::Malformed(why)),
+                    Ok(Decoded::End) => {
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    Ok(Decoded::Data(data)) => {
+                        if decoder.is_done() {
+                            this.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    Ok(Decoded::NeedMore) => {}
+                },
+                None if !connection.buf.is_empty() => {
+                    let data = connection.buf.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                None => {}
+            }
+            match connection.poll_fill(cx, BODY_READ) {
+                Poll::Ready(Ok(0)) if this.decoder.is_none() => {
+                    this.connection = None;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Ok(0)) => return this.fail(BackendError::Closed),
+                Poll::Ready(Ok(_)) => this.stall.progressed(),
+                Poll::Ready(Err(e)) => return this.fail(BackendError::Io(e)),
+                Poll::Pending => {
+                    if this.stall.expired(cx) {
+                        return this.fail(BackendError::BodyTimeout);
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.connection.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.decoder {
+            _ if self.connection.is_none() => SizeHint::with_exact(0),
+            // Buffered bytes not yet decoded are part of `left`.
+            Some(Decoder::Length(left)) => SizeHint::with_exact(left),
+            Some(Decoder::Done) => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}

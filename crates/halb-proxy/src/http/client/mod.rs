@@ -1,0 +1,385 @@
+//! halb's HTTP/1.1 client side: a backend connection is driven by the
+//! request that holds it, with no task or channel of its own. The request
+//! head goes out as bytes encoded once, the body is streamed (its framing
+//! kept, or re-framed as chunked), and the response head is parsed from the
+//! connection's read buffer; the body then streams from the same buffer
+//! ([`BackendBody`]) and the connection goes back to the worker's pool when
+//! the body has been read to its end.
+//!
+//! A backend may answer before it has read the whole request body (an
+//! early 413, say): sending stops, the response is forwarded, and the
+//! connection is not reused.
+
+mod body;
+mod head;
+
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::Method;
+use http_body_util::BodyExt as _;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+pub(crate) use body::BackendBody;
+pub(crate) use head::{encode_request, ResponseHead};
+
+use super::body::RequestBody;
+use super::server::carve;
+use crate::error::ProxyError;
+
+/// First read of a response: into the worker's arena, keeping only what came.
+const HEAD_READ: usize = 4096;
+/// Read size while a response body streams in.
+const BODY_READ: usize = 64 * 1024;
+/// Keep reading into the buffer while at least this much of it is free.
+const MIN_SPARE: usize = 1024;
+
+/// How a backend failed to give a response.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("the backend closed the connection before its response was complete")]
+    Closed,
+    #[error("malformed response: {0}")]
+    Malformed(&'static str),
+    #[error("the response head is too large")]
+    HeadTooLarge,
+    #[error("the backend sent nothing more of its response within the pool's timeout")]
+    BodyTimeout,
+}
+
+/// An HTTP/1.1 connection to a backend.
+#[derive(Debug)]
+pub(crate) struct BackendConnection {
+    stream: TcpStream,
+    pub(crate) address: SocketAddr,
+    /// Bytes read and not used yet; unallocated between requests.
+    buf: BytesMut,
+    /// The last read emptied the socket.
+    drained: bool,
+}
+
+/// Why an exchange on a connection failed.
+#[derive(Debug)]
+pub(crate) struct ExchangeFailure {
+    pub(crate) error: ProxyError,
+    /// Nothing of a response came before the connection ended: on a reused
+    /// connection, the backend had closed it while it was idle.
+    pub(crate) nothing_received: bool,
+    /// Some of the request was handed to the socket.
+    pub(crate) written: bool,
+}
+
+impl BackendConnection {
+    pub(crate) fn new(stream: TcpStream, address: SocketAddr) -> Self {
+        BackendConnection {
+            stream,
+            address,
+            buf: BytesMut::new(),
+            drained: true,
+        }
+    }
+
+    /// Whether an idle connection can take a request: nothing arrived
+    /// while it was idle (a close, or bytes no request asked for). Reads
+    /// the readiness the worker's event loop already has; no system call.
+    pub(crate) fn is_quiet(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        self.buf.is_empty() && self.stream.poll_read_ready(&mut cx).is_pending()
+    }
+
+    /// Ready the connection for the idle pool: `false` if it cannot be
+    /// reused (bytes beyond the response, or a close already seen).
+    pub(crate) fn settle(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        self.buf = BytesMut::new();
+        if self.drained {
+            // The last read was short, so the socket was empty then and the
+            // event loop has not run since: forget the readiness it left,
+            // so that [`Self::is_quiet`] sees only what comes from now on.
+            let _ = self.stream.try_io(Interest::READABLE, || {
+                Err::<(), _>(io::ErrorKind::WouldBlock.into())
+            });
+            return true;
+        }
+        // The last read filled the buffer: look once more.
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Read what the socket has into the buffer, without waiting.
+    fn try_fill(&mut self, grow: usize) -> io::Result<usize> {
+        let (n, offered) = if self.buf.capacity() == 0 && grow <= HEAD_READ {
+            // As on the client side: a small response is read into the
+            // worker's arena, and only what came is kept.
+            let mut read = Ok(0);
+            let fresh = carve(HEAD_READ, |arena| read = self.stream.try_read_buf(arena));
+            let n = read?;
+            if n > 0 {
+                self.buf = fresh;
+            }
+            (n, HEAD_READ)
+        } else {
+            if self.buf.capacity() - self.buf.len() < MIN_SPARE {
+                self.buf.reserve(grow);
+            }
+            let offered = self.buf.capacity() - self.buf.len();
+            (self.stream.try_read_buf(&mut self.buf)?, offered)
+        };
+        self.drained = n < offered;
+        Ok(n)
+    }
+
+    /// Read into the buffer; `Ok(0)` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, grow: usize) -> Poll<io::Result<usize>> {
+        loop {
+            std::task::ready!(self.stream.poll_read_ready(cx))?;
+            match self.try_fill(grow) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    async fn fill(&mut self, grow: usize) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx, grow)).await
+    }
+
+    /// Send one request and wait for its final response head (1xx heads
+    /// other than `101` are dropped). `head` is the encoded request head;
+    /// `chunked`: the body is sent with chunked framing, else as is. On
+    /// success, also whether the whole request was sent (if not, the
+    /// backend answered early and the connection must not be reused).
+    pub(crate) async fn exchange(
+        &mut self,
+        head: &Bytes,
+        body: &mut RequestBody,
+        chunked: bool,
+        method: &Method,
+        stall_limit: Duration,
+    ) -> Result<(ResponseHead, bool), ExchangeFailure> {
+        let mut written = false;
+        let sent = self
+            .send(head, body, chunked, method, stall_limit, &mut written)
+            .await;
+        let complete = match sent {
+            Ok(complete) => complete,
+            Err(error) => {
+                return Err(ExchangeFailure {
+                    error,
+                    nothing_received: self.buf.is_empty(),
+                    written,
+                })
+            }
+        };
+        match self.read_head(method).await {
+            Ok(head) => Ok((head, complete)),
+            Err(error) => Err(ExchangeFailure {
+                nothing_received: matches!(error, BackendError::Closed) && self.buf.is_empty(),
+                error: ProxyError::Upstream(error),
+                written,
+            }),
+        }
+    }
+
+    /// Write the head and the body. `Ok(false)`: the backend began to
+    /// answer (or closed) before the body was all sent, and sending stopped.
+    async fn send(
+        &mut self,
+        head: &Bytes,
+        body: &mut RequestBody,
+        chunked: bool,
+        method: &Method,
+        stall_limit: Duration,
+        written: &mut bool,
+    ) -> Result<bool, ProxyError> {
+        let upstream = |e: io::Error| ProxyError::Upstream(BackendError::Io(e));
+        if matches!(body, RequestBody::Empty) {
+            write_all(&self.stream, &mut [head.clone()], stall_limit, written)
+                .await
+                .map_err(upstream)?;
+            return Ok(true);
+        }
+        let mut pending = vec![head.clone()];
+        let mut body_done = false;
+        loop {
+            if !body_done && pending.len() < 4 {
+                let frame = tokio::select! {
+                    biased;
+                    frame = body.frame() => Some(frame),
+                    _ = self.stream.readable() => None,
+                };
+                match frame {
+                    None => {
+                        if self.answer_begun(method) {
+                            return Ok(false);
+                        }
+                    }
+                    Some(None) => {
+                        body_done = true;
+                        if chunked {
+                            pending.push(Bytes::from_static(b"0\r\n\r\n"));
+                        }
+                    }
+                    Some(Some(Err(error))) => return Err(error.into()),
+                    Some(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) if data.is_empty() => {}
+                        Ok(data) if chunked => {
+                            pending.push(chunk_size_line(data.len()));
+                            pending.push(data);
+                            pending.push(Bytes::from_static(b"\r\n"));
+                        }
+                        Ok(data) => pending.push(data),
+                        // Trailers are not forwarded.
+                        Err(_trailers) => {}
+                    },
+                }
+                continue;
+            }
+            let wrote = tokio::select! {
+                biased;
+                result = write_all(&self.stream, &mut pending, stall_limit, written) => Some(result),
+                _ = self.stream.readable() => None,
+            };
+            match wrote {
+                Some(Ok(())) => {
+                    pending.clear();
+                    if body_done {
+                        return Ok(true);
+                    }
+                }
+                // The backend may have refused the body and answered.
+                Some(Err(_)) if self.answer_begun(method) => return Ok(false),
+                Some(Err(e)) => return Err(upstream(e)),
+                None => {
+                    if self.answer_begun(method) {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The socket turned readable while the request was being sent: read
+    /// what came. Interim heads (`100 Continue`) are dropped and sending
+    /// goes on; anything else (a response, or the end of the stream) means
+    /// the backend is answering.
+    fn answer_begun(&mut self, method: &Method) -> bool {
+        match self.try_fill(HEAD_READ) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return !self.buf.is_empty(),
+            Err(_) => return true,
+        }
+        loop {
+            // Parse a copy: a final head stays in the buffer for read_head.
+            let mut rest = self.buf.clone();
+            match head::parse_response(&mut rest, method) {
+                Ok(Some(head))
+                    if head.parts.status.is_informational()
+                        && head.parts.status != http::StatusCode::SWITCHING_PROTOCOLS =>
+                {
+                    self.buf = rest;
+                    if self.buf.is_empty() {
+                        return false;
+                    }
+                }
+                _ => return true,
+            }
+        }
+    }
+
+    /// Read the final response head.
+    async fn read_head(&mut self, method: &Method) -> Result<ResponseHead, BackendError> {
+        loop {
+            if !self.buf.is_empty() {
+                if let Some(head) = head::parse_response(&mut self.buf, method)? {
+                    let status = head.parts.status;
+                    if status.is_informational() && status != http::StatusCode::SWITCHING_PROTOCOLS
+                    {
+                        continue;
+                    }
+                    return Ok(head);
+                }
+            }
+            let grow = if self.buf.is_empty() {
+                HEAD_READ
+            } else {
+                head::MAX_HEAD_BYTES.min(self.buf.len() * 2)
+            };
+            if self.fill(grow).await? == 0 {
+                return Err(BackendError::Closed);
+            }
+        }
+    }
+
+    /// The socket and any bytes read past the `101` head, for a tunnel.
+    pub(crate) fn into_tunnel(self) -> (TcpStream, BytesMut) {
+        (self.stream, self.buf)
+    }
+}
+
+/// `{len:x}\r\n`, the line before a chunk of `len` bytes.
+fn chunk_size_line(len: usize) -> Bytes {
+    carve(20, |dst| {
+        use std::fmt::Write as _;
+        let _ = write!(dst, "{len:x}\r\n");
+    })
+    .freeze()
+}
+
+/// Write `parts` in full, with vectored writes.
+pub(crate) async fn write_all(
+    stream: &TcpStream,
+    parts: &mut [Bytes],
+    stall_limit: Duration,
+    written: &mut bool,
+) -> io::Result<()> {
+    const MAX_SEGMENTS: usize = 16;
+    let mut first = 0;
+    loop {
+        while first < parts.len() && parts[first].is_empty() {
+            first += 1;
+        }
+        if first == parts.len() {
+            return Ok(());
+        }
+        let result = {
+            let mut slices = [IoSlice::new(&[]); MAX_SEGMENTS];
+            let live = &parts[first..(first + MAX_SEGMENTS).min(parts.len())];
+            for (slice, part) in slices.iter_mut().zip(live) {
+                *slice = IoSlice::new(part);
+            }
+            stream.try_write_vectored(&slices[..live.len()])
+        };
+        match result {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(mut n) => {
+                *written = true;
+                // Written parts are emptied, so a write cut short by the
+                // caller resumes where it was.
+                while first < parts.len() && n >= parts[first].len() {
+                    n -= parts[first].len();
+                    parts[first] = Bytes::new();
+                    first += 1;
+                }
+                if n > 0 {
+                    parts[first].advance(n);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                tokio::time::timeout(stall_limit, stream.writable())
+                    .await
+                    .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
