@@ -21,6 +21,7 @@ mod listener;
 mod relay;
 mod reload;
 mod route;
+mod sock;
 mod state;
 mod tcp;
 mod worker;

@@ -13,12 +13,12 @@
 mod body;
 mod head;
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::SocketAddr;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::Method;
 use http_body_util::BodyExt as _;
 use tokio::io::Interest;
@@ -30,6 +30,7 @@ pub(crate) use head::{encode_request, ResponseHead};
 use super::body::RequestBody;
 use super::server::carve;
 use crate::error::ProxyError;
+use crate::sock::write_all;
 
 /// First read of a response: into the worker's arena, keeping only what came.
 const HEAD_READ: usize = 4096;
@@ -333,53 +334,4 @@ fn chunk_size_line(len: usize) -> Bytes {
         let _ = write!(dst, "{len:x}\r\n");
     })
     .freeze()
-}
-
-/// Write `parts` in full, with vectored writes.
-pub(crate) async fn write_all(
-    stream: &TcpStream,
-    parts: &mut [Bytes],
-    stall_limit: Duration,
-    written: &mut bool,
-) -> io::Result<()> {
-    const MAX_SEGMENTS: usize = 16;
-    let mut first = 0;
-    loop {
-        while first < parts.len() && parts[first].is_empty() {
-            first += 1;
-        }
-        if first == parts.len() {
-            return Ok(());
-        }
-        let result = {
-            let mut slices = [IoSlice::new(&[]); MAX_SEGMENTS];
-            let live = &parts[first..(first + MAX_SEGMENTS).min(parts.len())];
-            for (slice, part) in slices.iter_mut().zip(live) {
-                *slice = IoSlice::new(part);
-            }
-            stream.try_write_vectored(&slices[..live.len()])
-        };
-        match result {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(mut n) => {
-                *written = true;
-                // Written parts are emptied, so a write cut short by the
-                // caller resumes where it was.
-                while first < parts.len() && n >= parts[first].len() {
-                    n -= parts[first].len();
-                    parts[first] = Bytes::new();
-                    first += 1;
-                }
-                if n > 0 {
-                    parts[first].advance(n);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                tokio::time::timeout(stall_limit, stream.writable())
-                    .await
-                    .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }

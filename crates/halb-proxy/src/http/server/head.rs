@@ -92,7 +92,8 @@ pub(crate) fn parse(
 
     let uri = Uri::from_maybe_shared(target.slice(&head))
         .map_err(|_| bad("malformed request target\n"))?;
-    let mut map = HeaderMap::with_capacity(count);
+    // Room for the forwarding headers halb adds.
+    let mut map = HeaderMap::with_capacity(count + 3);
     let mut framing = Framing::default();
     for &(name, value) in &spans[..count] {
         let name = HeaderName::from_bytes(&head[name.start..name.end])

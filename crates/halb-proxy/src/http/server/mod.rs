@@ -423,8 +423,7 @@ async fn tunnel(connection: Rc<ClientConnection>, upgrade: BackendUpgrade) {
         if !bytes.is_empty() {
             let mut parts = [bytes.freeze()];
             let mut written = false;
-            let wrote =
-                crate::http::client::write_all(to, &mut parts, LINGER_TIME * 60, &mut written);
+            let wrote = crate::sock::write_all(to, &mut parts, LINGER_TIME * 60, &mut written);
             if wrote.await.is_err() {
                 return;
             }

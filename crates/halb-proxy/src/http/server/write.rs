@@ -4,12 +4,12 @@
 
 use std::cell::RefCell;
 use std::future::poll_fn;
-use std::io::{self, IoSlice};
+use std::io;
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode, Version};
 use http_body::Body;
@@ -84,39 +84,16 @@ impl Outgoing {
 
     /// Write everything queued.
     async fn flush(&mut self, stream: &TcpStream, stall_limit: Duration) -> io::Result<()> {
-        let mut first = 0;
-        while first < self.len {
-            let written = {
-                let mut slices = [IoSlice::new(&[]); MAX_SEGMENTS];
-                let live = &self.segments[first..self.len];
-                for (slice, segment) in slices.iter_mut().zip(live) {
-                    *slice = IoSlice::new(segment);
-                }
-                stream.try_write_vectored(&slices[..live.len()])
-            };
-            match written {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(mut n) => {
-                    self.queued -= n;
-                    while first < self.len && n >= self.segments[first].len() {
-                        n -= self.segments[first].len();
-                        self.segments[first] = Bytes::new();
-                        first += 1;
-                    }
-                    if n > 0 {
-                        self.segments[first].advance(n);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // A client that reads nothing for the idle timeout is gone.
-                    tokio::time::timeout(stall_limit, stream.writable())
-                        .await
-                        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let mut written = false;
+        crate::sock::write_all(
+            stream,
+            &mut self.segments[..self.len],
+            stall_limit,
+            &mut written,
+        )
+        .await?;
         self.len = 0;
+        self.queued = 0;
         Ok(())
     }
 }
