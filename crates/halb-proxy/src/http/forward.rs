@@ -98,8 +98,6 @@ impl Handler {
 
         let (mut parts, body) = request.into_parts();
         strip_hop_by_hop(&mut parts.headers, upgrade);
-        // halb answered any `Expect: 100-continue` itself by reading the body.
-        parts.headers.remove(header::EXPECT);
         let client = self
             .client
             .get_or_init(|| Box::new(ClientAddress::new(self.peer.ip())));

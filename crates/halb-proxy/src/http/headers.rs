@@ -22,6 +22,19 @@ fn is_protected(name: &HeaderName) -> bool {
         || name == FORWARDED
 }
 
+/// The headers [`strip_hop_by_hop`] always removes (`Upgrade` but for a
+/// real upgrade), and `Expect`, which halb answers itself.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::EXPECT
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
+
 /// Whether the request asks to switch protocols (e.g. WebSocket).
 pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE) && connection_has_token(headers, "upgrade")
@@ -38,10 +51,19 @@ fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
 }
 
 /// Remove hop-by-hop headers: `Connection` and the headers it names,
-/// Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding (hyper
-/// re-frames the body) and Upgrade. For a real upgrade, `Upgrade` is kept
-/// and `Connection: upgrade` restated.
+/// Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding (halb
+/// frames each message itself), Upgrade, and Expect (halb answered it).
+/// For a real upgrade, `Upgrade` is kept and `Connection: upgrade`
+/// restated.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none of them: one pass over the names finds out,
+    // cheaper than a hashed removal of each.
+    if !headers.keys().any(is_hop_by_hop) {
+        if upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -60,6 +82,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     headers.remove(header::TE);
     headers.remove(header::TRAILER);
     headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::EXPECT);
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
@@ -147,6 +170,29 @@ mod tests {
         strip_hop_by_hop(&mut headers, false);
         let names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_removed_and_others_kept() {
+        for name in [
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "expect",
+            "keep-alive",
+            "proxy-connection",
+        ] {
+            let mut headers = map(&[(name, "x"), ("x-kept", "1")]);
+            strip_hop_by_hop(&mut headers, false);
+            let names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+            assert_eq!(names, ["x-kept"], "{name}");
+        }
+        let mut plain = map(&[("host", "a"), ("x-kept", "1")]);
+        strip_hop_by_hop(&mut plain, false);
+        assert_eq!(plain.len(), 2);
+        strip_hop_by_hop(&mut plain, true);
+        assert_eq!(plain["connection"], "upgrade");
     }
 
     #[test]

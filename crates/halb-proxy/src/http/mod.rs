@@ -10,6 +10,7 @@ mod framing;
 mod hash_key;
 mod headers;
 mod server;
+mod span;
 mod upstream;
 
 pub use client::BackendError;

@@ -10,6 +10,7 @@ use http::{Method, StatusCode, Version};
 use super::BackendError;
 use crate::http::framing::{parse_length, BodyFraming};
 use crate::http::server::carve;
+use crate::http::span::Span;
 
 /// Headers a response head may carry; more is a malformed response.
 const MAX_HEADERS: usize = 128;
@@ -77,9 +78,15 @@ pub(crate) fn parse_response(
     buf: &mut BytesMut,
     method: &Method,
 ) -> Result<Option<ResponseHead>, BackendError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut headers);
-    let len = match response.parse(buf) {
+    // Left uninitialised, as for requests.
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut headers,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
             return Err(BackendError::HeadTooLarge)
@@ -97,27 +104,23 @@ pub(crate) fn parse_response(
     };
     let status = StatusCode::from_u16(response.code.unwrap_or(0))
         .map_err(|_| BackendError::Malformed("invalid status code"))?;
-    let base = buf.as_ptr() as usize;
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let base: &[u8] = buf;
+    let mut spans = [(Span::default(), Span::default()); MAX_HEADERS];
     let count = response.headers.len();
     for (span, header) in spans.iter_mut().zip(response.headers.iter()) {
-        let name = header.name.as_ptr() as usize - base;
-        let value = header.value.as_ptr() as usize - base;
         *span = (
-            name,
-            name + header.name.len(),
-            value,
-            value + header.value.len(),
+            Span::of(base, header.name.as_bytes()),
+            Span::of(base, header.value),
         );
     }
     let head = buf.split_to(len).freeze();
 
     let mut map = HeaderMap::with_capacity(count);
     let mut framing = Framing::default();
-    for &(name_start, name_end, value_start, value_end) in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[name_start..name_end])
+    for &(name, value) in &spans[..count] {
+        let name = HeaderName::from_bytes(name.bytes(&head))
             .map_err(|_| BackendError::Malformed("malformed header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
+        let value = HeaderValue::from_maybe_shared(value.slice(&head))
             .map_err(|_| BackendError::Malformed("malformed header value"))?;
         framing.observe(&name, &value)?;
         map.append(name, value);

@@ -167,9 +167,17 @@ impl BackendConnection {
         stall_limit: Duration,
     ) -> Result<(ResponseHead, bool), ExchangeFailure> {
         let mut written = false;
-        let sent = self
-            .send(head, body, chunked, method, stall_limit, &mut written)
-            .await;
+        let sent = if matches!(body, RequestBody::Empty) {
+            write_all(&self.stream, &mut [head.clone()], stall_limit, &mut written)
+                .await
+                .map(|()| true)
+                .map_err(|e| ProxyError::Upstream(BackendError::Io(e)))
+        } else {
+            // Boxed: the body's path is large, and a request's future that
+            // holds it inline is moved whole at every request.
+            Box::pin(self.send_with_body(head, body, chunked, method, stall_limit, &mut written))
+                .await
+        };
         let complete = match sent {
             Ok(complete) => complete,
             Err(error) => {
@@ -192,7 +200,7 @@ impl BackendConnection {
 
     /// Write the head and the body. `Ok(false)`: the backend began to
     /// answer (or closed) before the body was all sent, and sending stopped.
-    async fn send(
+    async fn send_with_body(
         &mut self,
         head: &Bytes,
         body: &mut RequestBody,
@@ -202,12 +210,6 @@ impl BackendConnection {
         written: &mut bool,
     ) -> Result<bool, ProxyError> {
         let upstream = |e: io::Error| ProxyError::Upstream(BackendError::Io(e));
-        if matches!(body, RequestBody::Empty) {
-            write_all(&self.stream, &mut [head.clone()], stall_limit, written)
-                .await
-                .map_err(upstream)?;
-            return Ok(true);
-        }
         let mut pending = vec![head.clone()];
         let mut body_done = false;
         loop {
