@@ -8,6 +8,7 @@ mod access_log;
 mod admin_api;
 mod alerts;
 mod algorithms;
+mod backend_protocol;
 mod backups;
 mod bad_requests;
 mod cli;

@@ -450,8 +450,8 @@ fn websocket_upgrade(request: Request<Incoming>) -> Response<ResponseBody> {
         .expect("response")
 }
 
-/// A raw TCP backend running `handle` on each connection.
-async fn serve_raw<F, Fut>(handle: F) -> Backend
+/// A raw TCP backend running `handle` on each connection it accepts.
+pub async fn serve_raw<F, Fut>(handle: F) -> Backend
 where
     F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,

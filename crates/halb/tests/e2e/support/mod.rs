@@ -1,7 +1,8 @@
 //! The end-to-end test kit: spawn the real `halb` binary ([`process`]), run
-//! real backends in the test process ([`backends`]), and talk to halb as a
-//! client would ([`client`]). Nothing here is a mock: every byte crosses a
-//! real loopback socket.
+//! real backends in the test process ([`backends`], and [`scripted`] ones
+//! that write exact bytes), and talk to halb as a client would
+//! ([`client`]). Nothing here is a mock: every byte crosses a real loopback
+//! socket.
 
 pub mod backends;
 pub mod body;
@@ -11,6 +12,7 @@ pub mod load;
 pub mod node_config;
 pub mod process;
 pub mod reload;
+pub mod scripted;
 pub mod status;
 pub mod webdriver;
 pub mod webhook;
