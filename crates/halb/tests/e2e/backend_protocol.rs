@@ -342,24 +342,50 @@ async fn interim_heads_are_dropped_and_the_final_response_passes() {
 /// A backend that reads an upload's head, says `100 Continue` (in two
 /// pieces when `split`), waits a moment, then reads the body and answers
 /// with its length.
-async fn continuing_upload(split: bool) {
+/// What a backend sends before it has read an upload's body.
+#[derive(Clone, Copy)]
+enum Early {
+    /// `100 Continue`, in one write.
+    Continue,
+    /// `100 Continue` in two writes 50 ms apart.
+    SplitContinue,
+    /// The final `200` head (chunked), the body's one chunk after the upload.
+    AcceptingHead,
+}
+
+/// An 8 MiB upload to a backend that says `early` before reading the body,
+/// then reads all of it: the client must get `got 8388608`.
+async fn continuing_upload(early: Early) {
     let (backend, _seen) = scripted(move |mut wire| async move {
         let Some(request) = wire.read_head().await else {
             return;
         };
-        if split {
-            wire.write(b"HTTP/1.1 100 Cont").await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            wire.write(b"inue\r\n\r\n").await;
-        } else {
-            wire.write(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+        match early {
+            Early::Continue => {
+                wire.write(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+            }
+            Early::SplitContinue => {
+                wire.write(b"HTTP/1.1 100 Cont").await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                wire.write(b"inue\r\n\r\n").await;
+            }
+            Early::AcceptingHead => {
+                wire.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    .await;
+            }
         }
         // halb is sending the body meanwhile, and must keep sending.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let answer = match wire.read_body(&request).await {
-            Ok(body) if body == pattern(body.len()) => ok(format!("got {}", body.len()).as_bytes()),
-            Ok(_) => ok(b"the body arrived altered"),
-            Err(why) => ok(why.as_bytes()),
+        let verdict = match wire.read_body(&request).await {
+            Ok(body) if body == pattern(body.len()) => format!("got {}", body.len()),
+            Ok(_) => "the body arrived altered".to_owned(),
+            Err(why) => why.to_string(),
+        };
+        let answer = match early {
+            Early::AcceptingHead => {
+                format!("{:x}\r\n{verdict}\r\n0\r\n\r\n", verdict.len()).into_bytes()
+            }
+            _ => ok(verdict.as_bytes()),
         };
         wire.write(&answer).await;
     })
@@ -380,7 +406,17 @@ async fn continuing_upload(split: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100_continue_during_an_upload_does_not_stop_it() {
-    continuing_upload(false).await;
+    continuing_upload(Early::Continue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_continue_split_in_two_during_an_upload_does_not_stop_it() {
+    continuing_upload(Early::SplitContinue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_200_head_during_an_upload_does_not_stop_it() {
+    continuing_upload(Early::AcceptingHead).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -545,6 +581,38 @@ async fn early_413(then_close: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_early_413_from_a_backend_that_drains_reaches_the_client() {
     early_413(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_413_from_a_backend_that_closes_reaches_the_client() {
+    early_413(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_with_both_transfer_encoding_and_content_length_is_read_as_chunked() {
+    let (backend, _seen) = answering(|_| {
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
+          b\r\nhello world\r\n0\r\n\r\n"
+            .to_vec()
+    })
+    .await;
+    let config = BalancerConfig::http(&[backend.addr]);
+    let _halb = Halb::start(&config.to_toml()).await;
+    let reply = raw_exchange(config.listen, &raw_get("/"))
+        .await
+        .expect("a response");
+    assert_eq!(
+        (reply.status, reply.text()),
+        (200, "hello world".to_owned()),
+        "{:?}",
+        reply.headers
+    );
+    assert_ne!(
+        reply.header("content-length"),
+        Some("3"),
+        "{:?}",
+        reply.headers
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -136,16 +136,21 @@ pub(crate) fn parse_response(
     let body = if bodiless {
         ResponseFraming::Framed(BodyFraming::None)
     } else if framing.transfer_encoding {
-        // With both, Transfer-Encoding wins and the connection is not
-        // reused (RFC 9112 §6.3: the message may be a smuggling attempt).
+        if !framing.chunked_last {
+            // Legal (the body ends at the close), but halb re-frames what
+            // it forwards and could not say how the body is coded.
+            return Err(BackendError::Malformed(
+                "a transfer coding other than a final chunked",
+            ));
+        }
+        // With both, Transfer-Encoding wins, the Content-Length is not
+        // forwarded, and the connection is not reused (RFC 9112 §6.3: the
+        // message may be a smuggling attempt).
         if framing.content_length.is_some() {
+            map.remove(header::CONTENT_LENGTH);
             keep_alive = false;
         }
-        if framing.chunked_last {
-            ResponseFraming::Framed(BodyFraming::Chunked)
-        } else {
-            ResponseFraming::UntilClose
-        }
+        ResponseFraming::Framed(BodyFraming::Chunked)
     } else {
         match framing.content_length {
             Some(0) => ResponseFraming::Framed(BodyFraming::None),
@@ -268,11 +273,6 @@ mod tests {
                 true,
             ),
             (
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
-                UntilClose,
-                false,
-            ),
-            (
                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
                 Framed(Chunked),
                 false,
@@ -315,6 +315,16 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(head.framing, Framed(None), "a HEAD response has no body");
+        let (head, _) = parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(
+            !head.parts.headers.contains_key(header::CONTENT_LENGTH),
+            "with Transfer-Encoding, a Content-Length is not forwarded"
+        );
     }
 
     #[test]
@@ -326,6 +336,8 @@ mod tests {
             b"HTTP/1.1 2000 OK\r\n\r\n",
             b"HTTQ/1.1 200 OK\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nBad Name: v\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
         ] {
             assert!(
                 parse(raw, Method::GET).is_err(),

@@ -65,6 +65,17 @@ pub(crate) struct BackendConnection {
     drained: bool,
 }
 
+/// What a backend's early bytes say while the request body is being sent.
+enum Answer {
+    /// Nothing final yet (nothing, interim heads, or part of a head).
+    NotYet,
+    /// A final head that leaves the connection open and is not an error:
+    /// the body is still wanted.
+    Acceptance,
+    /// An error status, a close, or bytes that are no response: stop.
+    Refusal,
+}
+
 /// Why an exchange on a connection failed.
 #[derive(Debug)]
 pub(crate) struct ExchangeFailure {
@@ -198,8 +209,10 @@ impl BackendConnection {
         }
     }
 
-    /// Write the head and the body. `Ok(false)`: the backend began to
-    /// answer (or closed) before the body was all sent, and sending stopped.
+    /// Write the head and the body. `Ok(false)`: sending stopped before
+    /// the body's end, because the backend refused it (an error status or
+    /// a close, before the body was all sent) or the write failed; the
+    /// answer, if there is one, is read next.
     async fn send_with_body(
         &mut self,
         head: &Bytes,
@@ -209,22 +222,24 @@ impl BackendConnection {
         stall_limit: Duration,
         written: &mut bool,
     ) -> Result<bool, ProxyError> {
-        let upstream = |e: io::Error| ProxyError::Upstream(BackendError::Io(e));
         let mut pending = vec![head.clone()];
         let mut body_done = false;
+        // Once a final head that accepts the body has come, the socket is
+        // not watched (its bytes wait in the kernel) until the body is sent.
+        let mut watching = true;
         loop {
             if !body_done && pending.len() < 4 {
                 let frame = tokio::select! {
                     biased;
                     frame = body.frame() => Some(frame),
-                    _ = self.stream.readable() => None,
+                    _ = self.stream.readable(), if watching => None,
                 };
                 match frame {
-                    None => {
-                        if self.answer_begun(method) {
-                            return Ok(false);
-                        }
-                    }
+                    None => match self.answer_begun(method) {
+                        Answer::Refusal => return Ok(false),
+                        Answer::Acceptance => watching = false,
+                        Answer::NotYet => {}
+                    },
                     Some(None) => {
                         body_done = true;
                         if chunked {
@@ -249,7 +264,7 @@ impl BackendConnection {
             let wrote = tokio::select! {
                 biased;
                 result = write_all(&self.stream, &mut pending, stall_limit, written) => Some(result),
-                _ = self.stream.readable() => None,
+                _ = self.stream.readable(), if watching => None,
             };
             match wrote {
                 Some(Ok(())) => {
@@ -258,44 +273,55 @@ impl BackendConnection {
                         return Ok(true);
                     }
                 }
-                // The backend may have refused the body and answered.
-                Some(Err(_)) if self.answer_begun(method) => return Ok(false),
-                Some(Err(e)) => return Err(upstream(e)),
-                None => {
-                    if self.answer_begun(method) {
-                        return Ok(false);
-                    }
+                // The backend may have refused the body, answered and
+                // closed: what it sent is read next, and only if nothing
+                // came does the attempt fail.
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "sending a request body failed");
+                    return Ok(false);
                 }
+                None => match self.answer_begun(method) {
+                    Answer::Refusal => return Ok(false),
+                    Answer::Acceptance => watching = false,
+                    Answer::NotYet => {}
+                },
             }
         }
     }
 
-    /// The socket turned readable while the request was being sent: read
-    /// what came. Interim heads (`100 Continue`) are dropped and sending
-    /// goes on; anything else (a response, or the end of the stream) means
-    /// the backend is answering.
-    fn answer_begun(&mut self, method: &Method) -> bool {
+    /// The socket turned readable while the request body was being sent:
+    /// read what came. Interim heads (`100 Continue`) are dropped.
+    fn answer_begun(&mut self, method: &Method) -> Answer {
         match self.try_fill(HEAD_READ) {
-            Ok(0) => return true,
+            Ok(0) => return Answer::Refusal,
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return !self.buf.is_empty(),
-            Err(_) => return true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return Answer::Refusal,
         }
         loop {
+            if self.buf.is_empty() {
+                return Answer::NotYet;
+            }
             // Parse a copy: a final head stays in the buffer for read_head.
             let mut rest = self.buf.clone();
-            match head::parse_response(&mut rest, method) {
+            return match head::parse_response(&mut rest, method) {
                 Ok(Some(head))
                     if head.parts.status.is_informational()
                         && head.parts.status != http::StatusCode::SWITCHING_PROTOCOLS =>
                 {
                     self.buf = rest;
-                    if self.buf.is_empty() {
-                        return false;
-                    }
+                    continue;
                 }
-                _ => return true,
-            }
+                // A head still coming: the body goes on until it is whole.
+                Ok(None) => Answer::NotYet,
+                // A backend may answer 2xx before it has read the body and
+                // read it all the same: it gets the rest (RFC 9112 §9.3
+                // asks a client to stop only when the server closes).
+                Ok(Some(head)) if head.keep_alive && head.parts.status.as_u16() < 400 => {
+                    Answer::Acceptance
+                }
+                _ => Answer::Refusal,
+            };
         }
     }
 
