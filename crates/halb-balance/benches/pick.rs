@@ -44,6 +44,12 @@ impl BackendSet for Pool {
     fn in_flight(&self, index: usize) -> u64 {
         self.in_flight[index].load(Ordering::Relaxed)
     }
+    // A run at a time, as the data path's view of a pool reads it.
+    fn in_flight_range(&self, first: usize, out: &mut [u64]) {
+        for (in_flight, load) in self.in_flight[first..].iter().zip(out) {
+            *load = in_flight.load(Ordering::Relaxed);
+        }
+    }
     fn latency_ns(&self, index: usize) -> f64 {
         self.latency_ns[index]
     }

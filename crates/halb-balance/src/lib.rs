@@ -45,11 +45,6 @@ pub use round_robin::RoundRobin;
 pub use smooth_weighted::SmoothWeighted;
 pub use two_choices::TwoChoices;
 
-/// The load [`BackendSet::usable_in_flight`] reports for a backend that is
-/// not usable. No real backend reaches `u64::MAX` requests in flight, so the
-/// sentinel cannot be mistaken for a load.
-pub const UNUSABLE: u64 = u64::MAX;
-
 /// What a balancer may read of a pool's backends at pick time. Indices are
 /// `0..len()` in the order the balancer was built with.
 pub trait BackendSet {
@@ -60,7 +55,9 @@ pub trait BackendSet {
         self.len() == 0
     }
     /// Whether the backend may receive this request: healthy, not drained,
-    /// and not already tried by this request.
+    /// and not already tried by this request. Balancers may ask only about
+    /// the backends they would pick (least connections asks about a backend
+    /// only when its load beats the best so far, and once per pick).
     fn usable(&self, index: usize) -> bool;
     /// Requests (HTTP) or connections (TCP) in flight on the backend.
     fn in_flight(&self, index: usize) -> u64;
@@ -69,21 +66,18 @@ pub trait BackendSet {
         let _ = index;
         0.0
     }
-    /// Writes the in-flight count of backends `first..first + out.len()`
-    /// into `out`, or [`UNUSABLE`] for a backend that is not usable.
+    /// Writes the in-flight counts of backends `first..first + out.len()`
+    /// into `out`, whether or not they are usable.
     ///
-    /// Balancers that scan the whole pool (least connections) read it in
-    /// chunks through this method: one dynamic call per chunk instead of two
+    /// Balancers that read the whole pool (least connections) read it in
+    /// chunks through this method: one dynamic call per chunk instead of one
     /// per backend, because this default body is compiled for each
-    /// implementing type and so calls `usable` and `in_flight` statically.
-    /// Implementors need not override it.
-    fn usable_in_flight(&self, first: usize, out: &mut [u64]) {
+    /// implementing type and so calls `in_flight` statically. Implementors
+    /// may override it to read a run of backends without a bounds check
+    /// each.
+    fn in_flight_range(&self, first: usize, out: &mut [u64]) {
         for (index, load) in (first..).zip(out.iter_mut()) {
-            *load = if self.usable(index) {
-                self.in_flight(index)
-            } else {
-                UNUSABLE
-            };
+            *load = self.in_flight(index);
         }
     }
 }

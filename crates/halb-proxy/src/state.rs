@@ -321,6 +321,12 @@ impl BackendSet for Candidates<'_> {
         self.backends[index].in_flight.load(Relaxed)
     }
 
+    fn in_flight_range(&self, first: usize, out: &mut [u64]) {
+        for (backend, load) in self.backends[first..].iter().zip(out) {
+            *load = backend.in_flight.load(Relaxed);
+        }
+    }
+
     fn latency_ns(&self, index: usize) -> f64 {
         self.backends[index]
             .latency
