@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::Context;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::time::{Instant, Sleep};
 
 /// Longest chunk extension accepted, and all trailers together.
@@ -190,8 +190,42 @@ fn step(chunk: Chunk, byte: u8) -> Result<Option<Chunk>, &'static str> {
     Ok(Some(next))
 }
 
+/// `{len:x}\r\n`, the line before a chunk of `len` bytes, carved from
+/// the worker's arena.
+pub(crate) fn chunk_size_line(len: usize) -> Bytes {
+    crate::http::server::carve(20, |dst| {
+        let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1);
+        for shift in (0..digits).rev() {
+            dst.put_u8(b"0123456789abcdef"[(len >> (shift * 4)) & 0xf]);
+        }
+        dst.put_slice(b"\r\n");
+    })
+    .freeze()
+}
+
+/// What is wrong with a message's Content-Length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BadLength {
+    Invalid,
+    /// Two values that differ: the message could be read two ways.
+    Conflicting,
+}
+
+/// Fold one Content-Length header `value` into the length `seen` so far.
+/// A list of equal values ("5, 5") is one length (RFC 9110 §8.6).
+pub(crate) fn merge_content_length(value: &[u8], seen: &mut Option<u64>) -> Result<(), BadLength> {
+    for item in value.split(|b| *b == b',') {
+        let length = parse_length(item.trim_ascii()).ok_or(BadLength::Invalid)?;
+        match *seen {
+            Some(earlier) if earlier != length => return Err(BadLength::Conflicting),
+            _ => *seen = Some(length),
+        }
+    }
+    Ok(())
+}
+
 /// 1*DIGIT, without sign or overflow: a Content-Length value.
-pub(crate) fn parse_length(digits: &[u8]) -> Option<u64> {
+fn parse_length(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 {
         return None;
     }
@@ -246,6 +280,18 @@ impl StallTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_size_lines_are_hex() {
+        for (n, line) in [
+            (0, "0\r\n"),
+            (5, "5\r\n"),
+            (26, "1a\r\n"),
+            (65536, "10000\r\n"),
+        ] {
+            assert_eq!(&chunk_size_line(n)[..], line.as_bytes());
+        }
+    }
 
     /// Decode `stream` fed in the given pieces; the data and what followed.
     fn decode_in_pieces(

@@ -8,7 +8,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
 use super::BackendError;
-use crate::http::framing::{parse_length, BodyFraming};
+use crate::http::framing::{merge_content_length, BadLength, BodyFraming};
 use crate::http::server::carve;
 use crate::http::span::Span;
 
@@ -192,16 +192,14 @@ impl Framing {
                 .map(<[u8]>::trim_ascii)
         };
         if name == header::CONTENT_LENGTH {
-            for item in tokens() {
-                let length =
-                    parse_length(item).ok_or(BackendError::Malformed("invalid Content-Length"))?;
-                match self.content_length {
-                    Some(seen) if seen != length => {
-                        return Err(BackendError::Malformed("conflicting Content-Length values"))
+            merge_content_length(value.as_bytes(), &mut self.content_length).map_err(|why| {
+                match why {
+                    BadLength::Invalid => BackendError::Malformed("invalid Content-Length"),
+                    BadLength::Conflicting => {
+                        BackendError::Malformed("conflicting Content-Length values")
                     }
-                    _ => self.content_length = Some(length),
                 }
-            }
+            })?;
         } else if name == header::TRANSFER_ENCODING {
             for coding in tokens().filter(|c| !c.is_empty()) {
                 self.transfer_encoding = true;

@@ -28,6 +28,7 @@ pub(crate) use body::BackendBody;
 pub(crate) use head::{encode_request, ResponseHead};
 
 use super::body::RequestBody;
+use super::framing::chunk_size_line;
 use super::server::carve;
 use crate::error::ProxyError;
 use crate::sock::write_all;
@@ -353,13 +354,4 @@ impl BackendConnection {
     pub(crate) fn into_tunnel(self) -> (TcpStream, BytesMut) {
         (self.stream, self.buf)
     }
-}
-
-/// `{len:x}\r\n`, the line before a chunk of `len` bytes.
-fn chunk_size_line(len: usize) -> Bytes {
-    carve(20, |dst| {
-        use std::fmt::Write as _;
-        let _ = write!(dst, "{len:x}\r\n");
-    })
-    .freeze()
 }

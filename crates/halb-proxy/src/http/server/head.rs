@@ -8,7 +8,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Uri, Version};
 
 use crate::error::ProxyError;
-use crate::http::framing::{parse_length, BodyFraming};
+use crate::http::framing::{merge_content_length, BadLength, BodyFraming};
 use crate::http::span::Span;
 
 /// Headers a request head may carry; more gets 431.
@@ -136,16 +136,12 @@ struct Framing {
 impl Framing {
     fn observe(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), ProxyError> {
         if name == header::CONTENT_LENGTH {
-            // A list of equal values ("5, 5") is one length (RFC 9110 §8.6).
-            for item in value.as_bytes().split(|b| *b == b',') {
-                let length = parse_length(trim(item)).ok_or(bad("invalid Content-Length\n"))?;
-                match self.content_length {
-                    Some(seen) if seen != length => {
-                        return Err(bad("conflicting Content-Length values\n"))
-                    }
-                    _ => self.content_length = Some(length),
+            merge_content_length(value.as_bytes(), &mut self.content_length).map_err(|why| {
+                match why {
+                    BadLength::Invalid => bad("invalid Content-Length\n"),
+                    BadLength::Conflicting => bad("conflicting Content-Length values\n"),
                 }
-            }
+            })?;
         } else if name == header::TRANSFER_ENCODING {
             for coding in value.as_bytes().split(|b| *b == b',') {
                 let coding = trim(coding);

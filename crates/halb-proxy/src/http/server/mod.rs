@@ -218,7 +218,7 @@ pub(crate) async fn serve(
         }
     };
     match next {
-        Next::Tunnel(upgrade) => return Box::pin(tunnel(connection, upgrade)).await,
+        Next::Tunnel(upgrade) => return Box::pin(tunnel(connection, upgrade, idle_timeout)).await,
         Next::Close { linger: true } => Box::pin(linger(&connection)).await,
         _ => {}
     }
@@ -407,7 +407,8 @@ async fn linger(connection: &ClientConnection) {
 /// Protocols`, until both sides have closed. Bytes either side sent after
 /// its head go to the other side first; then the bytes are relayed as in
 /// TCP mode.
-async fn tunnel(connection: Rc<ClientConnection>, upgrade: BackendUpgrade) {
+/// `stall_limit`: how long either side may take no bytes of the early ones.
+async fn tunnel(connection: Rc<ClientConnection>, upgrade: BackendUpgrade, stall_limit: Duration) {
     let BackendUpgrade {
         stream: backend,
         early: from_backend,
@@ -423,7 +424,7 @@ async fn tunnel(connection: Rc<ClientConnection>, upgrade: BackendUpgrade) {
         if !bytes.is_empty() {
             let mut parts = [bytes.freeze()];
             let mut written = false;
-            let wrote = crate::sock::write_all(to, &mut parts, LINGER_TIME * 60, &mut written);
+            let wrote = crate::sock::write_all(to, &mut parts, stall_limit, &mut written);
             if wrote.await.is_err() {
                 return;
             }

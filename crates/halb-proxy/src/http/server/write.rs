@@ -16,6 +16,7 @@ use http_body::Body;
 use tokio::net::TcpStream;
 
 use crate::http::body::ResponseBody;
+use crate::http::framing::chunk_size_line;
 
 /// Flush once this much is queued, even if the body has more ready.
 const FLUSH_BYTES: usize = 64 * 1024;
@@ -214,7 +215,7 @@ async fn write_body(
         }
         match framing {
             Framing::Chunked => {
-                out.push(super::carve(20, |dst| write_hex_line(dst, data.len())).freeze());
+                out.push(chunk_size_line(data.len()));
                 out.push(data);
                 out.push(Bytes::from_static(b"\r\n"));
             }
@@ -264,15 +265,6 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .trim()
         .parse()
         .ok()
-}
-
-fn write_hex_line(dst: &mut BytesMut, n: usize) {
-    let digits = (usize::BITS - n.leading_zeros()).div_ceil(4).max(1);
-    dst.reserve(digits as usize + 2);
-    for shift in (0..digits).rev() {
-        dst.put_u8(b"0123456789abcdef"[(n >> (shift * 4)) & 0xf]);
-    }
-    dst.put_slice(b"\r\n");
 }
 
 /// The status line and headers, with a `Date` if the response has none.
@@ -452,20 +444,6 @@ mod tests {
         assert_eq!(&http_date(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
         assert_eq!(&http_date(951_782_400), b"Tue, 29 Feb 2000 00:00:00 GMT");
         assert_eq!(&http_date(4_102_444_799), b"Thu, 31 Dec 2099 23:59:59 GMT");
-    }
-
-    #[test]
-    fn chunk_size_lines_are_hex() {
-        for (n, line) in [
-            (0, "0\r\n"),
-            (5, "5\r\n"),
-            (26, "1a\r\n"),
-            (65536, "10000\r\n"),
-        ] {
-            let mut dst = BytesMut::new();
-            write_hex_line(&mut dst, n);
-            assert_eq!(&dst[..], line.as_bytes());
-        }
     }
 
     #[test]
