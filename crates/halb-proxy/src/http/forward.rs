@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 
 use super::body::{RequestBody, ResponseBody};
 use super::client::{self, BackendBody, BackendConnection, ResponseHead};
 use super::exchange::{Exchange, Progress};
-use super::headers::{add_forwarding, is_upgrade_request, strip_hop_by_hop, ClientAddress};
+use super::fields::{Fields, Known};
+use super::headers::{drop_connection_named, encode_request, ClientAddress};
 use super::server::ClientBody;
 use super::upstream::UpstreamPool;
 use crate::error::{ProxyError, Side};
@@ -31,6 +32,27 @@ pub(crate) struct Handler {
     /// The forwarding headers for this client, made at the connection's
     /// first request (boxed: an idle connection's future stays small).
     pub(crate) client: std::cell::OnceCell<Box<ClientAddress>>,
+}
+
+/// A request as the server side hands it over.
+pub(crate) struct ClientRequest {
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+    pub(crate) version: Version,
+    pub(crate) fields: Fields,
+    /// `Connection: upgrade` with an `Upgrade` header.
+    pub(crate) upgrade: bool,
+    pub(crate) body: ClientBody,
+}
+
+/// A response as the server side gets it: from a backend, or halb's own.
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    /// Hop-by-hop headers left in are not written.
+    pub(crate) fields: Fields,
+    /// halb's answer wants the connection closed after it.
+    pub(crate) close: bool,
+    pub(crate) body: ResponseBody,
 }
 
 /// A backend that answered `101 Switching Protocols`: its connection (and
@@ -62,23 +84,32 @@ struct FailedAttempt {
 impl Handler {
     /// Forward one request; the response for the client, and the backend's
     /// side of the tunnel when it switched protocols.
-    pub(crate) async fn handle(
-        &self,
-        request: Request<ClientBody>,
-    ) -> (Response<ResponseBody>, Option<BackendUpgrade>) {
+    pub(crate) async fn handle(&self, request: ClientRequest) -> (Reply, Option<BackendUpgrade>) {
         let route = self.listener.route.load_full();
-        let mut exchange = Exchange::start(route, self.peer, request.method(), request.uri());
+        let mut exchange = Exchange::start(route, self.peer, &request.method, &request.uri);
         let (route, progress) = exchange.route_and_progress();
         match self.forward(request, &route.pool, progress).await {
-            Ok(Forwarded::Response(parts, body)) => {
-                exchange.answered(parts.status, true);
-                let response = Response::from_parts(parts, ResponseBody::upstream(body, exchange));
-                (response, None)
+            Ok(Forwarded::Response(status, fields, body)) => {
+                exchange.answered(status, true);
+                let body = ResponseBody::upstream(body, exchange);
+                let reply = Reply {
+                    status,
+                    fields,
+                    close: false,
+                    body,
+                };
+                (reply, None)
             }
-            Ok(Forwarded::Upgraded(parts, upgrade)) => {
-                exchange.answered(parts.status, true);
+            Ok(Forwarded::Upgraded(status, fields, upgrade)) => {
+                exchange.answered(status, true);
                 let body = ResponseBody::full(Bytes::new(), exchange);
-                (Response::from_parts(parts, body), Some(upgrade))
+                let reply = Reply {
+                    status,
+                    fields,
+                    close: false,
+                    body,
+                };
+                (reply, Some(upgrade))
             }
             Err(error) => {
                 tracing::debug!(listener = %self.config.name, side = ?error.side(), %error, "request failed");
@@ -89,32 +120,36 @@ impl Handler {
 
     async fn forward(
         &self,
-        request: Request<ClientBody>,
+        request: ClientRequest,
         pool: &PoolState,
         progress: &mut Progress,
     ) -> Result<Forwarded, ProxyError> {
-        let upgrade = is_upgrade_request(request.headers());
         let key = super::hash_key::request_key(pool, &request, self.peer);
-
-        let (mut parts, body) = request.into_parts();
-        strip_hop_by_hop(&mut parts.headers, upgrade);
+        let ClientRequest {
+            method,
+            uri,
+            version,
+            mut fields,
+            upgrade,
+            body,
+        } = request;
+        if version != Version::HTTP_11 && !fields.contains(Known::Host) {
+            return Err(ProxyError::BadRequest("a Host header is required\n"));
+        }
+        drop_connection_named(&mut fields, upgrade);
+        let body = self.read_first_frame(body).await?;
+        let chunked = !matches!(body, RequestBody::Empty) && !fields.contains(Known::ContentLength);
         let client = self
             .client
             .get_or_init(|| Box::new(ClientAddress::new(self.peer.ip())));
-        add_forwarding(&mut parts.headers, client);
-        if parts.version != Version::HTTP_11 && !parts.headers.contains_key(header::HOST) {
-            return Err(ProxyError::BadRequest("a Host header is required\n"));
-        }
-        parts.uri = origin_form(&parts.uri);
-
-        let body = self.read_first_frame(body).await?;
-        let chunked = !matches!(body, RequestBody::Empty)
-            && !parts.headers.contains_key(header::CONTENT_LENGTH);
+        let target = origin_form(&uri);
+        let head = encode_request(&method, target, &fields, client, upgrade, chunked);
+        drop(fields);
         let mut request = Outbound {
-            head: client::encode_request(&parts, chunked),
+            head,
             body,
             chunked,
-            method: parts.method,
+            method,
         };
         // Sent once, a request may go again to another backend only if
         // repeating it is harmless and there is no body to replay.
@@ -140,17 +175,18 @@ impl Handler {
             match self.attempt(pool, &in_flight, &mut request).await {
                 Ok((head, connection, complete, took)) => {
                     progress.backend_time = Some(took);
-                    let failed = pool.outlier.counts_status(head.parts.status.as_u16());
+                    let failed = pool.outlier.counts_status(head.status.as_u16());
                     if failed {
                         in_flight.fail();
                     }
                     pool.record_outcome(backend, failed);
                     let ResponseHead {
-                        mut parts,
+                        status,
+                        mut fields,
                         framing,
                         keep_alive,
                     } = head;
-                    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                    if status == StatusCode::SWITCHING_PROTOCOLS {
                         if !upgrade {
                             return Err(ProxyError::Upstream(client::BackendError::Malformed(
                                 "101 Switching Protocols to a request that asked for no upgrade",
@@ -162,9 +198,9 @@ impl Handler {
                             early,
                             in_flight,
                         };
-                        return Ok(Forwarded::Upgraded(parts, upgrade));
+                        return Ok(Forwarded::Upgraded(status, fields, upgrade));
                     }
-                    strip_hop_by_hop(&mut parts.headers, false);
+                    drop_connection_named(&mut fields, false);
                     let reuse = (keep_alive && complete).then(|| self.upstream.clone());
                     let body = BackendBody::new(
                         connection,
@@ -173,7 +209,7 @@ impl Handler {
                         pool.config.timeout,
                         in_flight,
                     );
-                    return Ok(Forwarded::Response(parts, body));
+                    return Ok(Forwarded::Response(status, fields, body));
                 }
                 Err(failed) => {
                     if failed.error.side() == Side::Downstream {
@@ -286,8 +322,8 @@ impl Handler {
 }
 
 enum Forwarded {
-    Response(http::response::Parts, BackendBody),
-    Upgraded(http::response::Parts, BackendUpgrade),
+    Response(StatusCode, Fields, BackendBody),
+    Upgraded(StatusCode, Fields, BackendUpgrade),
 }
 
 /// RFC 9110 §9.2.2: a request the client may repeat without harm.
@@ -300,30 +336,40 @@ fn is_idempotent(method: &Method) -> bool {
 
 /// Backends get the origin form (`/path?query`) even when a client sent the
 /// absolute form.
-fn origin_form(uri: &Uri) -> Uri {
-    if uri.scheme().is_none() && uri.authority().is_none() {
-        return uri.clone();
-    }
+fn origin_form(uri: &Uri) -> &[u8] {
     uri.path_and_query()
-        .map(|pq| Uri::from(pq.clone()))
-        .unwrap_or_else(|| Uri::from_static("/"))
+        .map_or(&b"/"[..], |path| path.as_str().as_bytes())
 }
 
 /// halb's own answer to a request it could not forward.
-pub(crate) fn error_response(error: &ProxyError, mut exchange: Exchange) -> Response<ResponseBody> {
-    exchange.answered(error.status(), false);
-    let mut response = Response::new(ResponseBody::full(
-        Bytes::from_static(error.client_message().as_bytes()),
-        exchange,
-    ));
-    *response.status_mut() = error.status();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    if error.status().is_client_error() {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+pub(crate) fn error_response(error: &ProxyError, mut exchange: Exchange) -> Reply {
+    let status = error.status();
+    exchange.answered(status, false);
+    Reply {
+        status,
+        fields: Fields::from_pairs(&[("content-type", "text/plain; charset=utf-8")]),
+        close: status.is_client_error(),
+        body: ResponseBody::full(
+            Bytes::from_static(error.client_message().as_bytes()),
+            exchange,
+        ),
     }
-    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_get_the_origin_form() {
+        for (target, origin) in [
+            ("/a/b?c=d", "/a/b?c=d"),
+            ("http://example/a?b", "/a?b"),
+            ("http://example", "/"),
+            ("*", "*"),
+        ] {
+            let uri: Uri = target.parse().unwrap();
+            assert_eq!(origin_form(&uri), origin.as_bytes(), "{target}");
+        }
+    }
 }

@@ -2,17 +2,17 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use super::fields::Known;
+use super::forward::ClientRequest;
+use crate::state::PoolState;
 use halb_balance::hash_bytes;
 use halb_config::{Algorithm, HashKey};
-use http::{header, Request};
-
-use crate::state::PoolState;
 
 /// The request's hash key, or `None` when the pool does not hash or the
 /// request lacks the header or cookie named.
-pub(crate) fn request_key<B>(
+pub(crate) fn request_key(
     pool: &PoolState,
-    request: &Request<B>,
+    request: &ClientRequest,
     peer: SocketAddr,
 ) -> Option<u64> {
     if pool.config.algorithm != Algorithm::Maglev {
@@ -20,20 +20,16 @@ pub(crate) fn request_key<B>(
     }
     match &pool.config.hash_key {
         HashKey::ClientIp => Some(ip_key(peer.ip())),
-        HashKey::Path => Some(hash_bytes(request.uri().path().as_bytes())),
-        HashKey::Header(name) => request
-            .headers()
-            .get(name.as_str())
-            .map(|v| hash_bytes(v.as_bytes())),
+        HashKey::Path => Some(hash_bytes(request.uri.path().as_bytes())),
+        HashKey::Header(name) => request.fields.get_named(name).map(hash_bytes),
         HashKey::Cookie(name) => request
-            .headers()
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
+            .fields
+            .values(Known::Cookie)
+            .flat_map(|value| value.split(|b| *b == b';'))
             .find_map(|pair| {
-                let (k, v) = pair.trim().split_once('=')?;
-                (k == name).then(|| hash_bytes(v.as_bytes()))
+                let pair = pair.trim_ascii();
+                let at = pair.iter().position(|b| *b == b'=')?;
+                (&pair[..at] == name.as_bytes()).then(|| hash_bytes(&pair[at + 1..]))
             }),
     }
 }

@@ -1,92 +1,19 @@
 //! Header rules at the proxy boundary: hop-by-hop headers stop here (RFC
 //! 9110 §7.6.1), and the backend learns who the client was.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use bytes::{BufMut, Bytes};
+use http::Method;
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+use super::fields::{put_field, Fields, Known};
 
-/// Headers a `Connection` header may not remove: they carry the message's
-/// framing or identity, or what halb itself adds.
-fn is_protected(name: &HeaderName) -> bool {
-    name == header::HOST
-        || name == header::CONTENT_LENGTH
-        || name == X_FORWARDED_FOR
-        || name == X_FORWARDED_PROTO
-        || name == FORWARDED
-}
-
-/// The headers [`strip_hop_by_hop`] always removes (`Upgrade` but for a
-/// real upgrade), and `Expect`, which halb answers itself.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == header::EXPECT
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
-}
-
-/// Whether the request asks to switch protocols (e.g. WebSocket).
-pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && connection_has_token(headers, "upgrade")
-}
-
-fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|value| {
-        value
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    })
-}
-
-/// Remove hop-by-hop headers: `Connection` and the headers it names,
-/// Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding (halb
-/// frames each message itself), Upgrade, and Expect (halb answered it).
-/// For a real upgrade, `Upgrade` is kept and `Connection: upgrade`
-/// restated.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Most messages carry none of them: one pass over the names finds out,
-    // cheaper than a hashed removal of each.
-    if !headers.keys().any(is_hop_by_hop) {
-        if upgrade {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        }
-        return;
-    }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|value| value.to_str().unwrap_or("").split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-            .filter(|name| !is_protected(name) && (!upgrade || name != header::UPGRADE))
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-        headers.remove(header::CONNECTION);
-    }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(header::TE);
-    headers.remove(header::TRAILER);
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(header::EXPECT);
-    if upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
+/// Drop the headers a `Connection` header names (but those it may not
+/// remove, and `Upgrade` for a real upgrade). The other hop-by-hop headers
+/// are skipped when the head is encoded.
+pub(crate) fn drop_connection_named(fields: &mut Fields, upgrade: bool) {
+    if fields.contains(Known::Connection) {
+        fields.drop_connection_named(upgrade);
     }
 }
 
@@ -95,11 +22,10 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// formatting or allocation.
 #[derive(Debug, Clone)]
 pub(crate) struct ClientAddress {
-    ip: IpAddr,
-    /// `X-Forwarded-For` when the client sent none: its address.
-    xff: HeaderValue,
+    /// The address as text: `X-Forwarded-For`'s element.
+    ip: Box<str>,
     /// The `Forwarded` element halb appends (RFC 7239).
-    forwarded: HeaderValue,
+    forwarded: Box<str>,
 }
 
 impl ClientAddress {
@@ -109,67 +35,111 @@ impl ClientAddress {
             IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto=http"),
         };
         ClientAddress {
-            ip,
-            xff: HeaderValue::try_from(ip.to_string()).expect("an IP address is a header value"),
-            forwarded: HeaderValue::try_from(forwarded).expect("ASCII is a header value"),
+            ip: ip.to_string().into(),
+            forwarded: forwarded.into(),
         }
     }
 }
 
-/// Tell the backend who the client is: `X-Forwarded-For` (appended to what
-/// the client sent), `X-Forwarded-Proto` and `Forwarded` (RFC 7239).
-pub(crate) fn add_forwarding(headers: &mut HeaderMap, client: &ClientAddress) {
-    if headers.contains_key(&X_FORWARDED_FOR) {
-        let mut xff = String::with_capacity(48);
-        for value in headers.get_all(&X_FORWARDED_FOR) {
-            if let Ok(value) = value.to_str() {
-                xff.push_str(value);
-                xff.push_str(", ");
+/// The request head as sent to a backend, encoded once (a retry resends
+/// the same bytes): always HTTP/1.1 with the origin-form `target`; the
+/// client's headers in order but for the hop-by-hop ones (`Upgrade` is
+/// kept and `Connection: upgrade` restated for a real upgrade); then what
+/// tells the backend who the client is: `X-Forwarded-For` (appended to what
+/// the client sent), `X-Forwarded-Proto` (replacing the client's) and
+/// `Forwarded` (after the client's, RFC 7239); and
+/// `Transfer-Encoding: chunked` when the body is re-framed that way.
+pub(crate) fn encode_request(
+    method: &Method,
+    target: &[u8],
+    fields: &Fields,
+    client: &ClientAddress,
+    upgrade: bool,
+    chunked: bool,
+) -> Bytes {
+    let room = method.as_str().len() + target.len() + fields.encoded_len() + 160;
+    super::server::carve(room, |dst| {
+        dst.put_slice(method.as_str().as_bytes());
+        dst.put_u8(b' ');
+        dst.put_slice(target);
+        dst.put_slice(b" HTTP/1.1\r\n");
+        let mut prior_xff = false;
+        for (name, value, known) in fields.iter() {
+            match known {
+                Known::XForwardedFor => prior_xff = true,
+                Known::XForwardedProto => {}
+                Known::Upgrade if upgrade => put_field(dst, name, value),
+                known if known.is_hop_by_hop() => {}
+                _ => put_field(dst, name, value),
             }
         }
-        let _ = write!(xff, "{}", client.ip);
-        if let Ok(value) = HeaderValue::try_from(xff) {
-            headers.insert(X_FORWARDED_FOR.clone(), value);
+        dst.put_slice(b"x-forwarded-for: ");
+        if prior_xff {
+            for value in fields.values(Known::XForwardedFor) {
+                dst.put_slice(value);
+                dst.put_slice(b", ");
+            }
         }
-    } else {
-        headers.insert(X_FORWARDED_FOR.clone(), client.xff.clone());
-    }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    headers.append(FORWARDED.clone(), client.forwarded.clone());
+        dst.put_slice(client.ip.as_bytes());
+        dst.put_slice(b"\r\nx-forwarded-proto: http\r\nforwarded: ");
+        dst.put_slice(client.forwarded.as_bytes());
+        dst.put_slice(b"\r\n");
+        if upgrade {
+            dst.put_slice(b"connection: upgrade\r\n");
+        }
+        if chunked {
+            dst.put_slice(b"transfer-encoding: chunked\r\n");
+        }
+        dst.put_slice(b"\r\n");
+    })
+    .freeze()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::fields::has_token;
 
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for (name, value) in pairs {
-            headers.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        headers
+    /// What the server side finds when it parses a request head.
+    fn is_upgrade_request(fields: &Fields) -> bool {
+        fields.contains(Known::Upgrade)
+            && fields
+                .values(Known::Connection)
+                .any(|value| has_token(value, b"upgrade"))
     }
+
+    /// The head a backend gets for a GET with these headers, from 127.0.0.1.
+    fn forwarded(pairs: &[(&str, &str)]) -> String {
+        let mut fields = Fields::from_pairs(pairs);
+        let upgrade = is_upgrade_request(&fields);
+        drop_connection_named(&mut fields, upgrade);
+        let client = ClientAddress::new("127.0.0.1".parse().unwrap());
+        let head = encode_request(&Method::GET, b"/x", &fields, &client, upgrade, false);
+        String::from_utf8(head.to_vec()).unwrap()
+    }
+
+    const ADDED: &str =
+        "x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\nforwarded: for=127.0.0.1;proto=http\r\n";
 
     #[test]
     fn strips_hop_by_hop_and_the_headers_connection_names() {
-        let mut headers = map(&[
-            ("connection", "keep-alive, x-secret"),
+        let head = forwarded(&[
+            ("Connection", "keep-alive, x-secret"),
             ("connection", "x-other"),
             ("x-secret", "1"),
-            ("x-other", "2"),
+            ("X-Other", "2"),
             ("keep-alive", "timeout=5"),
             ("proxy-connection", "keep-alive"),
             ("te", "trailers"),
             ("trailer", "x-t"),
             ("upgrade", "websocket"),
+            ("Host", "a"),
             ("x-kept", "3"),
         ]);
-        strip_hop_by_hop(&mut headers, false);
-        let names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["x-kept"]);
+        assert_eq!(
+            head,
+            format!("GET /x HTTP/1.1\r\nHost: a\r\nx-kept: 3\r\n{ADDED}\r\n")
+        );
     }
 
     #[test]
@@ -182,56 +152,66 @@ mod tests {
             "expect",
             "keep-alive",
             "proxy-connection",
+            "connection",
         ] {
-            let mut headers = map(&[(name, "x"), ("x-kept", "1")]);
-            strip_hop_by_hop(&mut headers, false);
-            let names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
-            assert_eq!(names, ["x-kept"], "{name}");
+            let head = forwarded(&[(name, "x"), ("x-kept", "1")]);
+            assert_eq!(
+                head,
+                format!("GET /x HTTP/1.1\r\nx-kept: 1\r\n{ADDED}\r\n"),
+                "{name}"
+            );
         }
-        let mut plain = map(&[("host", "a"), ("x-kept", "1")]);
-        strip_hop_by_hop(&mut plain, false);
-        assert_eq!(plain.len(), 2);
-        strip_hop_by_hop(&mut plain, true);
-        assert_eq!(plain["connection"], "upgrade");
     }
 
     #[test]
     fn connection_cannot_remove_host_or_forwarding_headers() {
-        let mut headers = map(&[
+        let head = forwarded(&[
             ("connection", "host, x-forwarded-for, content-length"),
             ("host", "a"),
             ("x-forwarded-for", "1.2.3.4"),
             ("content-length", "0"),
         ]);
-        strip_hop_by_hop(&mut headers, false);
-        assert_eq!(headers.len(), 3);
+        assert_eq!(
+            head,
+            "GET /x HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\n\
+             x-forwarded-for: 1.2.3.4, 127.0.0.1\r\nx-forwarded-proto: http\r\n\
+             forwarded: for=127.0.0.1;proto=http\r\n\r\n"
+        );
     }
 
     #[test]
     fn upgrade_is_kept_for_a_real_upgrade() {
-        let mut headers = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
-        assert!(is_upgrade_request(&headers));
-        strip_hop_by_hop(&mut headers, true);
-        assert_eq!(headers["upgrade"], "websocket");
-        assert_eq!(headers["connection"], "upgrade");
+        let head = forwarded(&[("Connection", "Upgrade"), ("Upgrade", "websocket")]);
+        assert_eq!(
+            head,
+            format!("GET /x HTTP/1.1\r\nUpgrade: websocket\r\n{ADDED}connection: upgrade\r\n\r\n")
+        );
+        assert!(!is_upgrade_request(&Fields::from_pairs(&[(
+            "upgrade",
+            "websocket"
+        )])));
     }
 
     #[test]
     fn forwarding_headers_append_to_what_the_client_sent() {
-        let mut headers = map(&[
-            ("x-forwarded-for", "10.0.0.1"),
+        let head = forwarded(&[
+            ("X-Forwarded-For", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
             ("forwarded", "for=10.0.0.1"),
+            ("x-forwarded-proto", "https"),
         ]);
-        add_forwarding(
-            &mut headers,
-            &ClientAddress::new("127.0.0.1".parse().unwrap()),
+        assert_eq!(
+            head,
+            "GET /x HTTP/1.1\r\nforwarded: for=10.0.0.1\r\n\
+             x-forwarded-for: 10.0.0.1, 10.0.0.2, 127.0.0.1\r\nx-forwarded-proto: http\r\n\
+             forwarded: for=127.0.0.1;proto=http\r\n\r\n"
         );
-        assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        assert_eq!(headers["x-forwarded-proto"], "http");
-        let forwarded: Vec<_> = headers.get_all("forwarded").iter().collect();
-        assert_eq!(forwarded, ["for=10.0.0.1", "for=127.0.0.1;proto=http"]);
-        let mut v6 = HeaderMap::new();
-        add_forwarding(&mut v6, &ClientAddress::new("::1".parse().unwrap()));
-        assert_eq!(v6["forwarded"], "for=\"[::1]\";proto=http");
+        let client = ClientAddress::new("::1".parse().unwrap());
+        let head = encode_request(&Method::PUT, b"/", &Fields::default(), &client, false, true);
+        assert_eq!(
+            head,
+            &b"PUT / HTTP/1.1\r\nx-forwarded-for: ::1\r\nx-forwarded-proto: http\r\n\
+               forwarded: for=\"[::1]\";proto=http\r\ntransfer-encoding: chunked\r\n\r\n"[..]
+        );
     }
 }

@@ -5,6 +5,7 @@
 mod body;
 mod client;
 mod exchange;
+mod fields;
 mod forward;
 mod framing;
 mod hash_key;

@@ -1,16 +1,13 @@
-//! Heads on backend connections: the request head encoded once into bytes
-//! (so a retry resends the same bytes, no header map copied), and the
-//! response head parsed with httparse into `http::response::Parts` whose
-//! header values are slices of the head as read.
+//! Response heads on backend connections, parsed with httparse into
+//! [`Fields`]: offsets into the head as read, not copies. (The request head
+//! is encoded once, by [`crate::http::headers::encode_request`].)
 
-use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use bytes::BytesMut;
 use http::{Method, StatusCode, Version};
 
 use super::BackendError;
+use crate::http::fields::{has_token, Fields, FieldsBuilder, Known};
 use crate::http::framing::{merge_content_length, BadLength, BodyFraming};
-use crate::http::server::carve;
-use crate::http::span::Span;
 
 /// Headers a response head may carry; more is a malformed response.
 const MAX_HEADERS: usize = 128;
@@ -29,45 +26,11 @@ pub(crate) enum ResponseFraming {
 /// A backend's response head with what the connection needs to know.
 #[derive(Debug)]
 pub(crate) struct ResponseHead {
-    pub(crate) parts: http::response::Parts,
+    pub(crate) status: StatusCode,
+    pub(crate) fields: Fields,
     pub(crate) framing: ResponseFraming,
     /// Whether the connection may carry another request after this body.
     pub(crate) keep_alive: bool,
-}
-
-/// The request head as sent to a backend: always HTTP/1.1, the origin-form
-/// target, the headers as given, and `Transfer-Encoding: chunked` when the
-/// body is re-framed that way.
-pub(crate) fn encode_request(parts: &http::request::Parts, chunked: bool) -> Bytes {
-    let target = match parts.uri.path_and_query() {
-        Some(path) => path.as_str(),
-        None => parts.uri.authority().map_or("/", |a| a.as_str()),
-    };
-    let room = parts.method.as_str().len()
-        + target.len()
-        + 64
-        + parts
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum::<usize>();
-    carve(room, |dst| {
-        dst.put_slice(parts.method.as_str().as_bytes());
-        dst.put_u8(b' ');
-        dst.put_slice(target.as_bytes());
-        dst.put_slice(b" HTTP/1.1\r\n");
-        for (name, value) in &parts.headers {
-            dst.put_slice(name.as_str().as_bytes());
-            dst.put_slice(b": ");
-            dst.put_slice(value.as_bytes());
-            dst.put_slice(b"\r\n");
-        }
-        if chunked {
-            dst.put_slice(b"transfer-encoding: chunked\r\n");
-        }
-        dst.put_slice(b"\r\n");
-    })
-    .freeze()
 }
 
 /// Parse the response head at the start of `buf`. `Ok(None)`: not complete
@@ -105,26 +68,13 @@ pub(crate) fn parse_response(
     let status = StatusCode::from_u16(response.code.unwrap_or(0))
         .map_err(|_| BackendError::Malformed("invalid status code"))?;
     let base: &[u8] = buf;
-    let mut spans = [(Span::default(), Span::default()); MAX_HEADERS];
-    let count = response.headers.len();
-    for (span, header) in spans.iter_mut().zip(response.headers.iter()) {
-        *span = (
-            Span::of(base, header.name.as_bytes()),
-            Span::of(base, header.value),
-        );
-    }
-    let head = buf.split_to(len).freeze();
-
-    let mut map = HeaderMap::with_capacity(count);
+    let mut fields = FieldsBuilder::with_capacity(response.headers.len());
     let mut framing = Framing::default();
-    for &(name, value) in &spans[..count] {
-        let name = HeaderName::from_bytes(name.bytes(&head))
-            .map_err(|_| BackendError::Malformed("malformed header name"))?;
-        let value = HeaderValue::from_maybe_shared(value.slice(&head))
-            .map_err(|_| BackendError::Malformed("malformed header value"))?;
-        framing.observe(&name, &value)?;
-        map.append(name, value);
+    for header in response.headers.iter() {
+        let known = fields.push(base, header.name.as_bytes(), header.value);
+        framing.observe(known, header.value)?;
     }
+    let mut fields = fields.finish(buf.split_to(len).freeze());
     let bodiless = *method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -147,7 +97,7 @@ pub(crate) fn parse_response(
         // forwarded, and the connection is not reused (RFC 9112 §6.3: the
         // message may be a smuggling attempt).
         if framing.content_length.is_some() {
-            map.remove(header::CONTENT_LENGTH);
+            fields.drop_all(Known::ContentLength);
             keep_alive = false;
         }
         ResponseFraming::Framed(BodyFraming::Chunked)
@@ -161,12 +111,9 @@ pub(crate) fn parse_response(
     if body == ResponseFraming::UntilClose || status == StatusCode::SWITCHING_PROTOCOLS {
         keep_alive = false;
     }
-    let (mut parts, ()) = http::Response::new(()).into_parts();
-    parts.status = status;
-    parts.version = Version::HTTP_11;
-    parts.headers = map;
     Ok(Some(ResponseHead {
-        parts,
+        status,
+        fields,
         framing: body,
         keep_alive,
     }))
@@ -184,32 +131,28 @@ struct Framing {
 }
 
 impl Framing {
-    fn observe(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), BackendError> {
-        let tokens = || {
-            value
-                .as_bytes()
-                .split(|b| *b == b',')
-                .map(<[u8]>::trim_ascii)
-        };
-        if name == header::CONTENT_LENGTH {
-            merge_content_length(value.as_bytes(), &mut self.content_length).map_err(|why| {
-                match why {
+    fn observe(&mut self, known: Known, value: &[u8]) -> Result<(), BackendError> {
+        match known {
+            Known::ContentLength => {
+                merge_content_length(value, &mut self.content_length).map_err(|why| match why {
                     BadLength::Invalid => BackendError::Malformed("invalid Content-Length"),
                     BadLength::Conflicting => {
                         BackendError::Malformed("conflicting Content-Length values")
                     }
+                })?;
+            }
+            Known::TransferEncoding => {
+                let codings = value.split(|b| *b == b',').map(<[u8]>::trim_ascii);
+                for coding in codings.filter(|c| !c.is_empty()) {
+                    self.transfer_encoding = true;
+                    self.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
                 }
-            })?;
-        } else if name == header::TRANSFER_ENCODING {
-            for coding in tokens().filter(|c| !c.is_empty()) {
-                self.transfer_encoding = true;
-                self.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
             }
-        } else if name == header::CONNECTION {
-            for token in tokens() {
-                self.close_token |= token.eq_ignore_ascii_case(b"close");
-                self.keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+            Known::Connection => {
+                self.close_token |= has_token(value, b"close");
+                self.keep_alive_token |= has_token(value, b"keep-alive");
             }
+            _ => {}
         }
         Ok(())
     }
@@ -237,8 +180,8 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(head.parts.status, StatusCode::OK);
-        assert_eq!(head.parts.headers["x-a"], "1");
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.fields.get_named("x-a"), Some(&b"1"[..]));
         assert_eq!(
             head.framing,
             ResponseFraming::Framed(BodyFraming::Length(5))
@@ -320,7 +263,7 @@ mod tests {
         .unwrap()
         .unwrap();
         assert!(
-            !head.parts.headers.contains_key(header::CONTENT_LENGTH),
+            !head.fields.contains(Known::ContentLength),
             "with Transfer-Encoding, a Content-Length is not forwarded"
         );
     }
@@ -359,24 +302,5 @@ mod tests {
             parse(&huge_head, Method::GET),
             Err(BackendError::HeadTooLarge)
         ));
-    }
-
-    #[test]
-    fn request_heads_are_http_1_1_in_origin_form() {
-        let mut request = http::Request::new(());
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = "/a/b?c=d".parse().unwrap();
-        request
-            .headers_mut()
-            .insert(header::HOST, HeaderValue::from_static("example"));
-        let (parts, ()) = request.into_parts();
-        assert_eq!(
-            &encode_request(&parts, false)[..],
-            b"POST /a/b?c=d HTTP/1.1\r\nhost: example\r\n\r\n"
-        );
-        assert_eq!(
-            &encode_request(&parts, true)[..],
-            b"POST /a/b?c=d HTTP/1.1\r\nhost: example\r\ntransfer-encoding: chunked\r\n\r\n"
-        );
     }
 }

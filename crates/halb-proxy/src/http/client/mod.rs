@@ -25,7 +25,7 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 pub(crate) use body::BackendBody;
-pub(crate) use head::{encode_request, ResponseHead};
+pub(crate) use head::ResponseHead;
 
 use super::body::RequestBody;
 use super::framing::chunk_size_line;
@@ -307,8 +307,8 @@ impl BackendConnection {
             let mut rest = self.buf.clone();
             return match head::parse_response(&mut rest, method) {
                 Ok(Some(head))
-                    if head.parts.status.is_informational()
-                        && head.parts.status != http::StatusCode::SWITCHING_PROTOCOLS =>
+                    if head.status.is_informational()
+                        && head.status != http::StatusCode::SWITCHING_PROTOCOLS =>
                 {
                     self.buf = rest;
                     continue;
@@ -318,7 +318,7 @@ impl BackendConnection {
                 // A backend may answer 2xx before it has read the body and
                 // read it all the same: it gets the rest (RFC 9112 §9.3
                 // asks a client to stop only when the server closes).
-                Ok(Some(head)) if head.keep_alive && head.parts.status.as_u16() < 400 => {
+                Ok(Some(head)) if head.keep_alive && head.status.as_u16() < 400 => {
                     Answer::Acceptance
                 }
                 _ => Answer::Refusal,
@@ -331,7 +331,7 @@ impl BackendConnection {
         loop {
             if !self.buf.is_empty() {
                 if let Some(head) = head::parse_response(&mut self.buf, method)? {
-                    let status = head.parts.status;
+                    let status = head.status;
                     if status.is_informational() && status != http::StatusCode::SWITCHING_PROTOCOLS
                     {
                         continue;

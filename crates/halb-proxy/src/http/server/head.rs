@@ -1,13 +1,12 @@
 //! Request heads: parsed once with httparse, validated for what a load
-//! balancer must refuse (ambiguous framing, a missing Host), and turned into
-//! `http::request::Parts` whose header values are slices of the head's
-//! bytes, not copies.
+//! balancer must refuse (ambiguous framing, a missing Host), and kept as
+//! [`Fields`]: offsets into the head's bytes, not copies.
 
 use bytes::BytesMut;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Uri, Version};
+use http::{Method, Uri, Version};
 
 use crate::error::ProxyError;
+use crate::http::fields::{has_token, Fields, FieldsBuilder, Known};
 use crate::http::framing::{merge_content_length, BadLength, BodyFraming};
 use crate::http::span::Span;
 
@@ -17,7 +16,9 @@ pub(crate) const MAX_HEADERS: usize = 100;
 /// A request head, validated, with what the connection needs to know.
 #[derive(Debug)]
 pub(crate) struct RequestHead {
-    pub(crate) parts: http::request::Parts,
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+    pub(crate) fields: Fields,
     pub(crate) body: BodyFraming,
     /// The client's version (the request forwarded is always HTTP/1.1).
     pub(crate) version: Version,
@@ -61,28 +62,18 @@ pub(crate) fn parse(
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| bad("malformed method\n"))?;
     let base: &[u8] = buf;
     let target = Span::of(base, request.path.unwrap_or("").as_bytes());
-    let mut spans = [(Span::default(), Span::default()); MAX_HEADERS];
-    let count = request.headers.len();
-    for (span, header) in spans.iter_mut().zip(request.headers.iter()) {
-        *span = (
-            Span::of(base, header.name.as_bytes()),
-            Span::of(base, header.value),
-        );
+    let mut fields = FieldsBuilder::with_capacity(request.headers.len());
+    for header in request.headers.iter() {
+        fields.push(base, header.name.as_bytes(), header.value);
     }
     let head = buf.split_to(len).freeze();
 
     let uri = Uri::from_maybe_shared(target.slice(&head))
         .map_err(|_| bad("malformed request target\n"))?;
-    // Room for the forwarding headers halb adds.
-    let mut map = HeaderMap::with_capacity(count + 3);
+    let fields = fields.finish(head);
     let mut framing = Framing::default();
-    for &(name, value) in &spans[..count] {
-        let name = HeaderName::from_bytes(name.bytes(&head))
-            .map_err(|_| bad("malformed header name\n"))?;
-        let value = HeaderValue::from_maybe_shared(value.slice(&head))
-            .map_err(|_| bad("malformed header value\n"))?;
-        framing.observe(&name, &value)?;
-        map.append(name, value);
+    for (_, value, known) in fields.iter() {
+        framing.observe(known, value)?;
     }
     let body = framing.body(version)?;
     if version == Version::HTTP_11 && framing.hosts != 1 {
@@ -96,14 +87,11 @@ pub(crate) fn parse(
         Version::HTTP_10 => framing.keep_alive_token && !framing.close_token,
         _ => !framing.close_token,
     };
-    let upgrade = framing.upgrade_token && map.contains_key(header::UPGRADE);
-    let (mut parts, ()) = Request::new(()).into_parts();
-    parts.method = method;
-    parts.uri = uri;
-    parts.version = version;
-    parts.headers = map;
+    let upgrade = framing.upgrade_token && fields.contains(Known::Upgrade);
     Ok(Some(RequestHead {
-        parts,
+        method,
+        uri,
+        fields,
         body,
         version,
         keep_alive,
@@ -134,45 +122,41 @@ struct Framing {
 }
 
 impl Framing {
-    fn observe(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), ProxyError> {
-        if name == header::CONTENT_LENGTH {
-            merge_content_length(value.as_bytes(), &mut self.content_length).map_err(|why| {
-                match why {
+    fn observe(&mut self, known: Known, value: &[u8]) -> Result<(), ProxyError> {
+        match known {
+            Known::ContentLength => {
+                merge_content_length(value, &mut self.content_length).map_err(|why| match why {
                     BadLength::Invalid => bad("invalid Content-Length\n"),
                     BadLength::Conflicting => bad("conflicting Content-Length values\n"),
-                }
-            })?;
-        } else if name == header::TRANSFER_ENCODING {
-            for coding in value.as_bytes().split(|b| *b == b',') {
-                let coding = trim(coding);
-                if coding.is_empty() {
-                    continue;
-                }
-                if self.chunked_last {
-                    // Anything after chunked, including chunked again.
-                    self.other_coding = true;
-                }
-                self.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
-                if !self.chunked_last {
-                    self.other_coding = true;
-                }
-                self.transfer_encoding = true;
+                })?;
             }
-        } else if name == header::HOST {
-            self.hosts += 1;
-        } else if name == header::CONNECTION {
-            for token in value.as_bytes().split(|b| *b == b',') {
-                let token = trim(token);
-                if token.eq_ignore_ascii_case(b"close") {
-                    self.close_token = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    self.keep_alive_token = true;
-                } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    self.upgrade_token = true;
+            Known::TransferEncoding => {
+                for coding in value.split(|b| *b == b',') {
+                    let coding = coding.trim_ascii();
+                    if coding.is_empty() {
+                        continue;
+                    }
+                    if self.chunked_last {
+                        // Anything after chunked, including chunked again.
+                        self.other_coding = true;
+                    }
+                    self.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+                    if !self.chunked_last {
+                        self.other_coding = true;
+                    }
+                    self.transfer_encoding = true;
                 }
             }
-        } else if name == header::EXPECT {
-            self.expect_continue |= trim(value.as_bytes()).eq_ignore_ascii_case(b"100-continue");
+            Known::Host => self.hosts += 1,
+            Known::Connection => {
+                self.close_token |= has_token(value, b"close");
+                self.keep_alive_token |= has_token(value, b"keep-alive");
+                self.upgrade_token |= has_token(value, b"upgrade");
+            }
+            Known::Expect => {
+                self.expect_continue |= value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -206,18 +190,6 @@ impl Framing {
     }
 }
 
-fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| *b != b' ' && *b != b'\t')
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| *b != b' ' && *b != b'\t')
-        .map_or(start, |e| e + 1);
-    &bytes[start..end]
-}
-
 #[cfg(test)]
 mod tests {
     use http::StatusCode;
@@ -237,18 +209,20 @@ mod tests {
     }
 
     #[test]
-    fn a_good_head_gives_parts_and_leaves_the_body_in_the_buffer() {
+    fn a_good_head_gives_its_fields_and_leaves_the_body_in_the_buffer() {
         let mut buf = BytesMut::from(
             &b"\r\nPOST /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nX-A: 1\r\nx-a: 2\r\n\r\nhelloGET"[..],
         );
         let head = parse(&mut buf, 8192).unwrap().unwrap();
         assert_eq!(&buf[..], b"helloGET");
-        assert_eq!(head.parts.method, Method::POST);
-        assert_eq!(head.parts.uri, "/a?b=1");
+        assert_eq!(head.method, Method::POST);
+        assert_eq!(head.uri, "/a?b=1");
         assert_eq!(head.body, BodyFraming::Length(5));
         assert!(head.keep_alive && !head.upgrade && !head.expect_continue);
-        let values: Vec<_> = head.parts.headers.get_all("x-a").iter().collect();
-        assert_eq!(values, ["1", "2"]);
+        let names: Vec<&[u8]> = head.fields.iter().map(|(name, _, _)| name).collect();
+        assert_eq!(names, [&b"Host"[..], b"Content-Length", b"X-A", b"x-a"]);
+        let values: Vec<&[u8]> = head.fields.iter().map(|(_, value, _)| value).collect();
+        assert_eq!(values, [&b"x"[..], b"5", b"1", b"2"]);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use http::{Method, Request, StatusCode, Uri};
+use http::{Method, StatusCode, Uri};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -28,7 +28,7 @@ use tokio::time::Instant;
 pub(crate) use body::{BodyError, ClientBody};
 
 use super::exchange::Exchange;
-use super::forward::{error_response, BackendUpgrade, Handler};
+use super::forward::{error_response, BackendUpgrade, ClientRequest, Handler};
 use super::upstream::UpstreamPool;
 use crate::error::ProxyError;
 use crate::listener::ListenerContext;
@@ -259,18 +259,28 @@ async fn serve_busy(
             }
         };
         let RequestHead {
-            parts,
+            method,
+            uri,
+            fields,
             body,
             version,
             keep_alive,
             expect_continue,
             upgrade,
         } = head;
-        let head_request = parts.method == Method::HEAD;
+        let head_request = method == Method::HEAD;
         let body = ClientBody::new(connection, body, expect_continue, limits.idle_timeout);
-        let (response, backend_upgrade) = handler.handle(Request::from_parts(parts, body)).await;
+        let request = ClientRequest {
+            method,
+            uri,
+            version,
+            fields,
+            upgrade,
+            body,
+        };
+        let (response, backend_upgrade) = handler.handle(request).await;
 
-        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let switching = response.status == StatusCode::SWITCHING_PROTOCOLS;
         let answering = Answering {
             version,
             head_request,

@@ -10,12 +10,13 @@ use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Response, StatusCode, Version};
+use http::{StatusCode, Version};
 use http_body::Body;
 use tokio::net::TcpStream;
 
 use crate::http::body::ResponseBody;
+use crate::http::fields::{put_field, Fields, Known};
+use crate::http::forward::Reply;
 use crate::http::framing::chunk_size_line;
 
 /// Flush once this much is queued, even if the body has more ready.
@@ -99,25 +100,33 @@ impl Outgoing {
     }
 }
 
-/// Write `response` to the client, body and all.
+/// What a response head says beyond its fields, decided by [`prepare`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Said {
+    content_length: Option<u64>,
+    chunked: bool,
+    connection: Option<&'static str>,
+}
+
+/// Write `reply` to the client, body and all.
 pub(super) async fn write_response(
     stream: &TcpStream,
     out: &mut Outgoing,
-    response: Response<ResponseBody>,
+    reply: Reply,
     answering: Answering,
     stall_limit: Duration,
 ) -> Written {
-    let (parts, mut body) = response.into_parts();
-    let status = parts.status;
-    let mut headers = parts.headers;
-    let (framing, close) = prepare(status, &mut headers, body.size_hint().exact(), answering);
-    let room = 128
-        + headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum::<usize>();
-    out.push(super::carve(room, |dst| encode_head(dst, status, &headers)).freeze());
-    drop(headers);
+    let Reply {
+        status,
+        fields,
+        close,
+        mut body,
+    } = reply;
+    let (framing, close, said) =
+        prepare(status, &fields, close, body.size_hint().exact(), answering);
+    let room = 160 + fields.encoded_len();
+    out.push(super::carve(room, |dst| encode_head(dst, status, &fields, said)).freeze());
+    drop(fields);
 
     let outcome = match framing {
         Framing::Empty => Ok(true),
@@ -134,46 +143,45 @@ pub(super) async fn write_response(
     }
 }
 
-/// Decide the framing of a response and set the headers that announce it
-/// and the connection's fate. Returns the framing and whether to close.
+/// Decide the framing of a response and what its head says of it and of
+/// the connection's fate (`asks_close`: the response itself wants the
+/// connection closed). Returns the framing and whether to close.
 fn prepare(
     status: StatusCode,
-    headers: &mut HeaderMap,
+    fields: &Fields,
+    asks_close: bool,
     exact_length: Option<u64>,
     answering: Answering,
-) -> (Framing, bool) {
+) -> (Framing, bool, Said) {
+    let mut said = Said::default();
     if status == StatusCode::SWITCHING_PROTOCOLS {
-        return (Framing::Empty, answering.close);
+        return (Framing::Empty, answering.close, said);
     }
-    let mut close = answering.close || says_close(headers);
-    headers.remove(header::CONNECTION);
+    let mut close = answering.close || asks_close;
     let bodiless = answering.head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let framing = if bodiless {
         Framing::Empty
-    } else if let Some(length) = content_length(headers) {
+    } else if let Some(length) = content_length(fields) {
         Framing::Length(length)
     } else if let Some(length) = exact_length {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        said.content_length = Some(length);
         Framing::Length(length)
     } else if answering.version == Version::HTTP_11 {
-        headers.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
+        said.chunked = true;
         Framing::Chunked
     } else {
         close = true;
         Framing::UntilClose
     };
     if close {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        said.connection = Some("close");
     } else if answering.version == Version::HTTP_10 {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        said.connection = Some("keep-alive");
     }
-    (framing, close)
+    (framing, close, said)
 }
 
 /// Stream the body out. `Ok(false)`: it ended short of its framing.
@@ -248,19 +256,8 @@ async fn write_body(
     }
 }
 
-fn says_close(headers: &HeaderMap) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|value| {
-        value
-            .as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-    })
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
+fn content_length(fields: &Fields) -> Option<u64> {
+    std::str::from_utf8(fields.get(Known::ContentLength)?)
         .ok()?
         .trim()
         .parse()
@@ -268,25 +265,53 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// The status line and headers, with a `Date` if the response has none.
-fn encode_head(dst: &mut BytesMut, status: StatusCode, headers: &HeaderMap) {
+/// A `101 Switching Protocols` goes as the backend sent it; other
+/// responses lose their hop-by-hop headers and say what `said` holds.
+fn encode_head(dst: &mut BytesMut, status: StatusCode, fields: &Fields, said: Said) {
     let reason = status.canonical_reason().unwrap_or("");
     dst.put_slice(b"HTTP/1.1 ");
     dst.put_slice(status.as_str().as_bytes());
     dst.put_u8(b' ');
     dst.put_slice(reason.as_bytes());
     dst.put_slice(b"\r\n");
-    for (name, value) in headers {
-        dst.put_slice(name.as_str().as_bytes());
-        dst.put_slice(b": ");
-        dst.put_slice(value.as_bytes());
+    let verbatim = status == StatusCode::SWITCHING_PROTOCOLS;
+    let mut dated = false;
+    for (name, value, known) in fields.iter() {
+        if verbatim || !known.is_hop_by_hop() {
+            dated |= known == Known::Date;
+            put_field(dst, name, value);
+        }
+    }
+    if let Some(length) = said.content_length {
+        dst.put_slice(b"content-length: ");
+        dst.put_slice(itoa_u64(length, &mut [0; 20]));
         dst.put_slice(b"\r\n");
     }
-    if !headers.contains_key(header::DATE) {
+    if said.chunked {
+        dst.put_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if let Some(connection) = said.connection {
+        put_field(dst, b"connection", connection.as_bytes());
+    }
+    if !dated {
         dst.put_slice(b"date: ");
         with_date(|date| dst.put_slice(date));
         dst.put_slice(b"\r\n");
     }
     dst.put_slice(b"\r\n");
+}
+
+/// `n` in decimal, written at the end of `buf`.
+fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
 }
 
 thread_local! {
@@ -352,90 +377,96 @@ fn http_date(unix_seconds: u64) -> [u8; 29] {
 mod tests {
     use super::*;
 
+    /// The framing, whether the connection closes, and the head's text.
     fn framed(
         status: u16,
         headers: &[(&str, &str)],
         exact: Option<u64>,
         version: Version,
         head_request: bool,
-    ) -> (Framing, bool, HeaderMap) {
-        let mut map = HeaderMap::new();
-        for (name, value) in headers {
-            map.append(
-                http::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
+    ) -> (Framing, bool, String) {
+        let fields = Fields::from_pairs(headers);
         let answering = Answering {
             version,
             head_request,
             close: false,
         };
         let status = StatusCode::from_u16(status).unwrap();
-        let (framing, close) = prepare(status, &mut map, exact, answering);
-        (framing, close, map)
+        let (framing, close, said) = prepare(status, &fields, false, exact, answering);
+        let mut dst = BytesMut::new();
+        encode_head(&mut dst, status, &fields, said);
+        let text = String::from_utf8(dst.to_vec()).unwrap();
+        // Without the status line and the date.
+        let fields = text
+            .lines()
+            .skip(1)
+            .filter(|line| !line.is_empty() && !line.starts_with("date: "))
+            .collect::<Vec<_>>()
+            .join("|");
+        (framing, close, fields)
     }
 
     #[test]
     fn response_framing() {
         use Version as V;
         // The backend's Content-Length is kept.
-        let (f, close, h) = framed(200, &[("content-length", "5")], None, V::HTTP_11, false);
-        assert_eq!((f, close), (Framing::Length(5), false));
-        assert!(!h.contains_key("connection") && !h.contains_key("transfer-encoding"));
+        let f = framed(200, &[("content-length", "5")], None, V::HTTP_11, false);
+        assert_eq!(f, (Framing::Length(5), false, "content-length: 5".into()));
         // A body of known size gets one.
-        let (f, _, h) = framed(200, &[], Some(3), V::HTTP_11, false);
-        assert_eq!(
-            (f, h["content-length"].to_str().unwrap()),
-            (Framing::Length(3), "3")
-        );
+        let f = framed(200, &[], Some(3), V::HTTP_11, false);
+        assert_eq!(f, (Framing::Length(3), false, "content-length: 3".into()));
         // Otherwise chunked for HTTP/1.1 ...
-        let (f, close, h) = framed(200, &[], None, V::HTTP_11, false);
-        assert_eq!(
-            (f, close, h["transfer-encoding"].to_str().unwrap()),
-            (Framing::Chunked, false, "chunked")
-        );
+        let f = framed(200, &[], None, V::HTTP_11, false);
+        let chunked = "transfer-encoding: chunked".to_string();
+        assert_eq!(f, (Framing::Chunked, false, chunked));
         // ... and the connection's end for HTTP/1.0.
-        let (f, close, h) = framed(200, &[], None, V::HTTP_10, false);
-        assert_eq!(
-            (f, close, h["connection"].to_str().unwrap()),
-            (Framing::UntilClose, true, "close")
-        );
+        let f = framed(200, &[], None, V::HTTP_10, false);
+        assert_eq!(f, (Framing::UntilClose, true, "connection: close".into()));
         // HTTP/1.0 keep-alive is said.
-        let (f, close, h) = framed(200, &[("content-length", "0")], None, V::HTTP_10, false);
-        assert_eq!(
-            (f, close, h["connection"].to_str().unwrap()),
-            (Framing::Length(0), false, "keep-alive")
-        );
+        let f = framed(200, &[("content-length", "0")], None, V::HTTP_10, false);
+        let said = "content-length: 0|connection: keep-alive".to_string();
+        assert_eq!(f, (Framing::Length(0), false, said));
         // No body for HEAD, 1xx, 204, 304; a HEAD keeps its Content-Length.
-        let (f, _, h) = framed(200, &[("content-length", "9")], Some(0), V::HTTP_11, true);
-        assert_eq!(
-            (f, h["content-length"].to_str().unwrap()),
-            (Framing::Empty, "9")
-        );
+        let f = framed(200, &[("content-length", "9")], Some(0), V::HTTP_11, true);
+        assert_eq!(f, (Framing::Empty, false, "content-length: 9".into()));
         for status in [100, 204, 304] {
-            let (f, _, h) = framed(status, &[], None, V::HTTP_11, false);
-            assert_eq!(f, Framing::Empty, "{status}");
-            assert!(!h.contains_key("transfer-encoding") && !h.contains_key("content-length"));
+            let f = framed(status, &[], None, V::HTTP_11, false);
+            assert_eq!(f, (Framing::Empty, false, String::new()), "{status}");
         }
-        // A response that says close closes.
-        let (f, close, h) = framed(400, &[("connection", "close")], Some(4), V::HTTP_11, false);
-        assert_eq!(
-            (f, close, h["connection"].to_str().unwrap()),
-            (Framing::Length(4), true, "close")
+        // Hop-by-hop headers (left by the forwarding path) never go out.
+        let f = framed(
+            200,
+            &[("Connection", "x"), ("TE", "y"), ("x-a", "1")],
+            Some(12_345_678_901),
+            V::HTTP_11,
+            false,
         );
+        let said = "x-a: 1|content-length: 12345678901".to_string();
+        assert_eq!(f, (Framing::Length(12_345_678_901), false, said));
         // A 101 keeps its upgrade headers.
-        let (f, close, h) = framed(
+        let f = framed(
             101,
             &[("connection", "upgrade"), ("upgrade", "websocket")],
             None,
             V::HTTP_11,
             false,
         );
-        assert_eq!(
-            (f, close, h["connection"].to_str().unwrap()),
-            (Framing::Empty, false, "upgrade")
-        );
+        let said = "connection: upgrade|upgrade: websocket".to_string();
+        assert_eq!(f, (Framing::Empty, false, said));
+    }
+
+    #[test]
+    fn a_response_that_asks_to_close_closes() {
+        let answering = Answering {
+            version: Version::HTTP_11,
+            head_request: false,
+            close: false,
+        };
+        let fields = Fields::default();
+        let (framing, close, said) =
+            prepare(StatusCode::BAD_REQUEST, &fields, true, Some(4), answering);
+        assert_eq!((framing, close), (Framing::Length(4), true));
+        assert_eq!(said.connection, Some("close"));
     }
 
     #[test]
@@ -448,15 +479,18 @@ mod tests {
 
     #[test]
     fn heads_carry_status_headers_and_a_date() {
-        let mut headers = HeaderMap::new();
-        headers.insert("x-a", HeaderValue::from_static("1"));
+        let fields = Fields::from_pairs(&[("x-a", "1")]);
         let mut dst = BytesMut::new();
-        encode_head(&mut dst, StatusCode::NOT_FOUND, &headers);
+        encode_head(&mut dst, StatusCode::NOT_FOUND, &fields, Said::default());
         let text = String::from_utf8(dst.to_vec()).unwrap();
         assert!(
             text.starts_with("HTTP/1.1 404 Not Found\r\nx-a: 1\r\ndate: "),
             "{text}"
         );
         assert!(text.ends_with(" GMT\r\n\r\n"), "{text}");
+        let dated = Fields::from_pairs(&[("Date", "x")]);
+        let mut dst = BytesMut::new();
+        encode_head(&mut dst, StatusCode::OK, &dated, Said::default());
+        assert_eq!(&dst[..], b"HTTP/1.1 200 OK\r\nDate: x\r\n\r\n");
     }
 }
