@@ -203,26 +203,32 @@ impl Fields {
     }
 
     /// Drop the headers the `Connection` headers name, but for those it may
-    /// not remove, and `Upgrade` when `keep_upgrade`.
-    pub(crate) fn drop_connection_named(&mut self, keep_upgrade: bool) {
+    /// not remove. Tokens that name hop-by-hop headers (`keep-alive`,
+    /// `upgrade`) or none (`close`) cost no search: the encoders decide on
+    /// those (`Upgrade` goes on for a real upgrade).
+    pub(crate) fn drop_connection_named(&mut self) {
         let Fields { bytes, list } = self;
-        let named = |name: &[u8]| {
-            list.iter()
-                .filter(|field| field.known == Known::Connection)
-                .flat_map(|field| field.value.bytes(bytes).split(|b| *b == b','))
-                .any(|token| token.trim_ascii().eq_ignore_ascii_case(name))
-        };
-        let mut drop = Vec::new();
-        for (index, field) in list.iter().enumerate() {
-            let keep = field.known.is_protected()
-                || field.known == Known::Connection
-                || (keep_upgrade && field.known == Known::Upgrade);
-            if !keep && named(field.name.bytes(bytes)) {
-                drop.push(index);
+        for at in 0..list.len() {
+            if list[at].known != Known::Connection {
+                continue;
             }
-        }
-        for index in drop {
-            list[index].known = Known::Dropped;
+            let value = list[at].value;
+            for token in value.bytes(bytes).split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                let known = Known::of(token);
+                if token.is_empty()
+                    || token.eq_ignore_ascii_case(b"close")
+                    || known.is_protected()
+                    || known.is_hop_by_hop()
+                {
+                    continue;
+                }
+                for field in list.iter_mut() {
+                    if field.known == known && field.name.bytes(bytes).eq_ignore_ascii_case(token) {
+                        field.known = Known::Dropped;
+                    }
+                }
+            }
         }
     }
 
@@ -274,7 +280,7 @@ mod tests {
             ("upgrade", "websocket"),
             ("x-kept", "2"),
         ]);
-        fields.drop_connection_named(true);
+        fields.drop_connection_named();
         let kept: Vec<&[u8]> = fields
             .iter()
             .filter(|(_, _, known)| *known != Known::Dropped)
@@ -291,8 +297,6 @@ mod tests {
                 b"x-kept"
             ]
         );
-        fields.drop_connection_named(false);
-        assert!(!fields.contains(Known::Upgrade));
         assert_eq!(fields.get_named("X-KEPT"), Some(&b"2"[..]));
         assert_eq!(fields.get_named("x-secret"), None);
     }

@@ -15,7 +15,7 @@ use super::body::{RequestBody, ResponseBody};
 use super::client::{self, BackendBody, BackendConnection, ResponseHead};
 use super::exchange::{Exchange, Progress};
 use super::fields::{Fields, Known};
-use super::headers::{drop_connection_named, encode_request, ClientAddress};
+use super::headers::{encode_request, ClientAddress};
 use super::server::ClientBody;
 use super::upstream::UpstreamPool;
 use crate::error::{ProxyError, Side};
@@ -136,7 +136,7 @@ impl Handler {
         if version != Version::HTTP_11 && !fields.contains(Known::Host) {
             return Err(ProxyError::BadRequest("a Host header is required\n"));
         }
-        drop_connection_named(&mut fields, upgrade);
+        fields.drop_connection_named();
         let body = self.read_first_frame(body).await?;
         let chunked = !matches!(body, RequestBody::Empty) && !fields.contains(Known::ContentLength);
         let client = self
@@ -200,7 +200,7 @@ impl Handler {
                         };
                         return Ok(Forwarded::Upgraded(status, fields, upgrade));
                     }
-                    drop_connection_named(&mut fields, false);
+                    fields.drop_connection_named();
                     let reuse = (keep_alive && complete).then(|| self.upstream.clone());
                     let body = BackendBody::new(
                         connection,

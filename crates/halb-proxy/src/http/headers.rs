@@ -8,15 +8,6 @@ use http::Method;
 
 use super::fields::{put_field, Fields, Known};
 
-/// Drop the headers a `Connection` header names (but those it may not
-/// remove, and `Upgrade` for a real upgrade). The other hop-by-hop headers
-/// are skipped when the head is encoded.
-pub(crate) fn drop_connection_named(fields: &mut Fields, upgrade: bool) {
-    if fields.contains(Known::Connection) {
-        fields.drop_connection_named(upgrade);
-    }
-}
-
 /// The forwarding header values for one client, made once per connection
 /// so a request that brings no `X-Forwarded-For` of its own costs no
 /// formatting or allocation.
@@ -112,7 +103,7 @@ mod tests {
     fn forwarded(pairs: &[(&str, &str)]) -> String {
         let mut fields = Fields::from_pairs(pairs);
         let upgrade = is_upgrade_request(&fields);
-        drop_connection_named(&mut fields, upgrade);
+        fields.drop_connection_named();
         let client = ClientAddress::new("127.0.0.1".parse().unwrap());
         let head = encode_request(&Method::GET, b"/x", &fields, &client, upgrade, false);
         String::from_utf8(head.to_vec()).unwrap()
