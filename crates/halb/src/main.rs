@@ -8,6 +8,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: per-thread free lists for every size, where glibc's malloc
+/// takes slow paths for the data path's larger pieces (connection tasks,
+/// request futures) and for aligned ones.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// halb: a high-availability load balancer for HTTP and TCP.
 #[derive(Debug, Parser)]
 #[command(name = "halb", version, about)]
