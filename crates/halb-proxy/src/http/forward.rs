@@ -30,8 +30,8 @@ pub(crate) struct Handler {
     pub(crate) upstream: Rc<UpstreamPool>,
     pub(crate) peer: SocketAddr,
     /// The forwarding headers for this client, made at the connection's
-    /// first request (boxed: an idle connection's future stays small).
-    pub(crate) client: std::cell::OnceCell<Box<ClientAddress>>,
+    /// first request.
+    pub(crate) client: std::cell::OnceCell<ClientAddress>,
 }
 
 /// A request as the server side hands it over.
@@ -141,7 +141,7 @@ impl Handler {
         let chunked = !matches!(body, RequestBody::Empty) && !fields.contains(Known::ContentLength);
         let client = self
             .client
-            .get_or_init(|| Box::new(ClientAddress::new(self.peer.ip())));
+            .get_or_init(|| ClientAddress::new(self.peer.ip()));
         let target = origin_form(&uri);
         let head = encode_request(&method, target, &fields, client, upgrade, chunked);
         drop(fields);

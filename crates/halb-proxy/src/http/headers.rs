@@ -9,26 +9,50 @@ use http::Method;
 use super::fields::{put_field, Fields, Known};
 
 /// The forwarding header values for one client, made once per connection
-/// so a request that brings no `X-Forwarded-For` of its own costs no
-/// formatting or allocation.
+/// (and only when it sends a request) so a request costs no formatting:
+/// the `Forwarded` element halb appends (RFC 7239), whose `for=` holds the
+/// address as `X-Forwarded-For` gives it.
 #[derive(Debug, Clone)]
-pub(crate) struct ClientAddress {
-    /// The address as text: `X-Forwarded-For`'s element.
-    ip: Box<str>,
-    /// The `Forwarded` element halb appends (RFC 7239).
-    forwarded: Box<str>,
-}
+pub(crate) struct ClientAddress(Box<str>);
 
 impl ClientAddress {
     pub(crate) fn new(ip: IpAddr) -> Self {
-        let forwarded = match ip {
-            IpAddr::V4(ip) => format!("for={ip};proto=http"),
+        let text = match ip {
+            IpAddr::V4(ip) => {
+                // By hand: the formatting machinery costs more than the
+                // rest of a connection's setup.
+                let mut text = String::with_capacity(36);
+                text.push_str("for=");
+                for (i, octet) in ip.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.push('.');
+                    }
+                    if octet >= 100 {
+                        text.push(char::from(b'0' + octet / 100));
+                    }
+                    if octet >= 10 {
+                        text.push(char::from(b'0' + octet / 10 % 10));
+                    }
+                    text.push(char::from(b'0' + octet % 10));
+                }
+                text.push_str(";proto=http");
+                text
+            }
             IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto=http"),
         };
-        ClientAddress {
-            ip: ip.to_string().into(),
-            forwarded: forwarded.into(),
-        }
+        ClientAddress(text.into_boxed_str())
+    }
+
+    /// `X-Forwarded-For`'s element: the address alone.
+    fn ip(&self) -> &str {
+        let address = self.0.trim_start_matches("for=").trim_start_matches("\"[");
+        let end = address.find([';', ']']).unwrap_or(address.len());
+        &address[..end]
+    }
+
+    /// `Forwarded`'s element.
+    fn forwarded(&self) -> &str {
+        &self.0
     }
 }
 
@@ -71,9 +95,9 @@ pub(crate) fn encode_request(
                 dst.put_slice(b", ");
             }
         }
-        dst.put_slice(client.ip.as_bytes());
+        dst.put_slice(client.ip().as_bytes());
         dst.put_slice(b"\r\nx-forwarded-proto: http\r\nforwarded: ");
-        dst.put_slice(client.forwarded.as_bytes());
+        dst.put_slice(client.forwarded().as_bytes());
         dst.put_slice(b"\r\n");
         if upgrade {
             dst.put_slice(b"connection: upgrade\r\n");
@@ -197,7 +221,13 @@ mod tests {
              x-forwarded-for: 10.0.0.1, 10.0.0.2, 127.0.0.1\r\nx-forwarded-proto: http\r\n\
              forwarded: for=127.0.0.1;proto=http\r\n\r\n"
         );
+        for ip in ["0.0.0.0", "10.20.3.255", "192.168.100.9", "255.255.255.255"] {
+            let client = ClientAddress::new(ip.parse().unwrap());
+            assert_eq!(client.ip(), ip);
+            assert_eq!(client.forwarded(), format!("for={ip};proto=http"));
+        }
         let client = ClientAddress::new("::1".parse().unwrap());
+        assert_eq!(client.ip(), "::1");
         let head = encode_request(&Method::PUT, b"/", &Fields::default(), &client, false, true);
         assert_eq!(
             head,
