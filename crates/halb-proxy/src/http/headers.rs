@@ -45,9 +45,12 @@ impl ClientAddress {
 
     /// `X-Forwarded-For`'s element: the address alone.
     fn ip(&self) -> &str {
-        let address = self.0.trim_start_matches("for=").trim_start_matches("\"[");
-        let end = address.find([';', ']']).unwrap_or(address.len());
-        &address[..end]
+        const V4_TAIL: usize = ";proto=http".len();
+        const V6_TAIL: usize = "]\";proto=http".len();
+        match self.0.as_bytes().get(4) {
+            Some(b'"') => &self.0[6..self.0.len() - V6_TAIL],
+            _ => &self.0[4..self.0.len() - V4_TAIL],
+        }
     }
 
     /// `Forwarded`'s element.
