@@ -7,8 +7,9 @@
 //! connections hold no pipe; if no pipe can be made (out of file
 //! descriptors), that direction copies through a small buffer instead.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io;
+use std::time::Duration;
 
 use rustix::net::Shutdown;
 use rustix::pipe::{PipeFlags, SpliceFlags};
@@ -56,9 +57,16 @@ async fn one_way(from: &TcpStream, to: &TcpStream, moved: &Cell<u64>) -> io::Res
     Ok(())
 }
 
-struct Pipe {
+pub(crate) struct Pipe {
     read: rustix::fd::OwnedFd,
     write: rustix::fd::OwnedFd,
+}
+
+/// Empty pipes a worker keeps for its next spliced bodies.
+const SPARE_PIPES: usize = 16;
+
+thread_local! {
+    static SPARES: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Pipe {
@@ -68,9 +76,102 @@ impl Pipe {
         let _ = rustix::pipe::fcntl_setpipe_size(&write, PIPE_SIZE);
         Ok(Pipe { read, write })
     }
+
+    /// One of this worker's spare pipes, or a new one.
+    pub(crate) fn take() -> io::Result<Pipe> {
+        match SPARES.with(|spares| spares.borrow_mut().pop()) {
+            Some(pipe) => Ok(pipe),
+            None => Pipe::new(),
+        }
+    }
+
+    /// Keep an empty pipe for a next splice (an empty pipe holds no pages).
+    pub(crate) fn keep(self) {
+        SPARES.with(|spares| {
+            let mut spares = spares.borrow_mut();
+            if spares.len() < SPARE_PIPES {
+                spares.push(self);
+            }
+        });
+    }
+}
+
+/// Move exactly `len` bytes from `from` to `to` through `pipe` (which must
+/// be empty, and is empty again on success), never reading past them.
+/// `moved` counts what reached `to`. Fails if `from` ends first, or if
+/// either side makes no progress for its stall limit.
+pub(crate) async fn splice_exact(
+    from: &TcpStream,
+    to: &TcpStream,
+    pipe: &Pipe,
+    len: u64,
+    stalls: (Duration, Duration),
+    moved: &mut u64,
+) -> io::Result<()> {
+    let (read_stall, write_stall) = stalls;
+    let stalled = || io::Error::new(io::ErrorKind::TimedOut, "splice stalled");
+    let mut left = len;
+    while left > 0 {
+        let want = left.min(PIPE_SIZE as u64) as usize;
+        let mut in_pipe = loop {
+            let spliced = fill_pipe(from, pipe, want);
+            match spliced {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    tokio::time::timeout(read_stall, from.readable())
+                        .await
+                        .map_err(|_| stalled())??;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if in_pipe == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        left -= in_pipe as u64;
+        while in_pipe > 0 {
+            let spliced = empty_pipe(pipe, to, in_pipe);
+            match spliced {
+                Ok(n) => {
+                    in_pipe -= n;
+                    *moved += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    tokio::time::timeout(write_stall, to.writable())
+                        .await
+                        .map_err(|_| stalled())??;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
 }
 
 const FLAGS: SpliceFlags = SpliceFlags::MOVE.union(SpliceFlags::NONBLOCK);
+
+/// Up to `want` bytes from the socket into the pipe, without waiting.
+fn fill_pipe(from: &TcpStream, pipe: &Pipe, want: usize) -> io::Result<usize> {
+    from.try_io(Interest::READABLE, || {
+        Ok(rustix::pipe::splice(
+            from,
+            None,
+            &pipe.write,
+            None,
+            want,
+            FLAGS,
+        )?)
+    })
+}
+
+/// Up to `len` bytes from the pipe into the socket, without waiting.
+fn empty_pipe(pipe: &Pipe, to: &TcpStream, len: usize) -> io::Result<usize> {
+    to.try_io(Interest::WRITABLE, || {
+        Ok(rustix::pipe::splice(
+            &pipe.read, None, to, None, len, FLAGS,
+        )?)
+    })
+}
 
 async fn splice_loop(
     from: &TcpStream,
@@ -82,16 +183,7 @@ async fn splice_loop(
         // Fill the pipe from the socket.
         let mut in_pipe = loop {
             from.readable().await?;
-            let spliced = from.try_io(Interest::READABLE, || {
-                Ok(rustix::pipe::splice(
-                    from,
-                    None,
-                    &pipe.write,
-                    None,
-                    PIPE_SIZE,
-                    FLAGS,
-                )?)
-            });
+            let spliced = fill_pipe(from, pipe, PIPE_SIZE);
             match spliced {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -104,11 +196,7 @@ async fn splice_loop(
         // Empty it into the other socket.
         while in_pipe > 0 {
             to.writable().await?;
-            let spliced = to.try_io(Interest::WRITABLE, || {
-                Ok(rustix::pipe::splice(
-                    &pipe.read, None, to, None, in_pipe, FLAGS,
-                )?)
-            });
+            let spliced = empty_pipe(pipe, to, in_pipe);
             match spliced {
                 Ok(n) => {
                     in_pipe -= n;

@@ -110,6 +110,25 @@ impl ResponseBody {
             exchange,
         }
     }
+
+    /// See [`BackendBody::splice_source`].
+    pub(crate) fn splice_source(
+        &self,
+        min: u64,
+    ) -> Option<(&tokio::net::TcpStream, u64, std::time::Duration)> {
+        match &self.kind {
+            ResponseKind::Upstream(upstream) => upstream.splice_source(min),
+            ResponseKind::Full(_) => None,
+        }
+    }
+
+    /// See [`BackendBody::spliced`].
+    pub(crate) fn spliced(&mut self, n: u64, complete: bool) {
+        self.exchange.bytes += n;
+        if let ResponseKind::Upstream(upstream) = &mut self.kind {
+            upstream.spliced(n, complete);
+        }
+    }
 }
 
 impl Body for ResponseBody {

@@ -253,6 +253,11 @@ impl StallTimer {
         }
     }
 
+    /// How long a stall may last.
+    pub(crate) fn limit(&self) -> Duration {
+        self.limit
+    }
+
     /// Bytes came.
     pub(crate) fn progressed(&mut self) {
         self.progressed = true;

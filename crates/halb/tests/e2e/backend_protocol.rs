@@ -19,29 +19,29 @@ use crate::support::scripted::{answering, ok, scripted};
 use crate::support::{within, BalancerConfig, Halb, HttpClient};
 
 /// Plenty for one exchange on loopback, on a busy machine.
-const ANSWER_LIMIT: Duration = Duration::from_secs(5);
+pub(crate) const ANSWER_LIMIT: Duration = Duration::from_secs(5);
 
 /// `len` bytes of a pattern that a shifted or truncated copy cannot match.
-fn pattern(len: usize) -> Vec<u8> {
+pub(crate) fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
 
 /// `GET path` as raw bytes.
-fn raw_get(path: &str) -> Vec<u8> {
+pub(crate) fn raw_get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: backend-protocol.test\r\n\r\n").into_bytes()
 }
 
 /// What a raw client saw of one response: the head, every byte after it
 /// until halb closed the connection, and how long that took.
-struct CutShort {
-    head: String,
-    after_head: Vec<u8>,
-    took: Duration,
+pub(crate) struct CutShort {
+    pub(crate) head: String,
+    pub(crate) after_head: Vec<u8>,
+    pub(crate) took: Duration,
 }
 
 /// Sends `request` on a new connection and reads until halb closes it (a
 /// reset counts as closed). Fails the test after [`ANSWER_LIMIT`].
-async fn read_until_closed(addr: SocketAddr, request: &[u8]) -> CutShort {
+pub(crate) async fn read_until_closed(addr: SocketAddr, request: &[u8]) -> CutShort {
     let started = Instant::now();
     let mut stream = BufReader::new(TcpStream::connect(addr).await.expect("connect to halb"));
     stream
@@ -746,12 +746,15 @@ async fn a_response_head_that_never_ends_gets_502() {
     assert_bad_gateway(head).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_body_that_stalls_is_cut_off_after_the_pool_timeout() {
-    let (backend, _seen) = scripted(|mut wire| async move {
+/// A backend announces `length` bytes, sends `sent` of them and stalls: the
+/// client gets those bytes, and its connection closes after the pool's
+/// timeout (1 s).
+pub(crate) async fn body_stalls(length: usize, sent: usize) {
+    let (backend, _seen) = scripted(move |mut wire| async move {
         if wire.read_request().await.is_some() {
-            let mut start = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n".to_vec();
-            start.extend(pattern(100));
+            let mut start =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n").into_bytes();
+            start.extend(pattern(sent));
             wire.write(&start).await;
             wire.hold().await;
         }
@@ -766,20 +769,25 @@ async fn a_body_that_stalls_is_cut_off_after_the_pool_timeout() {
     assert!(
         seen.head
             .to_ascii_lowercase()
-            .contains("content-length: 1000"),
+            .contains(&format!("content-length: {length}")),
         "{}",
         seen.head
     );
-    assert_eq!(
-        seen.after_head,
-        pattern(100),
-        "the body sent before the stall"
+    assert!(
+        seen.after_head == pattern(sent),
+        "{} bytes came of the {sent} sent before the stall",
+        seen.after_head.len()
     );
     assert!(
         seen.took >= Duration::from_millis(500),
         "cut off after only {:?}; the pool timeout is 1s",
         seen.took
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stalls_is_cut_off_after_the_pool_timeout() {
+    body_stalls(1000, 100).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,7 @@ mod reload_watch;
 mod retry_budget;
 mod shutdown;
 mod slow_start;
+mod spliced_bodies;
 mod streaming;
 mod tcp;
 mod websocket;

@@ -70,6 +70,39 @@ impl BackendBody {
         }
     }
 
+    /// When the rest of a Content-Length body of at least `min` bytes is
+    /// all still in the socket (none buffered): the socket, the bytes left
+    /// and how long the backend may stall, so the body can be spliced.
+    pub(crate) fn splice_source(
+        &self,
+        min: u64,
+    ) -> Option<(&tokio::net::TcpStream, u64, Duration)> {
+        let connection = self.connection.as_ref()?;
+        match self.decoder {
+            Some(Decoder::Length(left)) if left >= min && connection.buf.is_empty() => {
+                Some((&connection.stream, left, self.stall.limit()))
+            }
+            _ => None,
+        }
+    }
+
+    /// `n` bytes of the body went past halb by splice; `complete`: all of
+    /// it (else the splice failed and the connection is not reused).
+    pub(crate) fn spliced(&mut self, n: u64, complete: bool) {
+        if !complete {
+            self.connection = None;
+            self.pool = None;
+            return;
+        }
+        if let Some(Decoder::Length(left)) = &mut self.decoder {
+            *left -= n.min(*left);
+            if *left == 0 {
+                self.decoder = Some(Decoder::Done);
+                self.finish();
+            }
+        }
+    }
+
     fn fail(&mut self, error: BackendError) -> Poll<Option<Result<Frame<Bytes>, BackendError>>> {
         self.connection = None;
         self.pool = None;
