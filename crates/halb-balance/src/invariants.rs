@@ -2,9 +2,10 @@
 //! seeds): a pick is a usable backend of nonzero weight, and `None` exactly
 //! when there is no such backend.
 
-use crate::test_support::TestBackends;
+use crate::test_support::{TestBackends, WithCounters};
 use crate::{
-    Balancer, LeastConnections, Maglev, PeakEwmaBalancer, RoundRobin, SmoothWeighted, TwoChoices,
+    BackendSet, Balancer, LeastConnections, Maglev, PeakEwmaBalancer, RoundRobin, SmoothWeighted,
+    TwoChoices,
 };
 
 fn all_balancers(weights: &[u32], ids: &[&str]) -> Vec<(&'static str, Box<dyn Balancer>)> {
@@ -57,9 +58,13 @@ fn picks_only_usable_weighted_backends_and_none_only_without_them() {
             let ignores_weights = name == "round_robin";
             let eligible = |i: usize| backends.usable[i] && (ignores_weights || weights[i] > 0);
             let any_eligible = (0..n).any(eligible);
-            for _ in 0..50 {
+            // The pool as the copied loads of `TestBackends` and as an
+            // array of counters read in place.
+            let counters = WithCounters::new(&backends);
+            for turn in 0..100 {
                 let key = rng.bool().then(|| rng.u64(..));
-                match balancer.pick(&backends, key) {
+                let set: &dyn BackendSet = if turn % 2 == 0 { &backends } else { &counters };
+                match balancer.pick(set, key) {
                     Some(i) => assert!(
                         i < n && eligible(i),
                         "{name} seed {seed}: picked {i} (usable {:?}, weights {weights:?})",

@@ -3,7 +3,7 @@
 
 mod keys;
 
-use crate::cursor::Cursor;
+use crate::cursor::{Cursor, Modulus};
 use crate::gcd;
 use crate::{BackendSet, Balancer};
 use keys::{KeyPick, Keys};
@@ -33,7 +33,8 @@ const INELIGIBLE: u64 = u64::MAX;
 /// unusable ones also wins the scans that start on them, as in round
 /// robin; the load it gains then evens that out.
 ///
-/// A pick reads the in-flight counts through
+/// A pick reads the in-flight counts where the set keeps them when it
+/// offers them as one slice ([`BackendSet::in_flight_slice`]), else through
 /// [`BackendSet::in_flight_range`], up to 128 backends per call, and asks
 /// [`BackendSet::usable`] only about a backend that would beat the best so
 /// far, usually just the one it returns: checking health and the request's
@@ -45,8 +46,8 @@ const INELIGIBLE: u64 = u64::MAX;
 /// position counted from the start of the scan, and the least key, found
 /// two backends per instruction, names the least rank and, among equal
 /// ones, the first backend from the start (see [`keys`]). Only when that
-/// backend is not usable, or some backend has a million requests in
-/// flight, does the pick rank again one backend at a time in scan order.
+/// backend is not usable, or some backend has 2^28 (268 million) requests
+/// in flight, does the pick rank again one backend at a time in scan order.
 ///
 /// A pool larger than 128 backends is read from the part holding the
 /// start, and the scan stops as soon as it has met a backend nothing can
@@ -57,6 +58,8 @@ const INELIGIBLE: u64 = u64::MAX;
 pub struct LeastConnections {
     rank: Rank,
     cursor: Cursor,
+    /// Reduces tickets to a start in the whole pool, without a division.
+    modulus: Modulus,
 }
 
 /// How a pick ranks backends, chosen once from the weights.
@@ -114,6 +117,17 @@ impl LeastConnections {
         Self {
             rank,
             cursor: Cursor::default(),
+            modulus: Modulus::new(weights.len()),
+        }
+    }
+
+    /// Where a pick of `n` backends starts: the next ticket, reduced.
+    #[inline]
+    fn start(&self, n: usize) -> usize {
+        if n == self.modulus.n() {
+            self.cursor.next_of(&self.modulus)
+        } else {
+            self.cursor.next(n)
         }
     }
 }
@@ -233,14 +247,20 @@ impl Balancer for LeastConnections {
                 floor,
                 keys,
             } => {
-                let n = scales.len().min(backends.len());
+                // The set's own counters, if it has them for every backend,
+                // stand for `len()`, one dynamic call fewer.
+                let loads = keys.as_ref().and(backends.in_flight_slice());
+                let n = match loads {
+                    Some(loads) if loads.len() == scales.len() => loads.len(),
+                    _ => scales.len().min(backends.len()),
+                };
                 if n == 0 {
                     return None;
                 }
-                let start = self.cursor.next(n);
+                let start = self.start(n);
                 let mut unusable = None;
                 if let Some(keys) = keys.as_ref().filter(|_| n == scales.len()) {
-                    match keys.pick(backends, start) {
+                    match keys.pick(backends, loads, start) {
                         KeyPick::Backend(index) => return Some(index),
                         KeyPick::Nothing => return None,
                         KeyPick::Rescan { unusable: known } => unusable = known,
@@ -263,7 +283,7 @@ impl Balancer for LeastConnections {
                     return None;
                 }
                 let mut best = BestFraction::NONE;
-                scan_pool(backends, n, self.cursor.next(n), |first, loads| {
+                scan_pool(backends, n, self.start(n), |first, loads| {
                     let weights = &weights[first..first + loads.len()];
                     best.scan(backends, first, loads, weights);
                     best.load_plus_one == 1 && best.weight == *max_weight

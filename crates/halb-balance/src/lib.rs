@@ -22,6 +22,8 @@
 //! [`BackendSet::usable`] is true, and `None` when there is none; a backend
 //! of weight 0 is never picked.
 
+use std::sync::atomic::AtomicU64;
+
 mod cursor;
 mod hash;
 mod least_connections;
@@ -70,15 +72,25 @@ pub trait BackendSet {
     /// into `out`, whether or not they are usable.
     ///
     /// Balancers that read the whole pool (least connections) read it in
-    /// chunks through this method: one dynamic call per chunk instead of one
-    /// per backend, because this default body is compiled for each
-    /// implementing type and so calls `in_flight` statically. Implementors
-    /// may override it to read a run of backends without a bounds check
-    /// each.
+    /// chunks through this method when the set has no
+    /// [`in_flight_slice`](BackendSet::in_flight_slice): one dynamic call per
+    /// chunk instead of one per backend, because this default body is
+    /// compiled for each implementing type and so calls `in_flight`
+    /// statically. Implementors may override it to read a run of backends
+    /// without a bounds check each.
     fn in_flight_range(&self, first: usize, out: &mut [u64]) {
         for (index, load) in (first..).zip(out.iter_mut()) {
             *load = self.in_flight(index);
         }
+    }
+    /// The in-flight counts of the backends, exactly `len()` of them in
+    /// order, when the set keeps them in one array of counters (as the
+    /// proxy does); `None` when it does not.
+    ///
+    /// Least connections then ranks the counters where they are: no copy,
+    /// and no dynamic call per backend or per chunk.
+    fn in_flight_slice(&self) -> Option<&[AtomicU64]> {
+        None
     }
 }
 

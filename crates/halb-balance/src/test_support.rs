@@ -1,6 +1,7 @@
 //! Test support: a [`BackendSet`] over plain vectors, and helpers that drive
 //! a balancer and tally its picks.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 
 use crate::{BackendSet, Balancer};
@@ -45,6 +46,39 @@ impl BackendSet for TestBackends {
     }
     fn latency_ns(&self, index: usize) -> f64 {
         self.latency_ns[index]
+    }
+}
+
+/// A [`TestBackends`] whose in-flight counts are copied into one array of
+/// counters that the set offers through [`BackendSet::in_flight_slice`], as
+/// the proxy keeps them.
+pub(crate) struct WithCounters<'a> {
+    backends: &'a TestBackends,
+    counters: Vec<AtomicU64>,
+}
+
+impl<'a> WithCounters<'a> {
+    pub(crate) fn new(backends: &'a TestBackends) -> Self {
+        let counters = backends.in_flight.iter().map(|&load| load.into()).collect();
+        WithCounters { backends, counters }
+    }
+}
+
+impl BackendSet for WithCounters<'_> {
+    fn len(&self) -> usize {
+        self.backends.len()
+    }
+    fn usable(&self, index: usize) -> bool {
+        self.backends.usable(index)
+    }
+    fn in_flight(&self, index: usize) -> u64 {
+        self.counters[index].load(Ordering::Relaxed)
+    }
+    fn latency_ns(&self, index: usize) -> f64 {
+        self.backends.latency_ns(index)
+    }
+    fn in_flight_slice(&self) -> Option<&[AtomicU64]> {
+        Some(&self.counters)
     }
 }
 

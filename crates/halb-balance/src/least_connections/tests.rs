@@ -3,7 +3,7 @@
 
 use super::keys::CHUNK;
 use super::*;
-use crate::test_support::{pick_counts, picks, TestBackends};
+use crate::test_support::{pick_counts, picks, TestBackends, WithCounters};
 
 #[test]
 fn picks_the_least_loaded() {
@@ -41,6 +41,10 @@ fn ties_rotate() {
     // Backends 0, 2 and 3 tie, and the first tied one from the scan's
     // start wins: start 0 gives 0, starts 1 and 2 give 2, start 3 gives 3.
     assert_eq!(counts, [100, 0, 200, 100]);
+    // The same with the loads read in place.
+    let counters = WithCounters::new(&backends);
+    let picks: Vec<_> = (0..8).map(|_| lc.pick(&counters, None)).collect();
+    assert_eq!(picks, [0, 2, 2, 3, 0, 2, 2, 3].map(Some));
 }
 
 #[test]
@@ -96,12 +100,13 @@ fn scans_pools_larger_than_a_chunk() {
 }
 
 /// The obvious definition: the first backend from `start` with the
-/// least `(load + 1) / weight`, fractions compared in 128 bits.
+/// least `(load + 1) / weight`, loads capped at `MAX_LOAD`, fractions
+/// compared in 128 bits.
 fn reference(backends: &TestBackends, weights: &[u32], start: usize) -> Option<usize> {
     let n = weights.len();
     let rank = |i: usize| {
         (
-            u128::from(backends.in_flight[i]) + 1,
+            u128::from(backends.in_flight[i].min(MAX_LOAD)) + 1,
             u128::from(weights[i]),
         )
     };
@@ -120,6 +125,23 @@ fn reference(backends: &TestBackends, weights: &[u32], start: usize) -> Option<u
             _ => Some(i),
         })
 }
+
+/// Loads a scan of keys must not take for small ones: past the largest
+/// exact key load, past 32 bits (a multiplier's width), at the cap, past
+/// 52 and 63 bits, and a counter decremented below zero.
+const HUGE_LOADS: [u64; 11] = [
+    1 << 28,
+    (1 << 32) - 1,
+    1 << 32,
+    (1 << 32) + 1,
+    MAX_LOAD,
+    MAX_LOAD + 1,
+    1 << 52,
+    (1 << 53) + 2,
+    1 << 62,
+    1 << 63,
+    u64::MAX,
+];
 
 /// The three ways to rank the same weights: by keys, by scaled loads
 /// one backend at a time, by cross-multiplication.
@@ -141,6 +163,7 @@ fn rankings(weights: &[u32]) -> [LeastConnections; 3] {
             keys: None,
         },
         cursor: Cursor::default(),
+        modulus: Modulus::new(weights.len()),
     };
     let crossed = LeastConnections {
         rank: Rank::CrossMultiplied {
@@ -148,13 +171,15 @@ fn rankings(weights: &[u32]) -> [LeastConnections; 3] {
             max_weight: weights.iter().copied().max().map_or(0, u64::from),
         },
         cursor: Cursor::default(),
+        modulus: Modulus::new(weights.len()),
     };
     [keyed, scaled, crossed]
 }
 
 /// Every ranking picks exactly what the definition says, in pools of
 /// one chunk and of several, with loads too large for keys and with
-/// least loaded backends that are not usable.
+/// least loaded backends that are not usable, whether it copies the loads
+/// or reads them in place.
 #[test]
 fn every_ranking_matches_the_definition() {
     assert!(matches!(
@@ -171,22 +196,58 @@ fn every_ranking_matches_the_definition() {
         let weights: Vec<u32> = (0..n).map(|_| rng.u32(0..12)).collect();
         let mut backends = TestBackends::random(&mut rng, n);
         // Few distinct loads, so that ties are common; now and then, or
-        // everywhere, loads too large for keys (but below MAX_LOAD, where
-        // the definition and the rankings agree).
+        // everywhere, loads too large for keys, some beyond the cap or
+        // beyond what 32, 52 or 63 bits hold.
         let huge = if seed % 5 == 1 { 1 << 31 } else { 0 };
         for load in &mut backends.in_flight {
             *load = match rng.u8(..50) {
                 0 => (1 << 31) + *load % 4,
+                1 => HUGE_LOADS[rng.usize(..HUGE_LOADS.len())],
                 _ => huge + *load % 4,
             };
         }
         if seed % 3 == 0 {
             backends.usable = vec![true; n];
         }
+        let counters = WithCounters::new(&backends);
         for lc in rankings(&weights) {
-            for turn in 0..2 * n {
-                let expected = reference(&backends, &weights, turn % n);
-                assert_eq!(lc.pick(&backends, None), expected, "seed {seed}");
+            // 2n picks each: the next view starts where the first did.
+            for set in [&backends as &dyn BackendSet, &counters] {
+                for turn in 0..2 * n {
+                    let expected = reference(&backends, &weights, turn % n);
+                    assert_eq!(lc.pick(set, None), expected, "seed {seed}");
+                }
+            }
+        }
+    }
+}
+
+/// A huge load ranks as capped wherever it sits in a scan of keys: in the
+/// pairs of four, in a last pair, or last on its own; alone, or with
+/// every other load huge too.
+#[test]
+fn huge_loads_rank_as_capped_in_every_place() {
+    let mut rng = fastrand::Rng::with_seed(9);
+    for n in 1..=12 {
+        let weights: Vec<u32> = (0..n).map(|_| rng.u32(1..5)).collect();
+        let lc = LeastConnections::new(&weights);
+        assert!(matches!(lc.rank, Rank::Scaled { keys: Some(_), .. }));
+        for place in 0..n {
+            for (which, &huge) in HUGE_LOADS.iter().enumerate() {
+                let mut backends = TestBackends::idle(n);
+                backends.in_flight = (0..n).map(|_| rng.u64(..3)).collect();
+                if which % 2 == 1 {
+                    backends.in_flight = vec![HUGE_LOADS[which - 1]; n];
+                }
+                backends.in_flight[place] = huge;
+                let counters = WithCounters::new(&backends);
+                for set in [&backends as &dyn BackendSet, &counters] {
+                    for turn in 0..n {
+                        let expected = reference(&backends, &weights, turn);
+                        let loads = &backends.in_flight;
+                        assert_eq!(lc.pick(set, None), expected, "{loads:?} {weights:?}");
+                    }
+                }
             }
         }
     }
@@ -202,9 +263,11 @@ fn loads_too_large_for_keys_rank_exactly() {
     backends.in_flight = (0..200).map(|_| MAX_LOAD - rng.u64(1..20)).collect();
     let lc = LeastConnections::new(&weights);
     assert!(matches!(lc.rank, Rank::Scaled { keys: Some(_), .. }));
+    let counters = WithCounters::new(&backends);
     for turn in 0..400 {
         let expected = reference(&backends, &weights, turn % 200);
-        assert_eq!(lc.pick(&backends, None), expected, "turn {turn}");
+        let set: &dyn BackendSet = if turn < 200 { &backends } else { &counters };
+        assert_eq!(lc.pick(set, None), expected, "turn {turn}");
     }
 }
 
@@ -223,7 +286,7 @@ fn weights_with_a_large_lcm_rank_without_keys() {
 }
 
 /// Records how often a pick asks whether each backend is usable.
-struct AskCounting<'a>(&'a TestBackends, std::cell::RefCell<Vec<u32>>);
+struct AskCounting<'a>(&'a dyn BackendSet, std::cell::RefCell<Vec<u32>>);
 
 impl BackendSet for AskCounting<'_> {
     fn len(&self) -> usize {
@@ -235,6 +298,9 @@ impl BackendSet for AskCounting<'_> {
     }
     fn in_flight(&self, index: usize) -> u64 {
         self.0.in_flight(index)
+    }
+    fn in_flight_slice(&self) -> Option<&[std::sync::atomic::AtomicU64]> {
+        self.0.in_flight_slice()
     }
 }
 
@@ -250,12 +316,15 @@ fn asks_whether_a_backend_is_usable_at_most_once_per_pick() {
         if seed % 2 == 0 {
             backends.in_flight[rng.usize(..n)] = 1 << 30;
         }
+        let counters = WithCounters::new(&backends);
         for lc in rankings(&weights) {
-            for _ in 0..n {
-                let asked = AskCounting(&backends, vec![0; n].into());
-                lc.pick(&asked, None);
-                let asked = asked.1.into_inner();
-                assert!(asked.iter().all(|&count| count <= 1), "{asked:?}");
+            for set in [&backends as &dyn BackendSet, &counters] {
+                for _ in 0..n {
+                    let asked = AskCounting(set, vec![0; n].into());
+                    lc.pick(&asked, None);
+                    let asked = asked.1.into_inner();
+                    assert!(asked.iter().all(|&count| count <= 1), "{asked:?}");
+                }
             }
         }
     }
