@@ -208,18 +208,21 @@ async fn keep_alive_reuses_client_and_backend_connections() {
     );
 }
 
-/// Reads until halb closes the connection; how long that took.
-async fn time_until_closed(stream: &mut BufReader<TcpStream>) -> Duration {
+/// Reads until halb closes the connection (EOF or a reset); how long that
+/// took, and what came before the close.
+async fn time_until_closed(stream: &mut BufReader<TcpStream>) -> (Duration, String) {
     let started = Instant::now();
-    let mut sink = Vec::new();
-    // EOF or a reset both mean closed; a 408 answer before the close is fine.
+    let mut got = Vec::new();
     let _ = within(
         Duration::from_secs(15),
         "halb closing the connection",
-        stream.read_to_end(&mut sink),
+        stream.read_to_end(&mut got),
     )
     .await;
-    started.elapsed()
+    (
+        started.elapsed(),
+        String::from_utf8_lossy(&got).into_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,11 +237,18 @@ async fn a_client_that_never_finishes_its_request_head_is_cut_off() {
         .write_all(b"GET / HTTP/1.1\r\nHost: slow.example\r\n")
         .await
         .expect("write a partial head");
-    let took = time_until_closed(&mut stream).await;
+    let (took, answer) = time_until_closed(&mut stream).await;
 
     assert!(
         took < Duration::from_secs(5),
         "closed after {took:?}; request_head_timeout is 500ms"
+    );
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n")
+            && answer
+                .to_ascii_lowercase()
+                .contains("connection: close\r\n"),
+        "{answer:?}"
     );
     assert!(
         took >= Duration::from_millis(400),
@@ -267,12 +277,15 @@ async fn an_idle_client_connection_is_closed_after_idle_timeout() {
     .await
     .expect("a response");
     assert_eq!((reply.status, reply.text()), (200, "a".to_owned()));
-    let took = time_until_closed(&mut stream).await;
+    let (took, after) = time_until_closed(&mut stream).await;
 
     assert!(
         took < Duration::from_secs(5),
         "closed after {took:?}; idle_timeout is 500ms"
     );
+    // An idle keep-alive connection closes quietly: a 408 there could be
+    // taken for the answer to a request the client is just sending.
+    assert_eq!(after, "", "bytes before the idle close");
     assert!(
         took >= Duration::from_millis(400),
         "closed after only {took:?}"

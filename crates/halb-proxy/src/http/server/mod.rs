@@ -244,7 +244,11 @@ async fn serve_busy(
             Ok(Some(head)) => head,
             Ok(None) => return Next::Idle,
             Err(HeadFailure::Closed) => return Next::Close { linger: false },
-            Err(HeadFailure::Invalid(error)) => {
+            Err(failure @ (HeadFailure::Invalid(_) | HeadFailure::TimedOut)) => {
+                let (error, linger) = match failure {
+                    HeadFailure::Invalid(error) => (error, true),
+                    _ => (ProxyError::ClientTimeout, false),
+                };
                 tracing::debug!(peer = %handler.peer, %error, "bad request head");
                 let route = handler.listener.route.load_full();
                 // Nothing of the request can be trusted: log it as `- *`.
@@ -260,7 +264,7 @@ async fn serve_busy(
                 let stream = &connection.stream;
                 write::write_response(stream, &mut out, response, answering, limits.idle_timeout)
                     .await;
-                return Next::Close { linger: true };
+                return Next::Close { linger };
             }
         };
         let RequestHead {
@@ -341,6 +345,9 @@ enum HeadFailure {
     Closed,
     /// The head is invalid: answer with the error's status and close.
     Invalid(ProxyError),
+    /// The head did not come within `request_head_timeout`: answer 408 and
+    /// close, without waiting for more.
+    TimedOut,
 }
 
 /// Read one request head. `Ok(None)`: nothing has arrived (the buffer is
@@ -361,10 +368,7 @@ async fn read_head(
         }
         match connection.try_fill(HEAD_READ) {
             Ok(0) => return Err(HeadFailure::Closed),
-            Ok(_) => {
-                deadline.get_or_insert_with(|| Instant::now() + limits.request_head_timeout);
-                continue;
-            }
+            Ok(_) => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(_) => return Err(HeadFailure::Closed),
         }
@@ -372,6 +376,8 @@ async fn read_head(
             *connection.buf.borrow_mut() = BytesMut::new();
             return Ok(None);
         }
+        // Counted from the first wait for more of a head, not from its
+        // first byte: a head that comes whole costs no clock read.
         let deadline =
             *deadline.get_or_insert_with(|| Instant::now() + limits.request_head_timeout);
         tokio::select! {
@@ -382,7 +388,7 @@ async fn read_head(
             }
             _ = tokio::time::sleep_until(deadline) => {
                 tracing::debug!("client did not send its request head in time");
-                return Err(HeadFailure::Closed);
+                return Err(HeadFailure::TimedOut);
             }
         }
     }
