@@ -265,7 +265,7 @@ fn backends(text: &mut Exposition, topology: &Topology) {
         (
             "halb_backend_in_flight",
             "Requests (HTTP) or connections (TCP) using the backend now.",
-            |b| b.in_flight.load(Relaxed),
+            |b| b.in_flight(),
         ),
         (
             "halb_backend_weight",

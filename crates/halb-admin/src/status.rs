@@ -104,7 +104,7 @@ pub fn backend_status(backend: &BackendState, now: u64) -> BackendStatus {
         state: backend.health.serving_state(now).as_str(),
         weight: backend.weight,
         backup: backend.backup,
-        in_flight: backend.in_flight.load(Relaxed),
+        in_flight: backend.in_flight(),
         requests: backend.requests.load(Relaxed),
         failures: backend.failures.load(Relaxed),
         check: backend.health.last_check(),

@@ -17,7 +17,8 @@ use halb_balance::{
 const PICKS: u64 = 2_000_000;
 const SAMPLES: usize = 7;
 
-/// A pool as the data path would hold it: flags and atomic counters.
+/// A pool as the data path holds it: flags, and the in-flight counters in
+/// one array that least connections reads in place.
 struct Pool {
     usable: Vec<bool>,
     in_flight: Vec<AtomicU64>,
@@ -52,6 +53,9 @@ impl BackendSet for Pool {
     }
     fn latency_ns(&self, index: usize) -> f64 {
         self.latency_ns[index]
+    }
+    fn in_flight_slice(&self) -> Option<&[AtomicU64]> {
+        Some(&self.in_flight)
     }
 }
 

@@ -17,6 +17,7 @@
 
 mod error;
 mod http;
+mod in_flight;
 mod listener;
 mod relay;
 mod reload;

@@ -162,6 +162,12 @@ impl Proxy {
                 }
             }
         }
+        // Rebuilt pools take over the in-flight counts of the backends they
+        // keep only now, just before listeners switch to them: until then
+        // the old pools serve, and see those counts.
+        for pool in &pools {
+            pool.take_over_in_flight();
+        }
 
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for (wanted, running) in config.listeners.iter().zip(continuing) {

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use halb_balance::{
     BackendSet, Balancer, LeastConnections, Maglev, PeakEwma, PeakEwmaBalancer, RoundRobin,
@@ -14,20 +14,29 @@ use halb_config::{Algorithm, HealthCheckKind, Pool};
 use halb_health::{clock, BackendHealth, Checkers, EventSink, OutlierDetector, RetryBudget};
 use halb_metrics::Histogram;
 
+use crate::in_flight::{self, InFlightCount};
+
 /// One backend and its live counters, shared by every worker.
+///
+/// A reload that rebuilds the pool around another list of backends makes a
+/// successor for each backend it keeps with the same settings: the same
+/// counters, health and latency, and a place in the new pool's array of
+/// in-flight counts, to which the count moves when the new pool starts
+/// serving (see [`in_flight`](crate::in_flight)).
 #[derive(Debug)]
 pub struct BackendState {
     pub address: SocketAddr,
     pub weight: u32,
     pub backup: bool,
-    /// Requests (HTTP) or connections (TCP) currently using the backend.
-    pub in_flight: AtomicU64,
+    /// Requests (HTTP) or connections (TCP) currently using the backend: a
+    /// place in its pool's array of counts.
+    in_flight: Arc<InFlightCount>,
     /// Requests or connections sent to the backend (attempts, retries included).
-    pub requests: AtomicU64,
+    pub requests: Arc<AtomicU64>,
     /// Attempts that failed (connect error, timeout, broken response).
-    pub failures: AtomicU64,
+    pub failures: Arc<AtomicU64>,
     /// Latency estimate for `peak_ewma`.
-    pub latency: PeakEwma,
+    pub latency: Arc<PeakEwma>,
     /// Checks, operator state, ejection, slow start.
     pub health: Arc<BackendHealth>,
     /// HTTP: from sending a request to the backend's response head (connect
@@ -36,40 +45,72 @@ pub struct BackendState {
 }
 
 impl BackendState {
-    fn new(config: &halb_config::Backend, checked: bool) -> Self {
+    /// A backend counting its requests in flight at `counters[index]`.
+    fn new(
+        config: &halb_config::Backend,
+        checked: bool,
+        counters: &Arc<[AtomicU64]>,
+        index: usize,
+    ) -> Self {
         BackendState {
             health: Arc::new(BackendHealth::new(checked)),
             address: config.address,
             weight: config.weight,
             backup: config.backup,
-            in_flight: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            latency: PeakEwma::new(),
+            in_flight: Arc::new(InFlightCount::new(counters, index)),
+            requests: Arc::default(),
+            failures: Arc::default(),
+            latency: Arc::default(),
             response_time: Arc::default(),
         }
     }
 
     /// A backend whose settings changed at reload: new settings, same
-    /// health and counters.
-    fn carried_over(config: &halb_config::Backend, old: &BackendState) -> Self {
+    /// health and counters (as they were), nothing in flight yet.
+    fn carried_over(
+        config: &halb_config::Backend,
+        old: &BackendState,
+        counters: &Arc<[AtomicU64]>,
+        index: usize,
+    ) -> Self {
         BackendState {
             address: config.address,
             weight: config.weight,
             backup: config.backup,
-            in_flight: AtomicU64::new(0),
-            requests: AtomicU64::new(old.requests.load(Relaxed)),
-            failures: AtomicU64::new(old.failures.load(Relaxed)),
-            latency: PeakEwma::new(),
+            in_flight: Arc::new(InFlightCount::new(counters, index)),
+            requests: Arc::new(AtomicU64::new(old.requests.load(Relaxed))),
+            failures: Arc::new(AtomicU64::new(old.failures.load(Relaxed))),
+            latency: Arc::default(),
             health: old.health.clone(),
             response_time: old.response_time.clone(),
         }
     }
 
+    /// The same backend in a rebuilt pool, counting its requests in flight
+    /// at `counters[index]` once its count moves there.
+    fn successor(&self, counters: &Arc<[AtomicU64]>, index: usize) -> Self {
+        BackendState {
+            address: self.address,
+            weight: self.weight,
+            backup: self.backup,
+            in_flight: Arc::new(InFlightCount::new(counters, index)),
+            requests: self.requests.clone(),
+            failures: self.failures.clone(),
+            latency: self.latency.clone(),
+            health: self.health.clone(),
+            response_time: self.response_time.clone(),
+        }
+    }
+
+    /// Requests (HTTP) or connections (TCP) currently using the backend.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.get()
+    }
+
     /// Count one attempt and hold an in-flight slot until the guard drops.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.requests.fetch_add(1, Relaxed);
-        self.in_flight.fetch_add(1, Relaxed);
+        self.in_flight.increment();
         InFlight(self.clone())
     }
 }
@@ -91,7 +132,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Relaxed);
+        self.0.in_flight.decrement();
     }
 }
 
@@ -100,6 +141,13 @@ impl Drop for InFlight {
 pub struct PoolState {
     pub config: Pool,
     pub backends: Vec<Arc<BackendState>>,
+    /// The backends' requests in flight, in pool order: least connections
+    /// ranks them where they are.
+    in_flight: Arc<[AtomicU64]>,
+    /// The counts of the backends this pool kept from the pool it was
+    /// rebuilt from, still counting there (from, to), until
+    /// [`PoolState::take_over_in_flight`] moves them into `in_flight`.
+    kept_in_flight: Mutex<Vec<(Arc<InFlightCount>, Arc<InFlightCount>)>>,
     balancer: Box<dyn Balancer>,
     pub outlier: OutlierDetector,
     pub retry_budget: RetryBudget,
@@ -126,22 +174,54 @@ impl PoolState {
 
     /// Build a pool from a new config, keeping what `previous` knew of the
     /// backends that are still there: a backend whose weight and backup flag
-    /// did not change is the same object (counters, in-flight, health,
-    /// latency); one whose weight changed keeps its health and counters.
+    /// did not change keeps its counters, in-flight count, health and
+    /// latency; one whose weight changed keeps its health and counters.
+    ///
+    /// When the new pool has the same backends as `previous`, in the same
+    /// order and with the same settings, it shares their objects and their
+    /// in-flight counts. Otherwise it counts requests in flight in an array
+    /// of its own, and the backends it keeps go on counting in the old one
+    /// until [`PoolState::take_over_in_flight`] moves their counts: call it
+    /// when the new pool starts serving.
     pub fn rebuild(config: Pool, previous: Option<&PoolState>, events: EventSink) -> Self {
         let checked = config.health_check.kind != HealthCheckKind::None;
-        let backends: Vec<_> = config
-            .backends
-            .iter()
-            .map(|b| {
-                let old = previous.and_then(|p| p.backends.iter().find(|o| o.address == b.address));
-                match old {
-                    Some(old) if old.weight == b.weight && old.backup == b.backup => old.clone(),
-                    Some(old) => Arc::new(BackendState::carried_over(b, old)),
-                    None => Arc::new(BackendState::new(b, checked)),
-                }
-            })
-            .collect();
+        let old = |b: &halb_config::Backend| {
+            previous.and_then(|p| p.backends.iter().find(|o| o.address == b.address))
+        };
+        let unchanged = |b: &halb_config::Backend, old: &BackendState| {
+            old.weight == b.weight && old.backup == b.backup
+        };
+        let same_backends = previous.filter(|p| {
+            p.backends.len() == config.backends.len()
+                && config
+                    .backends
+                    .iter()
+                    .zip(&p.backends)
+                    .all(|(b, o)| o.address == b.address && unchanged(b, o))
+        });
+        let (backends, in_flight, kept_in_flight) = match same_backends {
+            Some(previous) => (
+                previous.backends.clone(),
+                previous.in_flight.clone(),
+                Vec::new(),
+            ),
+            None => {
+                let counters = in_flight::counters(config.backends.len());
+                let mut kept = Vec::new();
+                let backends = (config.backends.iter().enumerate())
+                    .map(|(index, b)| match old(b) {
+                        Some(old) if unchanged(b, old) => {
+                            let successor = old.successor(&counters, index);
+                            kept.push((old.in_flight.clone(), successor.in_flight.clone()));
+                            Arc::new(successor)
+                        }
+                        Some(old) => Arc::new(BackendState::carried_over(b, old, &counters, index)),
+                        None => Arc::new(BackendState::new(b, checked, &counters, index)),
+                    })
+                    .collect();
+                (backends, counters, kept)
+            }
+        };
         let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
         let balancer: Box<dyn Balancer> = match config.algorithm {
             Algorithm::RoundRobin => Box::new(RoundRobin::new(backends.len())),
@@ -167,8 +247,27 @@ impl PoolState {
             slow_start: config.slow_start.map_or(0, clock::nanos),
             config,
             backends,
+            in_flight,
+            kept_in_flight: Mutex::new(kept_in_flight),
             balancer,
             checkers: std::sync::Mutex::new(Some(checkers)),
+        }
+    }
+
+    /// Moves the in-flight counts of the backends this pool kept from the
+    /// pool it was rebuilt from into its own array: from now on it sees
+    /// every request in flight on them, those that began on the old pool
+    /// too, and they end there. Call once the pool is about to serve, so
+    /// that the old pool, serving until then, sees its counts until then.
+    pub fn take_over_in_flight(&self) {
+        let kept = std::mem::take(
+            &mut *self
+                .kept_in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for (from, to) in kept {
+            from.move_to(to);
         }
     }
 
@@ -184,6 +283,7 @@ impl PoolState {
         for backups in [false, true] {
             let mut candidates = Candidates {
                 backends: &self.backends,
+                in_flight: &self.in_flight,
                 tried,
                 backups,
                 now,
@@ -290,6 +390,8 @@ impl Tried {
 /// The view of a pool that a balancer sees for one pick.
 struct Candidates<'a> {
     backends: &'a [Arc<BackendState>],
+    /// The backends' in-flight counts, in the same order.
+    in_flight: &'a [AtomicU64],
     tried: &'a Tried,
     backups: bool,
     now: u64,
@@ -318,13 +420,17 @@ impl BackendSet for Candidates<'_> {
     }
 
     fn in_flight(&self, index: usize) -> u64 {
-        self.backends[index].in_flight.load(Relaxed)
+        self.in_flight[index].load(Relaxed)
     }
 
     fn in_flight_range(&self, first: usize, out: &mut [u64]) {
-        for (backend, load) in self.backends[first..].iter().zip(out) {
-            *load = backend.in_flight.load(Relaxed);
+        for (count, load) in self.in_flight[first..].iter().zip(out) {
+            *load = count.load(Relaxed);
         }
+    }
+
+    fn in_flight_slice(&self) -> Option<&[AtomicU64]> {
+        Some(self.in_flight)
     }
 
     fn latency_ns(&self, index: usize) -> f64 {
@@ -333,3 +439,6 @@ impl BackendSet for Candidates<'_> {
             .estimate_ns_at(clock::instant(self.now))
     }
 }
+
+#[cfg(test)]
+mod tests;
