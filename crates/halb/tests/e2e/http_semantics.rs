@@ -257,10 +257,12 @@ async fn a_client_that_never_finishes_its_request_head_is_cut_off() {
     assert_eq!(a.requests(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_client_connection_is_closed_after_idle_timeout() {
+/// A client gets one response, then sends nothing: halb closes the
+/// connection `idle_ms` after the response, quietly.
+async fn idle_connection_closes_after(idle_ms: u64) {
     let a = named("a").await;
-    let config = BalancerConfig::http(&[a.addr]).listener_key("idle_timeout", "\"500ms\"");
+    let idle = format!("\"{idle_ms}ms\"");
+    let config = BalancerConfig::http(&[a.addr]).listener_key("idle_timeout", &idle);
     let _halb = Halb::start(&config.to_toml()).await;
 
     let mut stream = BufReader::new(TcpStream::connect(config.listen).await.expect("connect"));
@@ -281,13 +283,24 @@ async fn an_idle_client_connection_is_closed_after_idle_timeout() {
 
     assert!(
         took < Duration::from_secs(5),
-        "closed after {took:?}; idle_timeout is 500ms"
+        "closed after {took:?}; idle_timeout is {idle_ms}ms"
     );
     // An idle keep-alive connection closes quietly: a 408 there could be
     // taken for the answer to a request the client is just sending.
     assert_eq!(after, "", "bytes before the idle close");
     assert!(
-        took >= Duration::from_millis(400),
+        took >= Duration::from_millis(idle_ms * 4 / 5),
         "closed after only {took:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_client_connection_is_closed_after_idle_timeout() {
+    idle_connection_closes_after(500).await;
+}
+
+/// Shorter than the grace a connection stays busy after a response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_idle_timeout_closes_a_connection_that_was_just_busy() {
+    idle_connection_closes_after(80).await;
 }

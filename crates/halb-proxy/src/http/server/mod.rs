@@ -12,8 +12,10 @@ mod head;
 mod write;
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -23,7 +25,7 @@ use bytes::BytesMut;
 use http::{Method, StatusCode, Uri};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 pub(crate) use body::{BodyError, ClientBody};
 
@@ -40,6 +42,10 @@ const HEAD_READ: usize = 8 * 1024;
 /// The first read of a connection waking up goes to the stack (see
 /// [`ClientConnection::try_fill`]).
 const FIRST_READ: usize = 4096;
+/// How long a connection stays busy (its busy future allocated, its idle
+/// timer running for this, not for `idle_timeout`) after a response,
+/// waiting for the next request.
+const BUSY_GRACE: Duration = Duration::from_millis(200);
 /// Keep reading into the buffer while at least this much is free.
 const MIN_SPARE: usize = 1024;
 /// Closing after an error: how long, and how much, to read and drop while
@@ -154,8 +160,9 @@ pub(crate) fn carve(room: usize, fill: impl FnOnce(&mut BytesMut)) -> BytesMut {
 
 /// What the connection does after a busy spell.
 enum Next {
-    /// Nothing buffered, nothing in flight: wait for the client.
-    Idle,
+    /// Nothing buffered, nothing in flight, since `since`: wait for the
+    /// client.
+    Idle { since: Instant },
     Close {
         /// The client may still be sending: read and drop for a while so
         /// that it sees the answer rather than a reset.
@@ -194,13 +201,13 @@ pub(crate) async fn serve(
     // (cheaper than a new timer per request).
     let idle = tokio::time::sleep(idle_timeout);
     tokio::pin!(idle);
-    let mut first = true;
+    let mut idle_since = None;
     let next = loop {
         if *closing.borrow() {
             break Next::Close { linger: false };
         }
-        if !std::mem::take(&mut first) {
-            idle.as_mut().reset(Instant::now() + idle_timeout);
+        if let Some(since) = idle_since.take() {
+            idle.as_mut().reset(since + idle_timeout);
         }
         tokio::select! {
             biased;
@@ -217,8 +224,15 @@ pub(crate) async fn serve(
             }
         }
         // The busy part is boxed: an idle connection's task stays small.
-        match Box::pin(serve_busy(&connection, &handler, &closing)).await {
-            Next::Idle => continue,
+        let busy = serve_busy(
+            &connection,
+            &handler,
+            &closing,
+            idle.as_mut(),
+            closed.as_mut(),
+        );
+        match Box::pin(busy).await {
+            Next::Idle { since } => idle_since = Some(since),
             next => break next,
         }
     };
@@ -231,18 +245,26 @@ pub(crate) async fn serve(
 }
 
 /// Serve requests while the client keeps sending them; return when the
-/// connection goes idle or must close.
+/// connection has been idle for [`BUSY_GRACE`] or must close. `idle` is the
+/// connection's idle timer and `closed` its wait for the listener's close,
+/// lent for the grace.
 async fn serve_busy(
     connection: &Rc<ClientConnection>,
     handler: &Handler,
     closing: &watch::Receiver<bool>,
+    mut idle: Pin<&mut Sleep>,
+    mut closed: Pin<&mut dyn Future<Output = Result<(), watch::error::RecvError>>>,
 ) -> Next {
     let limits = &*handler.config;
     let mut out = Outgoing::default();
     loop {
         let head = match read_head(connection, limits).await {
             Ok(Some(head)) => head,
-            Ok(None) => return Next::Idle,
+            Ok(None) => {
+                return Next::Idle {
+                    since: Instant::now(),
+                }
+            }
             Err(HeadFailure::Closed) => return Next::Close { linger: false },
             Err(failure @ (HeadFailure::Invalid(_) | HeadFailure::TimedOut)) => {
                 let (error, linger) = match failure {
@@ -333,8 +355,23 @@ async fn serve_busy(
             match connection.try_fill(HEAD_READ) {
                 Ok(0) => return Next::Close { linger: false },
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Idle,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => return Next::Close { linger: false },
+            }
+            // Stay busy a while: a keep-alive client that sends its next
+            // request soon (most, under load) costs no new busy future.
+            let since = Instant::now();
+            idle.as_mut()
+                .reset(since + BUSY_GRACE.min(limits.idle_timeout));
+            tokio::select! {
+                biased;
+                _ = closed.as_mut() => return Next::Close { linger: false },
+                readable = connection.stream.readable() => {
+                    if readable.is_err() {
+                        return Next::Close { linger: false };
+                    }
+                }
+                _ = idle.as_mut() => return Next::Idle { since },
             }
         }
     }
@@ -488,6 +525,6 @@ mod tests {
         ));
         let serving = super::serve(stream, peer, context, Rc::new(Default::default()));
         let size = std::mem::size_of_val(&serving);
-        assert!(size <= 800, "the connection future takes {size} bytes");
+        assert!(size <= 832, "the connection future takes {size} bytes");
     }
 }
