@@ -36,22 +36,24 @@ impl Known {
     /// The class of a header name (names are case-insensitive).
     pub(crate) fn of(name: &[u8]) -> Known {
         let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
-        match name.len() {
-            2 if is(b"te") => Known::Te,
-            4 if is(b"host") => Known::Host,
-            4 if is(b"date") => Known::Date,
-            6 if is(b"cookie") => Known::Cookie,
-            6 if is(b"expect") => Known::Expect,
-            7 if is(b"trailer") => Known::Trailer,
-            7 if is(b"upgrade") => Known::Upgrade,
-            9 if is(b"forwarded") => Known::Forwarded,
-            10 if is(b"connection") => Known::Connection,
-            10 if is(b"keep-alive") => Known::KeepAlive,
-            14 if is(b"content-length") => Known::ContentLength,
-            15 if is(b"x-forwarded-for") => Known::XForwardedFor,
-            16 if is(b"proxy-connection") => Known::ProxyConnection,
-            17 if is(b"transfer-encoding") => Known::TransferEncoding,
-            17 if is(b"x-forwarded-proto") => Known::XForwardedProto,
+        // Length and first letter pick the one name to compare.
+        let first = name.first().map_or(0, |b| b.to_ascii_lowercase());
+        match (name.len(), first) {
+            (2, b't') if is(b"te") => Known::Te,
+            (4, b'h') if is(b"host") => Known::Host,
+            (4, b'd') if is(b"date") => Known::Date,
+            (6, b'c') if is(b"cookie") => Known::Cookie,
+            (6, b'e') if is(b"expect") => Known::Expect,
+            (7, b't') if is(b"trailer") => Known::Trailer,
+            (7, b'u') if is(b"upgrade") => Known::Upgrade,
+            (9, b'f') if is(b"forwarded") => Known::Forwarded,
+            (10, b'c') if is(b"connection") => Known::Connection,
+            (10, b'k') if is(b"keep-alive") => Known::KeepAlive,
+            (14, b'c') if is(b"content-length") => Known::ContentLength,
+            (15, b'x') if is(b"x-forwarded-for") => Known::XForwardedFor,
+            (16, b'p') if is(b"proxy-connection") => Known::ProxyConnection,
+            (17, b't') if is(b"transfer-encoding") => Known::TransferEncoding,
+            (17, b'x') if is(b"x-forwarded-proto") => Known::XForwardedProto,
             _ => Known::Other,
         }
     }
@@ -267,6 +269,11 @@ mod tests {
         assert_eq!(Known::of(b"tf"), Known::Other);
         assert_eq!(Known::of(b"content-lengths"), Known::Other);
         assert_eq!(Known::of(b"hostx"), Known::Other);
+        assert_eq!(Known::of(b"DATE"), Known::Date);
+        assert_eq!(Known::of(b"Keep-Alive"), Known::KeepAlive);
+        assert_eq!(Known::of(b"content-type"), Known::Other);
+        assert_eq!(Known::of(b"connectiom"), Known::Other);
+        assert_eq!(Known::of(b""), Known::Other);
     }
 
     #[test]

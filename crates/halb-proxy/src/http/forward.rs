@@ -286,7 +286,8 @@ impl Handler {
                 &request.method,
                 config.timeout,
             );
-            match tokio::time::timeout(config.timeout, exchanged).await {
+            let deadline = tokio::time::Instant::from_std(started) + config.timeout;
+            match tokio::time::timeout_at(deadline, exchanged).await {
                 Err(_) => {
                     return Err(FailedAttempt {
                         error: ProxyError::ResponseTimeout,
