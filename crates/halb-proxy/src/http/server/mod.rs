@@ -45,7 +45,7 @@ const FIRST_READ: usize = 4096;
 /// How long a connection stays busy (its busy future allocated, its idle
 /// timer running for this, not for `idle_timeout`) after a response,
 /// waiting for the next request.
-const BUSY_GRACE: Duration = Duration::from_millis(200);
+const BUSY_GRACE: Duration = Duration::from_millis(20);
 /// Keep reading into the buffer while at least this much is free.
 const MIN_SPARE: usize = 1024;
 /// Closing after an error: how long, and how much, to read and drop while
