@@ -299,8 +299,8 @@ async fn an_idle_client_connection_is_closed_after_idle_timeout() {
     idle_connection_closes_after(500).await;
 }
 
-/// Shorter than the grace a connection stays busy after a response.
+/// Shorter than the grace a connection stays busy after a response (20 ms).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_idle_timeout_closes_a_connection_that_was_just_busy() {
-    idle_connection_closes_after(80).await;
+    idle_connection_closes_after(10).await;
 }
