@@ -14,6 +14,7 @@ mod webhook;
 
 pub use duration::{parse_duration, MAX_DURATION};
 pub use model::*;
+pub use webhook::WebhookUrl;
 
 /// One problem found in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]

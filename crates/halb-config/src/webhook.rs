@@ -1,6 +1,5 @@
-//! Alert webhook URLs: `http://host[:port][/path]`, checked at load time.
-//! halb-alerts parses the URLs again when it starts delivering; this check
-//! is at least as strict, so a URL that passes here is never skipped there.
+//! Alert webhook URLs: `http://host[:port][/path]`, checked at load time;
+//! halb-alerts delivers to the same parse of each URL.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -10,22 +9,22 @@ const MAX_LABEL: usize = 63;
 
 /// Where a webhook POST goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct WebhookUrl {
+pub struct WebhookUrl {
     /// As in a URL: a host name, an IPv4 address, or an IPv6 address in
     /// brackets, so that `format!("{host}:{port}")` is both a Host header
     /// and something `ToSocketAddrs` resolves.
-    pub(crate) host: String,
+    pub host: String,
     /// 80 when the URL has none.
-    pub(crate) port: u16,
+    pub port: u16,
     /// The request target, starting with `/` (with the query, if any); `/`
     /// when the URL has none.
-    pub(crate) path: String,
+    pub path: String,
 }
 
 impl WebhookUrl {
     /// Parse an `http://host[:port][/path]` URL. Only plain HTTP: halb has
     /// no TLS support yet, and an `https` URL gets an error saying so.
-    pub(crate) fn parse(url: &str) -> Result<WebhookUrl, String> {
+    pub fn parse(url: &str) -> Result<WebhookUrl, String> {
         let bad = |hint: &str| {
             format!(
                 "expected an http://host:port/path URL such as {EXAMPLE:?}, got {url:?} ({hint})"
