@@ -3,8 +3,9 @@
 //! the backend connection serve again, and fail as a copied body would
 //! when the backend stalls or breaks off.
 
-use crate::backend_protocol::{body_stalls, pattern, raw_get, read_until_closed, ANSWER_LIMIT};
-use crate::support::client::get_once;
+use crate::backend_protocol::{
+    a_get_after_the_break_is_whole, body_stalls, pattern, raw_get, read_until_closed, ANSWER_LIMIT,
+};
 use crate::support::scripted::{ok, scripted};
 use crate::support::{within, BalancerConfig, Halb, HttpClient};
 
@@ -95,11 +96,5 @@ async fn a_large_body_the_backend_breaks_off_closes_the_client_connection() {
         "the bytes before the break"
     );
 
-    let reply = within(
-        ANSWER_LIMIT,
-        "a GET after the break",
-        get_once(config.listen, "/"),
-    )
-    .await;
-    assert_eq!((reply.status, reply.text()), (200, "whole".to_owned()));
+    a_get_after_the_break_is_whole(config.listen).await;
 }
