@@ -44,6 +44,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true",
                    help="every case once for ~1 s, 1,000 idle connections; for CI, numbers meaningless")
     p.add_argument("--halb", type=Path, default=REPO / "target" / "release" / "halb")
+    p.add_argument("--load", type=Path, default=REPO / "target" / "release" / "halb-load",
+                   help="the client for the MiB/s cases (default target/release/halb-load)")
+    p.add_argument("--wrk-only", action="store_true",
+                   help="measure the MiB/s cases with wrk too (8 KiB reads) instead of halb-load")
     p.add_argument("--out", type=Path, help="results directory (default bench/results, "
                    "bench/results/tmp for --smoke)")
     p.add_argument("--proxy-cpus", default="0", help="CPUs of the proxy in 1-worker cases (default 0)")
@@ -111,6 +115,8 @@ def check_tools(args: argparse.Namespace) -> None:
     missing = [t for t in ("haproxy", "nginx", "wrk", "taskset") if shutil.which(t) is None]
     if not args.halb.is_file():
         missing.append(f"halb ({args.halb}; cargo build --release -p halb)")
+    if not args.wrk_only and not args.load.is_file():
+        missing.append(f"halb-load ({args.load}; cargo build --release -p halb-load)")
     if missing:
         raise SystemExit("missing: " + ", ".join(missing) + " (bench/run.sh installs them)")
 
@@ -147,7 +153,8 @@ def main() -> int:
 
     cpus = Cpus(proxy=args.proxy_cpus, load=args.load_cpus, proxy_multi=args.multi_cpus)
     settings = Settings(duration=args.duration, warmup=args.warmup,
-                        idle_connections=args.idle_connections, halb=args.halb.resolve(), cpus=cpus)
+                        idle_connections=args.idle_connections, halb=args.halb.resolve(), cpus=cpus,
+                        load=None if args.wrk_only else args.load.resolve())
     default_out = "tmp/profile" if args.profile else "tmp" if args.smoke else ""
     out_dir = args.out or (BENCH_DIR / "results" / default_out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -162,8 +169,10 @@ def main() -> int:
         "haproxy": version(["haproxy", "-v"]),
         "nginx": version(["nginx", "-v"]),
         "wrk": version(["wrk", "--version"]),
+        "clients": ("wrk for every case" if args.wrk_only else
+                    "halb-load (bench/load: 256 KiB reads) for the MiB/s cases, wrk for the others"),
         "cpu split": (f"proxy on CPU {cpus.proxy} (1-worker cases) / CPUs {cpus.proxy_multi} "
-                      f"(2-worker cases); wrk, backends and idle clients on CPU {cpus.load}"),
+                      f"(2-worker cases); load clients, backends and idle clients on CPU {cpus.load}"),
         "per run": (f"{args.warmup:g} s warm-up + {args.duration:g} s measured, repeat {args.repeat}, "
                     f"proxies alternated, a fresh proxy process per run"),
         "idle connections": args.idle_connections,

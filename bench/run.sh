@@ -36,7 +36,7 @@ if ((${#missing[@]})); then
 fi
 
 if [[ -z "${HALB_BENCH_NO_BUILD:-}" ]]; then
-  (cd "$REPO" && cargo build --release -p halb)
+  (cd "$REPO" && cargo build --release -p halb -p halb-load)
 fi
 
 # matplotlib for the PNG; without it the run still writes the markdown.

@@ -1,4 +1,4 @@
-"""The benchmark cases: what wrk (or the idle-connection client) does."""
+"""The benchmark cases: what the load client (wrk, halb-load or the idle-connection client) does."""
 
 from __future__ import annotations
 

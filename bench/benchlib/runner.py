@@ -44,6 +44,8 @@ class Settings:
     idle_connections: int
     halb: Path
     cpus: Cpus
+    # The client for cases that report MiB/s (see `Case.client`); None: wrk.
+    load: Path | None = None
     wrk_threads: int = 1
 
 
@@ -127,16 +129,27 @@ class Bench:
             self.procs.stop(started)
 
     # --- load -----------------------------------------------------------
-    def wrk(self, case: Case, port: int, seconds: float, report: bool) -> dict | None:
-        argv = [
-            "taskset", "-c", self.s.cpus.load, "wrk",
-            f"-t{min(self.s.wrk_threads, case.connections)}",
-            f"-c{case.connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
-        ]
-        if report:
-            argv += ["--latency", "-s", str(WRK_SCRIPT)]
-        if case.close:
-            argv += ["-H", "Connection: close"]
+    def client(self, case: Case) -> str:
+        """`halb-load` for large bodies (it reads 256 KiB at a time where wrk
+        reads 8 KiB, which made the load core the limit), wrk otherwise."""
+        return "halb-load" if case.mib and self.s.load is not None else "wrk"
+
+    def load(self, case: Case, port: int, seconds: float, report: bool) -> dict | None:
+        argv = ["taskset", "-c", self.s.cpus.load]
+        if self.client(case) == "halb-load":
+            argv += [str(self.s.load), "-c", str(case.connections), "-d", str(max(1, round(seconds))),
+                     "--timeout", "10"]
+            if case.close:
+                argv.append("--close")
+        else:
+            argv += [
+                "wrk", f"-t{min(self.s.wrk_threads, case.connections)}",
+                f"-c{case.connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+            ]
+            if report:
+                argv += ["--latency", "-s", str(WRK_SCRIPT)]
+            if case.close:
+                argv += ["-H", "Connection: close"]
         argv.append(f"http://127.0.0.1:{port}{case.path}")
         out = subprocess.run(
             argv, capture_output=True, text=True, timeout=seconds + 60,
@@ -147,17 +160,17 @@ class Bench:
         for line in out.stdout.splitlines():
             if line.startswith("WRKJSON "):
                 return json.loads(line[len("WRKJSON "):])
-        raise RuntimeError(f"wrk gave no report (exit {out.returncode}): {out.stderr.strip()}")
+        raise RuntimeError(f"{self.client(case)} gave no report (exit {out.returncode}): {out.stderr.strip()}")
 
     def run_load(self, proxy: str, case: Case, rep: int) -> Result:
         started, port = self.start_proxy(proxy, case)
         try:
             if self.s.warmup > 0:
-                self.wrk(case, port, self.s.warmup, report=False)
+                self.load(case, port, self.s.warmup, report=False)
             if self.profiler:
                 self.profiler.begin(proxy, case, procs.tree(started.pid))
             cpu0 = procs.cpu_seconds(started.pid)
-            w = self.wrk(case, port, self.s.duration, report=True)
+            w = self.load(case, port, self.s.duration, report=True)
             cpu1 = procs.cpu_seconds(started.pid)
             if self.profiler:
                 self.profiler.end(proxy, case, w["requests"])
