@@ -169,10 +169,14 @@ fn prepare(
         || status == StatusCode::NOT_MODIFIED;
     let framing = if bodiless {
         Framing::Empty
-    } else if let Some(length) = content_length(fields) {
-        Framing::Length(length)
     } else if let Some(length) = exact_length {
-        said.content_length = Some(length);
+        // A backend's body knows the length its head gave (the parser
+        // framed it by that header): only say it when the head does not.
+        if fields.get(Known::ContentLength).is_none() {
+            said.content_length = Some(length);
+        }
+        Framing::Length(length)
+    } else if let Some(length) = content_length(fields) {
         Framing::Length(length)
     } else if answering.version == Version::HTTP_11 {
         said.chunked = true;
@@ -461,6 +465,19 @@ mod tests {
         // The backend's Content-Length is kept.
         let f = framed(200, &[("content-length", "5")], None, V::HTTP_11, false);
         assert_eq!(f, (Framing::Length(5), false, "content-length: 5".into()));
+        // ... once, when the body also knows its length (as a backend's
+        // does), even in a repeated form only the parser reads.
+        let f = framed(
+            200,
+            &[("content-length", "3, 3")],
+            Some(3),
+            V::HTTP_11,
+            false,
+        );
+        assert_eq!(
+            f,
+            (Framing::Length(3), false, "content-length: 3, 3".into())
+        );
         // A body of known size gets one.
         let f = framed(200, &[], Some(3), V::HTTP_11, false);
         assert_eq!(f, (Framing::Length(3), false, "content-length: 3".into()));
