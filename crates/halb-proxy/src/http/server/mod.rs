@@ -161,8 +161,9 @@ pub(crate) fn carve(room: usize, fill: impl FnOnce(&mut BytesMut)) -> BytesMut {
 /// What the connection does after a busy spell.
 enum Next {
     /// Nothing buffered, nothing in flight, since `since`: wait for the
-    /// client.
-    Idle { since: Instant },
+    /// client. `None`: no request came (a wake-up with nothing to read),
+    /// so the idle spell that was under way goes on, its timer untouched.
+    Idle { since: Option<Instant> },
     Close {
         /// The client may still be sending: read and drop for a while so
         /// that it sees the answer rather than a reset.
@@ -232,7 +233,7 @@ pub(crate) async fn serve(
             closed.as_mut(),
         );
         match Box::pin(busy).await {
-            Next::Idle { since } => idle_since = Some(since),
+            Next::Idle { since } => idle_since = since,
             next => break next,
         }
     };
@@ -257,14 +258,12 @@ async fn serve_busy(
 ) -> Next {
     let limits = &*handler.config;
     let mut out = Outgoing::default();
+    // When the last response was done; `None` until one is.
+    let mut done_at = None;
     loop {
         let head = match read_head(connection, limits).await {
             Ok(Some(head)) => head,
-            Ok(None) => {
-                return Next::Idle {
-                    since: Instant::now(),
-                }
-            }
+            Ok(None) => return Next::Idle { since: done_at },
             Err(HeadFailure::Closed) => return Next::Close { linger: false },
             Err(failure @ (HeadFailure::Invalid(_) | HeadFailure::TimedOut)) => {
                 let (error, linger) = match failure {
@@ -361,6 +360,7 @@ async fn serve_busy(
             // Stay busy a while: a keep-alive client that sends its next
             // request soon (most, under load) costs no new busy future.
             let since = Instant::now();
+            done_at = Some(since);
             idle.as_mut()
                 .reset(since + BUSY_GRACE.min(limits.idle_timeout));
             tokio::select! {
@@ -371,7 +371,7 @@ async fn serve_busy(
                         return Next::Close { linger: false };
                     }
                 }
-                _ = idle.as_mut() => return Next::Idle { since },
+                _ = idle.as_mut() => return Next::Idle { since: done_at },
             }
         }
     }
