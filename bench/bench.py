@@ -191,10 +191,13 @@ def main() -> int:
     results: list[Result] = []
     started_at = time.monotonic()
     try:
-        # A private copy: a rebuild of target/release during the run must not
-        # change the binary under test half-way.
+        # Private copies: a rebuild of target/release during the run must not
+        # change the binary under test, or the client, half-way.
         shutil.copy2(settings.halb, tmp / "halb")
         settings.halb = tmp / "halb"
+        if settings.load is not None:
+            shutil.copy2(settings.load, tmp / "halb-load")
+            settings.load = tmp / "halb-load"
         bench = Bench(settings, tmp, processes)
         if args.profile:
             bench.profiler = profile.Profiler(processes, out_dir, cpus.load, tmp)

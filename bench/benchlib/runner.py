@@ -44,7 +44,7 @@ class Settings:
     idle_connections: int
     halb: Path
     cpus: Cpus
-    # The client for cases that report MiB/s (see `Case.client`); None: wrk.
+    # The client for cases that report MiB/s (see `Bench.client`); None: wrk.
     load: Path | None = None
     wrk_threads: int = 1
 
