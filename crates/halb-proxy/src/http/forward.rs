@@ -12,7 +12,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt as _;
 
 use super::body::{RequestBody, ResponseBody};
-use super::client::{self, BackendBody, BackendConnection, ResponseHead};
+use super::client::{self, BackendBody, BackendConnection, ResponseHead, Sent};
 use super::exchange::{Exchange, Progress};
 use super::fields::{Fields, Known};
 use super::headers::{encode_request, ClientAddress};
@@ -173,7 +173,7 @@ impl Handler {
             progress.retries = attempt;
             let in_flight = backend.begin();
             match self.attempt(pool, &in_flight, &mut request).await {
-                Ok((head, connection, complete, took)) => {
+                Ok((head, connection, sent, took)) => {
                     progress.backend_time = Some(took);
                     let failed = pool.outlier.counts_status(head.status.as_u16());
                     if failed {
@@ -201,11 +201,17 @@ impl Handler {
                         return Ok(Forwarded::Upgraded(status, fields, upgrade));
                     }
                     fields.drop_connection_named();
+                    let (complete, upload) = match sent {
+                        Sent::Whole => (true, None),
+                        Sent::Cut => (false, None),
+                        Sent::Ongoing(upload) => (true, Some(upload)),
+                    };
                     let reuse = (keep_alive && complete).then(|| self.upstream.clone());
                     let body = BackendBody::new(
                         connection,
                         framing,
                         reuse,
+                        upload,
                         pool.config.timeout,
                         in_flight,
                     );
@@ -248,13 +254,14 @@ impl Handler {
 
     /// One try on one backend: a pooled connection (or, if that turns out to
     /// have been closed by the backend while idle, a new one), the request,
-    /// then the response head, all within the pool's timeout.
+    /// then the response head, which must come within the pool's timeout of
+    /// the request's end (or of the last progress of a stalled upload).
     async fn attempt(
         &self,
         pool: &PoolState,
         in_flight: &InFlight,
         request: &mut Outbound,
-    ) -> Result<(ResponseHead, BackendConnection, bool, Duration), FailedAttempt> {
+    ) -> Result<(ResponseHead, BackendConnection, Sent, Duration), FailedAttempt> {
         let backend = in_flight.backend();
         let config = &pool.config;
         let mut fresh_only = false;
@@ -279,28 +286,23 @@ impl Handler {
             };
             let untouched = request.body.is_untouched();
             let started = std::time::Instant::now();
-            let exchanged = connection.exchange(
-                &request.head,
-                &mut request.body,
-                request.chunked,
-                &request.method,
-                config.timeout,
-            );
-            let deadline = tokio::time::Instant::from_std(started) + config.timeout;
-            match tokio::time::timeout_at(deadline, exchanged).await {
-                Err(_) => {
-                    return Err(FailedAttempt {
-                        error: ProxyError::ResponseTimeout,
-                        unsent: false,
-                    })
-                }
-                Ok(Ok((head, complete))) => {
+            let exchanged = connection
+                .exchange(
+                    &request.head,
+                    &mut request.body,
+                    request.chunked,
+                    &request.method,
+                    config.timeout,
+                )
+                .await;
+            match exchanged {
+                Ok((head, sent)) => {
                     let took = started.elapsed();
                     backend.latency.observe(took);
                     backend.response_time.observe(took);
-                    return Ok((head, connection, complete, took));
+                    return Ok((head, connection, sent, took));
                 }
-                Ok(Err(failure)) => {
+                Err(failure) => {
                     // A pooled connection the backend had closed while it
                     // was idle: not the backend's failure. Try a new one
                     // if the request can go again.

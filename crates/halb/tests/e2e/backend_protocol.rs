@@ -1,8 +1,10 @@
 //! halb's HTTP/1.1 client, as scripted backends push it: every response
 //! framing (chunked with trailers, until the close, HEAD, 204 and 304),
 //! interim 1xx heads, keep-alive reuse and pooled connections the backend
-//! has closed, answers given before an upload ends, request body framing,
-//! malformed response heads, and bodies that stall or break off.
+//! has closed, answers given before an upload ends, responses that stream
+//! while the upload still goes (full duplex), uploads longer than the
+//! pool's timeout, request body framing, malformed response heads, and
+//! bodies that stall or break off.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -77,6 +79,16 @@ pub(crate) async fn read_until_closed(addr: SocketAddr, request: &[u8]) -> CutSh
 /// reading the answer, and stops sending once it has come (halb may stop
 /// reading the upload). Fails the test after [`ANSWER_LIMIT`].
 async fn upload_answered_early(addr: SocketAddr, head: &str, body_len: usize) -> RawResponse {
+    upload_while_reading(addr, head, body_len, ANSWER_LIMIT).await
+}
+
+/// As [`upload_answered_early`], failing the test after `limit`.
+async fn upload_while_reading(
+    addr: SocketAddr,
+    head: &str,
+    body_len: usize,
+    limit: Duration,
+) -> RawResponse {
     let stream = TcpStream::connect(addr).await.expect("connect to halb");
     let (read_half, mut write_half) = stream.into_split();
     let mut upload = head.as_bytes().to_vec();
@@ -87,7 +99,7 @@ async fn upload_answered_early(addr: SocketAddr, head: &str, body_len: usize) ->
         std::future::pending::<()>().await;
     });
     let answer = within(
-        ANSWER_LIMIT,
+        limit,
         "halb's answer to an upload",
         read_response(&mut BufReader::new(read_half)),
     )
@@ -419,6 +431,126 @@ async fn an_early_200_head_during_an_upload_does_not_stop_it() {
     continuing_upload(Early::AcceptingHead).await;
 }
 
+/// A backend that streams its response while it reads the upload (an
+/// echo): neither direction waits for the other to end. 64 MiB is more
+/// than every socket buffer on the way can hold, so a proxy that reads the
+/// response only once the upload is sent stalls until its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_streams_while_the_upload_is_still_being_sent() {
+    const LEN: usize = 64 << 20;
+    let (backend, _seen) = scripted(|mut wire| async move {
+        let Some(request) = wire.read_head().await else {
+            return;
+        };
+        wire.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await;
+        let length = request
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if let Err(why) = wire.echo_body_chunked(length).await {
+            eprintln!("echo backend: {why}");
+        }
+    })
+    .await;
+    let config = BalancerConfig::http(&[backend.addr]).pool_key("timeout", "\"2s\"");
+    let _halb = Halb::start(&config.to_toml()).await;
+
+    let head = format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {LEN}\r\n\r\n");
+    let response = upload_while_reading(config.listen, &head, LEN, Duration::from_secs(60)).await;
+    assert_eq!(response.status, 200, "{:?}", response.headers);
+    assert_eq!(response.body.len(), LEN, "echoed bytes");
+    assert!(response.body == pattern(LEN), "the echo came back altered");
+}
+
+/// A backend that answers a whole 200 from the head alone and reads none
+/// of the upload: the client gets the answer at once, not when (or if) the
+/// upload ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_answer_before_the_upload_ends_reaches_the_client_at_once() {
+    let answer = String::from_utf8(ok(b"stored")).expect("ascii");
+    answered_from_the_head(64 << 20, &answer, Then::Hold, (200, "stored")).await;
+}
+
+/// Sends `pieces` of an upload `gap` apart, then reads the answer.
+async fn slow_upload(addr: SocketAddr, pieces: usize, gap: Duration) -> (RawResponse, Duration) {
+    const PIECE: usize = 10;
+    let started = Instant::now();
+    let mut stream = BufReader::new(TcpStream::connect(addr).await.expect("connect to halb"));
+    let head = format!(
+        "POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        pieces * PIECE
+    );
+    stream
+        .get_mut()
+        .write_all(head.as_bytes())
+        .await
+        .expect("write head");
+    let body = pattern(pieces * PIECE);
+    for piece in body.chunks(PIECE) {
+        tokio::time::sleep(gap).await;
+        stream.get_mut().write_all(piece).await.expect("write body");
+    }
+    let response = within(
+        Duration::from_secs(10),
+        "halb's answer to a slow upload",
+        read_response(&mut stream),
+    )
+    .await
+    .expect("a response");
+    (response, started.elapsed())
+}
+
+/// The pool's `timeout` is how long a backend may take to answer once the
+/// request is sent, not a cap on the upload: an upload that keeps coming
+/// for longer than it passes whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_takes_longer_than_the_pool_timeout_still_passes() {
+    let (backend, _seen) = answering(|request| {
+        let verdict = match &request.body {
+            Ok(body) if *body == pattern(body.len()) => format!("got {}", body.len()),
+            Ok(_) => "the body arrived altered".to_owned(),
+            Err(why) => why.clone(),
+        };
+        ok(verdict.as_bytes())
+    })
+    .await;
+    let config = BalancerConfig::http(&[backend.addr]).pool_key("timeout", "\"1s\"");
+    let _halb = Halb::start(&config.to_toml()).await;
+
+    let (response, took) = slow_upload(config.listen, 4, Duration::from_millis(600)).await;
+    assert_eq!(
+        (response.status, response.text()),
+        (200, "got 40".to_owned()),
+        "after {took:?}: {:?}",
+        response.headers
+    );
+    assert!(took > Duration::from_secs(2), "the upload took {took:?}");
+}
+
+/// Once an upload is sent, the backend still has only the pool's timeout
+/// to answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_reads_an_upload_and_never_answers_gets_504() {
+    let (backend, _seen) = scripted(|mut wire| async move {
+        if let Some(request) = wire.read_head().await {
+            let _ = wire.read_body(&request).await;
+            wire.hold().await;
+        }
+    })
+    .await;
+    let config = BalancerConfig::http(&[backend.addr]).pool_key("timeout", "\"1s\"");
+    let _halb = Halb::start(&config.to_toml()).await;
+
+    let (response, took) = slow_upload(config.listen, 2, Duration::from_millis(300)).await;
+    assert_eq!(response.status, 504, "{:?}", response.headers);
+    // 0.6 s of upload, then the 1 s timeout; well short of 10 s.
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(5),
+        "the 504 came after {took:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_serves_sequential_gets_on_one_backend_connection() {
     let (backend, seen) =
@@ -540,52 +672,75 @@ async fn a_backend_that_closes_after_every_response_serves_every_get() {
     );
 }
 
-/// An 8 MiB upload to a backend that answers 413 from the head alone and
-/// then, when `then_close`, closes at once, else reads and drops the rest:
-/// the client gets the 413 (not a 502 or a 504) within [`ANSWER_LIMIT`].
-async fn early_413(then_close: bool) {
-    const LEN: usize = 8 << 20;
-    let (backend, seen) = scripted(move |mut wire| async move {
-        if wire.read_head().await.is_none() {
-            return;
-        }
-        let close = if then_close {
-            "Connection: close\r\n"
-        } else {
-            ""
-        };
-        let answer =
-            format!("HTTP/1.1 413 Payload Too Large\r\n{close}Content-Length: 9\r\n\r\ntoo large");
-        wire.write(answer.as_bytes()).await;
-        if !then_close {
-            wire.drain().await;
+/// What a backend does after it has answered an upload from its head.
+#[derive(Clone, Copy)]
+enum Then {
+    /// Reads and drops the rest.
+    Drain,
+    /// Closes at once.
+    Close,
+    /// Reads nothing more, and keeps the connection open.
+    Hold,
+}
+
+/// A `len`-byte upload to a backend that sends `answer` as soon as it has
+/// the head, then does `then`: the client gets `expected` (not a 502 or a
+/// 504) within [`ANSWER_LIMIT`], and the upload reached the backend once.
+async fn answered_from_the_head(len: usize, answer: &str, then: Then, expected: (u16, &str)) {
+    let answer = answer.to_owned();
+    let (backend, seen) = scripted(move |mut wire| {
+        let answer = answer.clone();
+        async move {
+            if wire.read_head().await.is_none() {
+                return;
+            }
+            wire.write(answer.as_bytes()).await;
+            match then {
+                Then::Drain => wire.drain().await,
+                Then::Close => {}
+                Then::Hold => wire.hold().await,
+            }
         }
     })
     .await;
     let config = BalancerConfig::http(&[backend.addr]);
     let _halb = Halb::start(&config.to_toml()).await;
 
-    let head = format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {LEN}\r\n\r\n");
-    let response = upload_answered_early(config.listen, &head, LEN).await;
+    let head = format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n");
+    let response = upload_answered_early(config.listen, &head, len).await;
     assert_eq!(
         (response.status, response.text()),
-        (413, "too large".to_owned()),
+        (expected.0, expected.1.to_owned()),
         "{:?}",
         response.headers
     );
     let received = seen.all();
     assert_eq!(received.len(), 1, "the upload reached the backend once");
-    assert_eq!(received[0].header("content-length"), Some("8388608"));
+    assert_eq!(
+        received[0].header("content-length"),
+        Some(len.to_string().as_str())
+    );
+}
+
+/// An 8 MiB upload answered 413 from the head alone.
+async fn early_413(then: Then) {
+    let close = match then {
+        Then::Close => "Connection: close\r\n",
+        _ => "",
+    };
+    let answer =
+        format!("HTTP/1.1 413 Payload Too Large\r\n{close}Content-Length: 9\r\n\r\ntoo large");
+    answered_from_the_head(8 << 20, &answer, then, (413, "too large")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_early_413_from_a_backend_that_drains_reaches_the_client() {
-    early_413(false).await;
+    early_413(Then::Drain).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_early_413_from_a_backend_that_closes_reaches_the_client() {
-    early_413(true).await;
+    early_413(Then::Close).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,8 @@
 //! A backend's response body, read from its connection as the client side
 //! asks for it (backpressure), each frame a slice of the read buffer. Read
-//! to its end, the connection goes back to the worker's idle pool.
+//! to its end, the connection goes back to the worker's idle pool. When the
+//! backend answered before the request body had all come, the rest of the
+//! upload is sent from here too, each time the body is polled.
 
 use std::pin::Pin;
 use std::rc::Rc;
@@ -11,6 +13,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use super::head::ResponseFraming;
+use super::upload::Upload;
 use super::{BackendConnection, BackendError, BODY_READ};
 use crate::http::framing::{Decoded, Decoder, StallTimer};
 use crate::http::upstream::UpstreamPool;
@@ -26,7 +29,9 @@ pub(crate) struct BackendBody {
     pool: Option<Rc<UpstreamPool>>,
     /// `None`: the body ends when the backend closes the connection.
     decoder: Option<Decoder>,
-    /// Fails the body when the backend sends nothing for the pool's timeout.
+    /// The rest of the request, still going out.
+    upload: Option<Box<Upload>>,
+    /// Fails the body when nothing moves, either way, for the pool's timeout.
     stall: StallTimer,
     /// The backend's in-flight slot, held until the body is dropped.
     _in_flight: InFlight,
@@ -35,11 +40,12 @@ pub(crate) struct BackendBody {
 impl BackendBody {
     /// The body after `framing`'s head on `connection`. `pool`: where the
     /// connection goes once the body is read, if it may carry another
-    /// request.
+    /// request; `upload`: the rest of the request, to send meanwhile.
     pub(crate) fn new(
         connection: BackendConnection,
         framing: ResponseFraming,
         pool: Option<Rc<UpstreamPool>>,
+        upload: Option<Box<Upload>>,
         stall_limit: Duration,
         in_flight: InFlight,
     ) -> Self {
@@ -51,6 +57,7 @@ impl BackendBody {
             connection: Some(connection),
             pool,
             decoder,
+            upload,
             stall: StallTimer::new(stall_limit),
             _in_flight: in_flight,
         };
@@ -62,6 +69,15 @@ impl BackendBody {
 
     /// The body was read to its end: the connection goes back to the pool.
     fn finish(&mut self) {
+        if self.upload.take().is_some() {
+            // The response ended before the request did: the rest of the
+            // upload is not sent, and the connection, left in the middle
+            // of a request, is closed. (The client connection closes too,
+            // its body unread.)
+            self.connection = None;
+            self.pool = None;
+            return;
+        }
         let (Some(mut connection), Some(pool)) = (self.connection.take(), self.pool.take()) else {
             return;
         };
@@ -78,6 +94,10 @@ impl BackendBody {
         min: u64,
     ) -> Option<(&tokio::net::TcpStream, u64, Duration)> {
         let connection = self.connection.as_ref()?;
+        if self.upload.is_some() {
+            // The upload goes on only while the body is polled.
+            return None;
+        }
         match self.decoder {
             Some(Decoder::Length(left)) if left >= min && connection.buf.is_empty() => {
                 Some((&connection.stream, left, self.stall.limit()))
@@ -103,7 +123,32 @@ impl BackendBody {
         }
     }
 
+    /// Send what can be sent of the upload now; the task is woken when
+    /// more can.
+    fn drive_upload(&mut self, cx: &mut Context<'_>) {
+        let (Some(upload), Some(connection)) = (&mut self.upload, &self.connection) else {
+            return;
+        };
+        let before = upload.sent();
+        let outcome = upload.poll_send(&connection.stream, cx);
+        if upload.sent() > before {
+            self.stall.progressed();
+        }
+        match outcome {
+            Poll::Pending => {}
+            Poll::Ready(Ok(())) => self.upload = None,
+            Poll::Ready(Err(error)) => {
+                // The response goes on; the connection, left in the middle
+                // of a request, is not reused.
+                tracing::debug!(?error, "the rest of an upload could not be sent");
+                self.upload = None;
+                self.pool = None;
+            }
+        }
+    }
+
     fn fail(&mut self, error: BackendError) -> Poll<Option<Result<Frame<Bytes>, BackendError>>> {
+        self.upload = None;
         self.connection = None;
         self.pool = None;
         Poll::Ready(Some(Err(error)))
@@ -119,6 +164,7 @@ impl Body for BackendBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BackendError>>> {
         let this = self.get_mut();
+        this.drive_upload(cx);
         loop {
             let Some(connection) = &mut this.connection else {
                 return Poll::Ready(None);

@@ -6,12 +6,16 @@
 //! ([`BackendBody`]) and the connection goes back to the worker's pool when
 //! the body has been read to its end.
 //!
-//! A backend may answer before it has read the whole request body (an
-//! early 413, say): sending stops, the response is forwarded, and the
-//! connection is not reused.
+//! A backend may answer before it has read the whole request body. An
+//! error (an early 413, say) or a close stops the sending: the response is
+//! forwarded and the connection is not reused. A final head that accepts
+//! the body (a streaming service's 200) is forwarded at once, and the rest
+//! of the body goes on beside the response ([`Upload`]): both directions
+//! stream together, as they would with no proxy between.
 
 mod body;
 mod head;
+mod upload;
 
 use std::io;
 use std::net::SocketAddr;
@@ -20,18 +24,18 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::Method;
-use http_body_util::BodyExt as _;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 pub(crate) use body::BackendBody;
 pub(crate) use head::ResponseHead;
+pub(crate) use upload::Upload;
 
 use super::body::RequestBody;
-use super::framing::chunk_size_line;
 use super::server::carve;
 use crate::error::ProxyError;
 use crate::sock::write_all;
+use upload::UploadError;
 
 /// First read of a response: into the worker's arena, keeping only what came.
 const HEAD_READ: usize = 4096;
@@ -71,10 +75,25 @@ enum Answer {
     /// Nothing final yet (nothing, interim heads, or part of a head).
     NotYet,
     /// A final head that leaves the connection open and is not an error:
-    /// the body is still wanted.
+    /// the body is still wanted, and goes on beside the response.
     Acceptance,
+    /// `101 Switching Protocols`: the body is sent before the tunnel opens.
+    Switching,
     /// An error status, a close, or bytes that are no response: stop.
     Refusal,
+}
+
+/// How much of a request went out before its response head came.
+#[derive(Debug)]
+pub(crate) enum Sent {
+    /// All of it.
+    Whole,
+    /// Sending stopped early (the backend refused the body, or a write
+    /// failed): the connection is not reused.
+    Cut,
+    /// The backend accepted the body before it had all come: the rest goes
+    /// out beside the response.
+    Ongoing(Box<Upload>),
 }
 
 /// Why an exchange on a connection failed.
@@ -167,9 +186,10 @@ impl BackendConnection {
 
     /// Send one request and wait for its final response head (1xx heads
     /// other than `101` are dropped). `head` is the encoded request head;
-    /// `chunked`: the body is sent with chunked framing, else as is. On
-    /// success, also whether the whole request was sent (if not, the
-    /// backend answered early and the connection must not be reused).
+    /// `chunked`: the body is sent with chunked framing, else as is. The
+    /// backend has `stall_limit` to answer once the request is sent (an
+    /// upload itself may take longer, as long as it moves). On success,
+    /// also how much of the request went out.
     pub(crate) async fn exchange(
         &mut self,
         head: &Bytes,
@@ -177,12 +197,12 @@ impl BackendConnection {
         chunked: bool,
         method: &Method,
         stall_limit: Duration,
-    ) -> Result<(ResponseHead, bool), ExchangeFailure> {
+    ) -> Result<(ResponseHead, Sent), ExchangeFailure> {
         let mut written = false;
         let sent = if matches!(body, RequestBody::Empty) {
             write_all(&self.stream, &mut [head.clone()], stall_limit, &mut written)
                 .await
-                .map(|()| true)
+                .map(|()| Sent::Whole)
                 .map_err(|e| ProxyError::Upstream(BackendError::Io(e)))
         } else {
             // Boxed: the body's path is large, and a request's future that
@@ -190,8 +210,8 @@ impl BackendConnection {
             Box::pin(self.send_with_body(head, body, chunked, method, stall_limit, &mut written))
                 .await
         };
-        let complete = match sent {
-            Ok(complete) => complete,
+        let sent = match sent {
+            Ok(sent) => sent,
             Err(error) => {
                 return Err(ExchangeFailure {
                     error,
@@ -200,20 +220,24 @@ impl BackendConnection {
                 })
             }
         };
-        match self.read_head(method).await {
-            Ok(head) => Ok((head, complete)),
-            Err(error) => Err(ExchangeFailure {
+        match tokio::time::timeout(stall_limit, self.read_head(method)).await {
+            Ok(Ok(head)) => Ok((head, sent)),
+            Ok(Err(error)) => Err(ExchangeFailure {
                 nothing_received: matches!(error, BackendError::Closed) && self.buf.is_empty(),
                 error: ProxyError::Upstream(error),
+                written,
+            }),
+            Err(_) => Err(ExchangeFailure {
+                error: ProxyError::ResponseTimeout,
+                nothing_received: false,
                 written,
             }),
         }
     }
 
-    /// Write the head and the body. `Ok(false)`: sending stopped before
-    /// the body's end, because the backend refused it (an error status or
-    /// a close, before the body was all sent) or the write failed; the
-    /// answer, if there is one, is read next.
+    /// Write the head and the body, watching for an early answer. The body
+    /// is taken from `body` and put back unless the upload goes on beside
+    /// the response ([`Sent::Ongoing`]).
     async fn send_with_body(
         &mut self,
         head: &Bytes,
@@ -222,72 +246,43 @@ impl BackendConnection {
         method: &Method,
         stall_limit: Duration,
         written: &mut bool,
-    ) -> Result<bool, ProxyError> {
-        let mut pending = vec![head.clone()];
-        let mut body_done = false;
-        // Once a final head that accepts the body has come, the socket is
-        // not watched (its bytes wait in the kernel) until the body is sent.
+    ) -> Result<Sent, ProxyError> {
+        let taken = std::mem::replace(body, RequestBody::Empty);
+        let mut upload = Upload::new(head.clone(), taken, chunked, stall_limit);
+        // Once a `101` head has come, the socket is not watched (its bytes
+        // wait in the kernel) until the body is sent.
         let mut watching = true;
-        loop {
-            if !body_done && pending.len() < 4 {
-                let frame = tokio::select! {
-                    biased;
-                    frame = body.frame() => Some(frame),
-                    _ = self.stream.readable(), if watching => None,
-                };
-                match frame {
-                    None => match self.answer_begun(method) {
-                        Answer::Refusal => return Ok(false),
-                        Answer::Acceptance => watching = false,
-                        Answer::NotYet => {}
-                    },
-                    Some(None) => {
-                        body_done = true;
-                        if chunked {
-                            pending.push(Bytes::from_static(b"0\r\n\r\n"));
-                        }
-                    }
-                    Some(Some(Err(error))) => return Err(error.into()),
-                    Some(Some(Ok(frame))) => match frame.into_data() {
-                        Ok(data) if data.is_empty() => {}
-                        Ok(data) if chunked => {
-                            pending.push(chunk_size_line(data.len()));
-                            pending.push(data);
-                            pending.push(Bytes::from_static(b"\r\n"));
-                        }
-                        Ok(data) => pending.push(data),
-                        // Trailers are not forwarded.
-                        Err(_trailers) => {}
-                    },
-                }
-                continue;
-            }
-            let wrote = tokio::select! {
+        let outcome = loop {
+            let progress = tokio::select! {
                 biased;
-                result = write_all(&self.stream, &mut pending, stall_limit, written) => Some(result),
+                sent = std::future::poll_fn(|cx| upload.poll_send(&self.stream, cx)) => Some(sent),
                 _ = self.stream.readable(), if watching => None,
             };
-            match wrote {
-                Some(Ok(())) => {
-                    pending.clear();
-                    if body_done {
-                        return Ok(true);
-                    }
-                }
+            match progress {
+                Some(Ok(())) => break Ok(Sent::Whole),
+                Some(Err(UploadError::Body(error))) => break Err(error.into()),
+                Some(Err(UploadError::Stalled)) => break Err(ProxyError::ResponseTimeout),
                 // The backend may have refused the body, answered and
                 // closed: what it sent is read next, and only if nothing
                 // came does the attempt fail.
-                Some(Err(e)) => {
+                Some(Err(UploadError::Io(e))) => {
                     tracing::debug!(error = %e, "sending a request body failed");
-                    return Ok(false);
+                    break Ok(Sent::Cut);
                 }
                 None => match self.answer_begun(method) {
-                    Answer::Refusal => return Ok(false),
-                    Answer::Acceptance => watching = false,
+                    Answer::Refusal => break Ok(Sent::Cut),
+                    Answer::Acceptance => {
+                        *written |= upload.sent() > 0;
+                        return Ok(Sent::Ongoing(Box::new(upload)));
+                    }
+                    Answer::Switching => watching = false,
                     Answer::NotYet => {}
                 },
             }
-        }
+        };
+        *written |= upload.sent() > 0;
+        *body = upload.into_body();
+        outcome
     }
 
     /// The socket turned readable while the request body was being sent:
@@ -318,6 +313,9 @@ impl BackendConnection {
                 // A backend may answer 2xx before it has read the body and
                 // read it all the same: it gets the rest (RFC 9112 §9.3
                 // asks a client to stop only when the server closes).
+                Ok(Some(head)) if head.status == http::StatusCode::SWITCHING_PROTOCOLS => {
+                    Answer::Switching
+                }
                 Ok(Some(head)) if head.keep_alive && head.status.as_u16() < 400 => {
                     Answer::Acceptance
                 }

@@ -121,6 +121,37 @@ impl Wire {
         self.stream.write_all(bytes).await.is_ok() && self.stream.flush().await.is_ok()
     }
 
+    /// Sends `length` body bytes back as chunks of a chunked response body
+    /// as they arrive, each as soon as it is read, then the last chunk:
+    /// an echo that reads and writes at once, as a streaming service does.
+    pub async fn echo_body_chunked(&mut self, length: usize) -> Result<(), String> {
+        let mut left = length;
+        let mut chunk = vec![0u8; READ_SIZE];
+        while left > 0 {
+            let piece: Vec<u8> = if self.buf.is_empty() {
+                match self.stream.read(&mut chunk[..READ_SIZE.min(left)]).await {
+                    Ok(n) if n > 0 => chunk[..n].to_vec(),
+                    _ => return Err(format!("the connection ended {left} bytes short")),
+                }
+            } else {
+                let n = self.buf.len().min(left);
+                self.buf.drain(..n).collect()
+            };
+            left -= piece.len();
+            let mut framed = format!("{:x}\r\n", piece.len()).into_bytes();
+            framed.extend_from_slice(&piece);
+            framed.extend_from_slice(b"\r\n");
+            if !self.write(&framed).await {
+                return Err("the connection broke while echoing".to_owned());
+            }
+        }
+        if self.write(b"0\r\n\r\n").await {
+            Ok(())
+        } else {
+            Err("the connection broke at the last chunk".to_owned())
+        }
+    }
+
     /// Reads and drops whatever comes until the peer closes.
     pub async fn drain(&mut self) {
         self.buf.clear();
