@@ -195,6 +195,35 @@ def cpu_seconds(root: int) -> float:
     return total / CLOCK_TICKS
 
 
+def cpu_list(spec: str) -> list[int]:
+    """CPU numbers of a taskset list such as "0", "0,1" or "0-3"."""
+    out: list[int] = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        out += range(int(lo), int(hi or lo) + 1)
+    return out
+
+
+def core_jiffies(cpus: list[int]) -> tuple[int, int]:
+    """(busy, total) jiffies of `cpus` since boot, from /proc/stat: all of
+    each core's time, whoever spent it (processes, interrupts, softirqs)."""
+    busy = total = 0
+    wanted = {f"cpu{n}" for n in cpus}
+    with open("/proc/stat") as f:
+        for line in f:
+            fields = line.split()
+            if fields and fields[0] in wanted:
+                ticks = [int(x) for x in fields[1:9]]
+                total += sum(ticks)
+                busy += sum(ticks) - ticks[3] - ticks[4]  # idle, iowait
+    return busy, total
+
+
+def core_busy_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return 100 * busy / total if total else float("nan")
+
+
 def memory_kib(root: int, key: str) -> int:
     """Sum of a /proc/PID/status memory field (VmRSS, VmHWM) over the tree."""
     total = 0

@@ -112,6 +112,8 @@ LOAD_COLUMNS = [
     ("p99_ms", "p99 ms"),
     ("cpu_pct", "CPU %"),
     ("cpu_us_per_req", "CPU µs/req"),
+    ("proxy_core_pct", "proxy core busy %"),
+    ("load_core_pct", "load core busy %"),
     ("hwm_mib", "peak RSS MiB"),
 ]
 IDLE_COLUMNS = [

@@ -169,9 +169,13 @@ class Bench:
                 self.load(case, port, self.s.warmup, report=False)
             if self.profiler:
                 self.profiler.begin(proxy, case, procs.tree(started.pid))
+            proxy_cores = procs.cpu_list(self.s.cpus.for_case(case))
+            load_cores = procs.cpu_list(self.s.cpus.load)
+            cores0 = procs.core_jiffies(proxy_cores), procs.core_jiffies(load_cores)
             cpu0 = procs.cpu_seconds(started.pid)
             w = self.load(case, port, self.s.duration, report=True)
             cpu1 = procs.cpu_seconds(started.pid)
+            cores1 = procs.core_jiffies(proxy_cores), procs.core_jiffies(load_cores)
             if self.profiler:
                 self.profiler.end(proxy, case, w["requests"])
             hwm = procs.memory_kib(started.pid, "VmHWM")
@@ -190,6 +194,11 @@ class Bench:
             "p99_ms": w["p99_us"] / 1000,
             "cpu_pct": 100 * cpu / seconds,
             "cpu_us_per_req": 1e6 * cpu / requests if requests else float("nan"),
+            # How busy the cores were, whoever kept them busy: a load core
+            # near 100 % means the client and backends, not the proxy, set
+            # the pace.
+            "proxy_core_pct": procs.core_busy_pct(cores0[0], cores1[0]),
+            "load_core_pct": procs.core_busy_pct(cores0[1], cores1[1]),
             "hwm_mib": hwm / 1024,
             "requests": requests,
             "errors": errors,
