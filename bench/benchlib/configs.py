@@ -1,8 +1,10 @@
 """Config files for the backends and for the three proxies under test.
 
 The proxies get equivalent settings: round robin over the same three
-backends, pooled keep-alive connections to them, X-Forwarded-For added
-(halb always adds it), no access log, the same client timeouts, and an
+backends, pooled keep-alive connections to them, the same forwarding
+headers added (halb always adds X-Forwarded-For, X-Forwarded-Proto and
+Forwarded, so the others are told to add them too, and the backends parse
+the same requests from all three), no access log, the same client timeouts, and an
 explicit number of worker threads/processes.
 """
 
@@ -95,8 +97,14 @@ def haproxy(port: int, backends: list[int], workers: int, protocol: str) -> str:
     timeout http-request {t}s
     timeout http-keep-alive {t}s
 """.format(t=CLIENT_TIMEOUT_S)
+        # The headers halb adds beside X-Forwarded-For (not allowed in an
+        # anonymous defaults section).
+        rules = """\
+    http-request set-header X-Forwarded-Proto http
+    http-request add-header Forwarded "for=%[src];proto=http"
+"""
     else:
-        http = ""
+        http = rules = ""
     return f"""\
 global
     nbthread {workers}
@@ -113,7 +121,7 @@ defaults
 {http}
 frontend fe
     bind 127.0.0.1:{port}
-    default_backend be
+{rules}    default_backend be
 
 backend be
     balance roundrobin
@@ -169,6 +177,8 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header Forwarded "for=$remote_addr;proto=$scheme";
             proxy_connect_timeout 1s;
             proxy_read_timeout 30s;
             proxy_max_temp_file_size 0;
