@@ -210,28 +210,22 @@ impl BackendConnection {
             Box::pin(self.send_with_body(head, body, chunked, method, stall_limit, &mut written))
                 .await
         };
+        let fail = |error, nothing_received| ExchangeFailure {
+            error,
+            nothing_received,
+            written,
+        };
         let sent = match sent {
             Ok(sent) => sent,
-            Err(error) => {
-                return Err(ExchangeFailure {
-                    error,
-                    nothing_received: self.buf.is_empty(),
-                    written,
-                })
-            }
+            Err(error) => return Err(fail(error, self.buf.is_empty())),
         };
         match tokio::time::timeout(stall_limit, self.read_head(method)).await {
             Ok(Ok(head)) => Ok((head, sent)),
-            Ok(Err(error)) => Err(ExchangeFailure {
-                nothing_received: matches!(error, BackendError::Closed) && self.buf.is_empty(),
-                error: ProxyError::Upstream(error),
-                written,
-            }),
-            Err(_) => Err(ExchangeFailure {
-                error: ProxyError::ResponseTimeout,
-                nothing_received: false,
-                written,
-            }),
+            Ok(Err(error)) => {
+                let closed = matches!(error, BackendError::Closed) && self.buf.is_empty();
+                Err(fail(ProxyError::Upstream(error), closed))
+            }
+            Err(_) => Err(fail(ProxyError::ResponseTimeout, false)),
         }
     }
 
