@@ -33,7 +33,10 @@ pub enum ReloadOutcome {
         pools_added: Vec<String>,
         pools_changed: Vec<String>,
         pools_removed: Vec<String>,
+        backends_added: Vec<String>,
         backends_removed: Vec<String>,
+        /// Every change, in words.
+        changes: Vec<String>,
     },
     /// The file was refused; the running config stays.
     Rejected { errors: Vec<String> },
@@ -48,7 +51,9 @@ impl ReloadOutcome {
             pools_added: summary.pools_added,
             pools_changed: summary.pools_changed,
             pools_removed: summary.pools_removed,
+            backends_added: summary.backends_added,
             backends_removed: summary.backends_removed,
+            changes: summary.changes,
         }
     }
 }

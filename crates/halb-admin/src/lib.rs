@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 use halb_health::AdminState;
 use halb_proxy::Topology;
+use halb_state::{Change, Origin, State};
 
 pub use control::{Command, Commands, ConfigInfo, ConfigStatus, ReloadOutcome};
 pub use metrics::MetricSources;
@@ -30,6 +31,8 @@ pub use status::Status;
 /// What the admin endpoint serves from.
 pub struct Admin {
     topology: Arc<ArcSwap<Topology>>,
+    /// Where operator actions are applied.
+    state: Arc<State>,
     token: Option<String>,
     config: Arc<ConfigInfo>,
     commands: Commands,
@@ -39,6 +42,7 @@ pub struct Admin {
 impl Admin {
     pub fn new(
         topology: Arc<ArcSwap<Topology>>,
+        state: Arc<State>,
         token: Option<String>,
         config: Arc<ConfigInfo>,
         commands: Commands,
@@ -46,6 +50,7 @@ impl Admin {
     ) -> Arc<Self> {
         Arc::new(Admin {
             topology,
+            state,
             token,
             config,
             commands,
@@ -204,8 +209,12 @@ impl Admin {
                 &format!("pool {pool_name:?} has no backend {address:?}"),
             );
         };
-        let previous = backend.health.set_admin_state(state);
-        tracing::info!(pool = %pool_name, backend = %address, from = ?previous, to = ?state, "operator changed backend state");
+        let change = Change::Admin(state);
+        if let Err(unknown) = (self.state).apply(pool_name, backend.address, Origin::Operator, change)
+        {
+            // Removed by a reload since the lookup above.
+            return error(StatusCode::NOT_FOUND, &unknown.to_string());
+        }
         json(
             StatusCode::OK,
             &status::backend_status(backend, halb_health::clock::now()),

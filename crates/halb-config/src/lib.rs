@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+mod diff;
 mod duration;
 mod model;
 mod raw;
@@ -12,6 +13,7 @@ mod validate;
 mod walk;
 mod webhook;
 
+pub use diff::{diff, Change};
 pub use duration::{parse_duration, MAX_DURATION};
 pub use model::*;
 pub use webhook::WebhookUrl;

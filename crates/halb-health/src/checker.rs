@@ -12,56 +12,42 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use halb_config::{HealthCheck, HealthCheckKind};
+use halb_state::{BackendHealth, Change, CheckState, Origin, State};
 use tokio::task::JoinHandle;
 
-use crate::backend::{BackendHealth, CheckState};
-use crate::events::{EventSink, HealthEvent};
 use crate::probe::probe;
 use crate::rise_fall::{RiseFall, Verdict};
 
-/// The check tasks of one pool; dropping it stops them.
-#[derive(Debug, Default)]
-pub struct Checkers {
-    tasks: Vec<JoinHandle<()>>,
+/// The active check of one backend; dropping it stops the check. A pool
+/// has one per backend, so a backend that joins or leaves starts or stops
+/// its own check and no other.
+#[derive(Debug)]
+pub struct Checker {
+    task: JoinHandle<()>,
 }
 
-impl Drop for Checkers {
+impl Drop for Checker {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+        self.task.abort();
     }
 }
 
-impl Checkers {
-    /// Start checking every backend of a pool. Must run inside a tokio
-    /// runtime. Nothing starts when the pool's check kind is `none`.
+impl Checker {
+    /// Start checking `address` of `pool`; verdicts go through `state`.
+    /// Must run inside a tokio runtime. `None` when the pool's check kind
+    /// is `none`.
     pub fn start(
-        pool: &str,
+        pool: Arc<str>,
         check: &HealthCheck,
-        backends: impl IntoIterator<Item = (SocketAddr, Arc<BackendHealth>)>,
-        events: EventSink,
-    ) -> Checkers {
+        address: SocketAddr,
+        health: Arc<BackendHealth>,
+        state: Arc<State>,
+    ) -> Option<Checker> {
         if check.kind == HealthCheckKind::None {
-            return Checkers::default();
+            return None;
         }
-        let backends: Vec<(SocketAddr, Arc<BackendHealth>)> = backends.into_iter().collect();
-        let everyone: Arc<[Arc<BackendHealth>]> =
-            backends.iter().map(|(_, health)| health.clone()).collect();
-        let tasks = backends
-            .into_iter()
-            .map(|(address, health)| {
-                tokio::spawn(check_loop(
-                    pool.to_owned(),
-                    check.clone(),
-                    address,
-                    health,
-                    everyone.clone(),
-                    events.clone(),
-                ))
-            })
-            .collect();
-        Checkers { tasks }
+        let task = tokio::spawn(check_loop(pool, check.clone(), address, health, state));
+        Some(Checker { task })
     }
 }
 
@@ -74,18 +60,17 @@ fn jittered(interval: Duration) -> Duration {
 }
 
 async fn check_loop(
-    pool: String,
+    pool: Arc<str>,
     check: HealthCheck,
     address: SocketAddr,
     health: Arc<BackendHealth>,
-    pool_members: Arc<[Arc<BackendHealth>]>,
-    events: EventSink,
+    state: Arc<State>,
 ) {
     let start = match health.check_state() {
         CheckState::Up => Verdict::Up,
         CheckState::Down | CheckState::Pending => Verdict::Down,
     };
-    let mut state = RiseFall::new(start, check.rise, check.fall);
+    let mut rise_fall = RiseFall::new(start, check.rise, check.fall);
     // Spread the first checks of a pool over a tenth of the interval.
     tokio::time::sleep(check.interval.mul_f64(fastrand::f64() * 0.1)).await;
     loop {
@@ -94,47 +79,28 @@ async fn check_loop(
         let took = started.elapsed();
         health.checks.record(result.is_ok(), took);
         let detail = match &result {
-            Ok(()) => format!("passed in {took:?}"),
+            Ok(()) => format!("passed in {}", crate::probe::round_duration(took)),
             Err(failure) => format!("failed: {failure}"),
         };
-        let mut change = state.record(result.is_ok());
+        let mut change = rise_fall.record(result.is_ok());
         if change.is_none()
             && result.is_ok()
             && health.check_state() == CheckState::Down
-            && !pool_members.iter().any(|member| member.is_in_service())
+            && !state.pool_in_service(&pool)
         {
-            state.force_up();
+            rise_fall.force_up();
             change = Some(Verdict::Up);
         }
-        match change {
-            Some(Verdict::Up) => {
-                let pool_was_empty = !pool_members.iter().any(|m| m.is_in_service());
-                health.set_check_state(CheckState::Up, detail.clone());
-                tracing::info!(%pool, backend = %address, check = %detail, "backend is up");
-                events(HealthEvent::BackendUp {
-                    pool: pool.clone(),
-                    backend: address,
-                });
-                if pool_was_empty && health.is_in_service() {
-                    tracing::info!(%pool, "pool has a usable backend again");
-                    events(HealthEvent::PoolAvailable { pool: pool.clone() });
-                }
-            }
-            Some(Verdict::Down) => {
-                let was_in_service = health.is_in_service();
-                health.set_check_state(CheckState::Down, detail.clone());
-                tracing::warn!(%pool, backend = %address, check = %detail, "backend is down");
-                events(HealthEvent::BackendDown {
-                    pool: pool.clone(),
-                    backend: address,
-                    reason: detail.trim_start_matches("failed: ").to_owned(),
-                });
-                if was_in_service && !pool_members.iter().any(|m| m.is_in_service()) {
-                    tracing::error!(%pool, "pool has no usable backend");
-                    events(HealthEvent::PoolUnavailable { pool: pool.clone() });
-                }
-            }
-            None => health.note_check(detail),
+        let change = match change {
+            Some(verdict) => Change::Verdict {
+                up: verdict == Verdict::Up,
+                detail,
+            },
+            None => Change::CheckNoted { detail },
+        };
+        if state.apply(&pool, address, Origin::Check, change).is_err() {
+            // The backend left its pool; this check is about to stop.
+            return;
         }
         tokio::time::sleep(jittered(check.interval).saturating_sub(took)).await;
     }

@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use halb_config::OutlierDetection;
 
-use crate::backend::BackendHealth;
-use crate::clock;
+use halb_state::{Applied, BackendHealth, Change, Origin, State};
 
 /// One pool's outlier detector.
 #[derive(Debug)]
@@ -45,59 +44,47 @@ impl OutlierDetector {
         self.config.count_5xx && status >= 500
     }
 
-    /// Record a failure on `backend` (one of `pool`), ejecting it when it
-    /// has failed too often in a row and the pool can spare it.
-    pub fn on_failure<'a>(
+    /// Record a failure on `backend` of `pool`, ejecting it through
+    /// `state` when it has failed too often in a row and the pool can
+    /// spare it.
+    pub fn on_failure(
         &self,
+        state: &State,
+        pool: &str,
         backend: &BackendHealth,
         address: SocketAddr,
-        pool: impl Iterator<Item = &'a BackendHealth>,
     ) {
         let threshold = self.config.consecutive_failures;
         if threshold == 0 || backend.record_failure() < threshold {
             return;
         }
-        let now = clock::now();
-        let (mut total, mut ejected) = (0usize, 0usize);
-        for other in pool {
-            total += 1;
-            if other.is_ejected(now) {
-                ejected += 1;
-            }
-        }
-        let percent = self.config.max_ejection_percent as usize;
-        let allowed = if percent == 0 {
-            0
-        } else {
-            (total * percent / 100).max(1)
+        let eject = Change::Eject {
+            failures: threshold,
+            base: self.config.base_ejection,
+            max: self.config.max_ejection,
+            max_percent: self.config.max_ejection_percent,
         };
-        if ejected >= allowed {
-            tracing::warn!(
-                backend = %address,
-                ejected,
-                allowed,
-                "backend keeps failing but max_ejection_percent is reached; not ejected"
-            );
-            return;
+        if let Ok(Applied::Ejected(_)) = state.apply(pool, address, Origin::Outlier, eject) {
+            self.latest_ejection_end
+                .fetch_max(backend.ejected_until(), Relaxed);
         }
-        let Some(length) = backend.eject(now, self.config.base_ejection, self.config.max_ejection)
-        else {
-            return;
-        };
-        self.latest_ejection_end
-            .fetch_max(backend.ejected_until(), Relaxed);
-        tracing::warn!(
-            backend = %address,
-            failures = threshold,
-            ejection = ?length,
-            "backend ejected by outlier detection"
-        );
+    }
+
+    /// This detector with another config, knowing the ejections it knew.
+    pub fn reconfigured(&self, config: OutlierDetection) -> OutlierDetector {
+        OutlierDetector {
+            config,
+            latest_ejection_end: AtomicU64::new(self.latest_ejection_end.load(Relaxed)),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock;
+    use halb_state::MemberSpec;
+    use std::sync::Arc;
     use std::time::Duration;
 
     pub(super) fn detector(threshold: u32, percent: u32) -> OutlierDetector {
@@ -110,31 +97,46 @@ mod tests {
         })
     }
 
-    fn addr() -> SocketAddr {
-        "127.0.0.1:1".parse().unwrap()
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// A state with pool "app" of `n` unchecked backends on ports 1..=n.
+    fn pool(n: u16) -> (Arc<State>, Vec<Arc<BackendHealth>>) {
+        let state = State::new();
+        let members: Vec<MemberSpec> = (1..=n)
+            .map(|port| MemberSpec {
+                address: addr(port),
+                weight: 1,
+                checked: false,
+            })
+            .collect();
+        let healths = state.set_members("app", &members);
+        (state, healths)
     }
 
     #[test]
     fn ejects_after_consecutive_failures_only() {
-        let pool: Vec<BackendHealth> = (0..4).map(|_| BackendHealth::new(false)).collect();
+        let (state, pool) = pool(4);
         let detector = detector(3, 50);
-        detector.on_failure(&pool[0], addr(), pool.iter());
-        detector.on_failure(&pool[0], addr(), pool.iter());
+        let fail = || detector.on_failure(&state, "app", &pool[0], addr(1));
+        fail();
+        fail();
         pool[0].record_success();
-        detector.on_failure(&pool[0], addr(), pool.iter());
-        detector.on_failure(&pool[0], addr(), pool.iter());
+        fail();
+        fail();
         assert!(!pool[0].is_ejected(clock::now()), "a success broke the run");
-        detector.on_failure(&pool[0], addr(), pool.iter());
+        fail();
         assert!(pool[0].is_ejected(clock::now()));
         assert!(detector.any_ejected(clock::now()));
     }
 
     #[test]
     fn max_ejection_percent_caps_ejections() {
-        let pool: Vec<BackendHealth> = (0..4).map(|_| BackendHealth::new(false)).collect();
+        let (state, pool) = pool(4);
         let detector = detector(1, 50);
-        for backend in &pool {
-            detector.on_failure(backend, addr(), pool.iter());
+        for (i, backend) in pool.iter().enumerate() {
+            detector.on_failure(&state, "app", backend, addr(i as u16 + 1));
         }
         let now = clock::now();
         assert_eq!(pool.iter().filter(|b| b.is_ejected(now)).count(), 2);
@@ -142,20 +144,19 @@ mod tests {
 
     #[test]
     fn at_least_one_backend_may_be_ejected_and_zero_disables() {
-        let pool: Vec<BackendHealth> = (0..3).map(|_| BackendHealth::new(false)).collect();
+        let (state, pool) = pool(3);
         let detector = detector(1, 10);
-        for backend in &pool {
-            detector.on_failure(backend, addr(), pool.iter());
+        for (i, backend) in pool.iter().enumerate() {
+            detector.on_failure(&state, "app", backend, addr(i as u16 + 1));
         }
         assert_eq!(
             pool.iter().filter(|b| b.is_ejected(clock::now())).count(),
             1
         );
         let off = super::tests::detector(0, 100);
-        let lone = BackendHealth::new(false);
         for _ in 0..100 {
-            off.on_failure(&lone, addr(), std::iter::once(&lone));
+            off.on_failure(&state, "app", &pool[1], addr(2));
         }
-        assert!(!lone.is_ejected(clock::now()));
+        assert!(!pool[1].is_ejected(clock::now()));
     }
 }

@@ -126,3 +126,29 @@ async fn http_check(
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// A check's duration as people read it: `6.8ms`, `42ms`, `1.2s`.
+pub(crate) fn round_duration(took: std::time::Duration) -> String {
+    let ms = took.as_secs_f64() * 1000.0;
+    if ms < 10.0 {
+        format!("{ms:.1}ms")
+    } else if ms < 1000.0 {
+        format!("{ms:.0}ms")
+    } else {
+        format!("{:.1}s", ms / 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_are_rounded_for_people() {
+        assert_eq!(round_duration(Duration::from_micros(6829)), "6.8ms");
+        assert_eq!(round_duration(Duration::from_micros(42_400)), "42ms");
+        assert_eq!(round_duration(Duration::from_millis(1240)), "1.2s");
+        assert_eq!(round_duration(Duration::from_micros(40)), "0.0ms");
+    }
+}

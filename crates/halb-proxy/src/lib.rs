@@ -27,6 +27,7 @@ mod state;
 mod tcp;
 mod worker;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,12 +35,14 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use halb_access_log::AccessLogSink;
 use halb_config::Config;
-use halb_health::EventSink;
+use halb_health::Checker;
+use halb_state::State;
 use tokio::sync::mpsc;
 
 pub use error::{ProxyError, Side};
 pub use http::BackendError;
 pub use listener::ListenerContext;
+pub use halb_config::Change;
 pub use reload::ReloadSummary;
 pub use route::{ListenerMetrics, Route, RouteCounters, STATUS_CLASSES};
 pub use state::{BackendState, InFlight, PoolState, Tried};
@@ -71,8 +74,12 @@ pub enum StartError {
 pub struct Proxy {
     topology: Arc<ArcSwap<Topology>>,
     workers: Vec<Worker>,
-    /// Where health events of every pool go.
-    events: EventSink,
+    /// Every backend's health, and the writer of every change to it.
+    state: Arc<State>,
+    /// The config running now (listeners and pools as bound and built).
+    running: Config,
+    /// The active checks: one per backend, by pool.
+    checkers: HashMap<String, HashMap<SocketAddr, Checker>>,
     /// Where every listener's access log records go; `None` = no access log.
     access_log: Option<AccessLogSink>,
 }
@@ -83,25 +90,25 @@ struct Worker {
 }
 
 impl Proxy {
-    /// Bind every listener, then start the workers. Must be called inside a
-    /// tokio runtime (sockets and health checks are created through it).
-    /// Nothing is left running on error. `access_log` receives a record per
-    /// HTTP request and TCP connection.
+    /// Bind every listener, then start the workers and the health checks.
+    /// Must be called inside a tokio runtime (sockets and health checks
+    /// are created through it). Nothing is left running on error.
+    /// `access_log` receives a record per HTTP request and TCP connection.
     pub fn start(
         config: &Config,
-        events: EventSink,
+        state: Arc<State>,
         access_log: Option<AccessLogSink>,
     ) -> Result<Proxy, StartError> {
         let count = match config.runtime.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
+        let bound = reload::bind_all(config.listeners.iter(), count)?;
         let pools: Vec<Arc<PoolState>> = config
             .pools
             .iter()
-            .map(|pool| Arc::new(PoolState::new(pool.clone(), events.clone())))
+            .map(|pool| Arc::new(PoolState::new(pool.clone(), &state)))
             .collect();
-        let bound = reload::bind_all(config.listeners.iter(), count)?;
         let mut workers = Vec::with_capacity(count);
         for index in 0..count {
             let (commands, receiver) = mpsc::unbounded_channel();
@@ -111,15 +118,20 @@ impl Proxy {
                 .map_err(StartError::Thread)?;
             workers.push(Worker { thread, commands });
         }
-        let proxy = Proxy {
+        let mut proxy = Proxy {
             topology: Arc::new(ArcSwap::from_pointee(Topology {
                 listeners: Vec::new(),
                 pools: pools.clone(),
             })),
             workers,
-            events,
+            state,
+            running: config.clone(),
+            checkers: HashMap::new(),
             access_log,
         };
+        for pool in &pools {
+            proxy.start_checks(pool, pool.backends.iter().map(|b| b.address));
+        }
         let listeners = bound.into_iter().map(|b| proxy.open(b, &pools)).collect();
         proxy
             .topology
@@ -132,10 +144,15 @@ impl Proxy {
         self.topology.clone()
     }
 
+    /// Every backend's health and the stream of its changes.
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
     /// Hand a bound listener to the workers.
     fn open(&self, bound: reload::BoundListener, pools: &[Arc<PoolState>]) -> Arc<ListenerContext> {
         let pool = reload::pool_named(pools, &bound.config.pool);
-        tracing::info!(listener = %bound.config.name, address = %bound.address, protocol = ?bound.config.protocol, "listening");
+        tracing::info!(listener = %bound.config.name, address = %bound.address, protocol = bound.config.protocol.as_str(), "listening");
         let context = Arc::new(ListenerContext::new(
             bound.config,
             bound.address,

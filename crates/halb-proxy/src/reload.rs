@@ -1,25 +1,33 @@
 //! Reload: take a new, already validated config and move the running data
-//! path to it as a diff, without dropping work.
+//! path to it by the typed changes between the two ([`halb_config::diff`]),
+//! without dropping work.
 //!
 //! - A pool whose config is unchanged is kept as is: backend connections,
-//!   health, counters. A changed pool is rebuilt around the backends it
-//!   keeps ([`PoolState::rebuild`]); backends it drops are set draining, so
-//!   their in-flight work finishes and their TCP connections close after
-//!   the drain timeout.
+//!   health, counters. A changed pool gets its next snapshot
+//!   ([`PoolState::next`]), which keeps everything of the backends it
+//!   keeps. Each backend has its own active check: one added starts its
+//!   check, one removed stops its check and drains (its in-flight work
+//!   finishes and its TCP connections close after the drain timeout), and
+//!   the others' checks go on untouched (all restart only when the
+//!   pool's `health_check` itself changed). Idle connections to a backend
+//!   that no pool has any more are closed.
 //! - A listener kept (same name, address and protocol) takes the new
 //!   settings and pool in place; its sockets never close.
 //! - New listeners are bound before anything changes, so a reload that
 //!   cannot bind changes nothing. Removed listeners stop accepting; their
 //!   connections finish what is in flight and close.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use halb_config::{Config, Listener};
-use halb_health::AdminState;
+use halb_config::{Change, Config, Listener};
+use halb_health::{AdminState, Checker};
+use halb_state::{Change as StateChange, Origin};
 
 use crate::listener::{bind_reuseport, ListenerContext};
 use crate::state::PoolState;
+use crate::worker::WorkerCommand;
 use crate::{Proxy, StartError, Topology};
 
 /// A listener whose sockets are bound but not yet served.
@@ -60,7 +68,7 @@ pub(crate) fn pool_named(pools: &[Arc<PoolState>], name: &str) -> Arc<PoolState>
         .clone()
 }
 
-/// What a reload changed.
+/// What a reload changed, by kind (for the admin API's answer).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReloadSummary {
     pub listeners_added: Vec<String>,
@@ -68,12 +76,68 @@ pub struct ReloadSummary {
     pub pools_changed: Vec<String>,
     pub pools_added: Vec<String>,
     pub pools_removed: Vec<String>,
+    pub backends_added: Vec<String>,
     pub backends_removed: Vec<String>,
+    /// Every change, in words (`pool app: 127.0.0.1:9001 weight changed`).
+    pub changes: Vec<String>,
 }
 
 impl ReloadSummary {
+    pub fn of(changes: &[Change]) -> ReloadSummary {
+        let mut summary = ReloadSummary::default();
+        for change in changes {
+            summary.changes.push(change.to_string());
+            let changed_pool = match change {
+                Change::ListenerAdded(name) => {
+                    summary.listeners_added.push(name.clone());
+                    None
+                }
+                Change::ListenerRemoved(name) => {
+                    summary.listeners_removed.push(name.clone());
+                    None
+                }
+                Change::PoolAdded(name) => {
+                    summary.pools_added.push(name.clone());
+                    None
+                }
+                Change::PoolRemoved(name) => {
+                    summary.pools_removed.push(name.clone());
+                    None
+                }
+                Change::BackendAdded { pool, backend } => {
+                    summary.backends_added.push(format!("{pool}/{backend}"));
+                    Some(pool)
+                }
+                Change::BackendRemoved { pool, backend } => {
+                    summary.backends_removed.push(format!("{pool}/{backend}"));
+                    Some(pool)
+                }
+                Change::PoolChanged { pool, .. } | Change::BackendChanged { pool, .. } => {
+                    Some(pool)
+                }
+                Change::ListenerChanged(_) | Change::Section(_) => None,
+            };
+            if let Some(pool) = changed_pool {
+                if !summary.pools_changed.contains(pool) {
+                    summary.pools_changed.push(pool.clone());
+                }
+            }
+        }
+        summary
+    }
+
     pub fn is_empty(&self) -> bool {
-        *self == ReloadSummary::default()
+        self.changes.is_empty()
+    }
+}
+
+/// One line for the log: every change, or "nothing changed".
+impl std::fmt::Display for ReloadSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.changes.is_empty() {
+            return f.write_str("nothing changed");
+        }
+        f.write_str(&self.changes.join("; "))
     }
 }
 
@@ -101,10 +165,11 @@ fn continued<'a>(
 }
 
 impl Proxy {
-    /// Move to `config`. On error nothing has changed.
-    pub fn apply(&self, config: &Config) -> Result<ReloadSummary, StartError> {
+    /// Move to `config` by the changes from the running config; returns
+    /// them. On error nothing has changed.
+    pub fn apply(&mut self, config: &Config) -> Result<Vec<Change>, StartError> {
+        let changes = halb_config::diff(&self.running, config);
         let old = self.topology.load_full();
-        let mut summary = ReloadSummary::default();
 
         // Match the listeners that continue, then bind what is new: the only
         // step that can fail, done before anything changes.
@@ -121,50 +186,34 @@ impl Proxy {
         }
         let bound = bind_all(to_bind.into_iter(), self.workers.len())?;
 
-        let pools: Vec<Arc<PoolState>> = config
-            .pools
-            .iter()
-            .map(
-                |wanted| match old.pools.iter().find(|p| p.config.name == wanted.name) {
-                    Some(running) if running.config == *wanted => running.clone(),
-                    Some(running) => {
-                        summary.pools_changed.push(wanted.name.clone());
-                        for backend in &running.backends {
-                            if !wanted.backends.iter().any(|b| b.address == backend.address) {
-                                backend.health.set_admin_state(AdminState::Draining);
-                                summary
-                                    .backends_removed
-                                    .push(format!("{}/{}", wanted.name, backend.address));
-                            }
-                        }
-                        // Connections may hold the old pool a while; its
-                        // checks stop now so each backend has one checker.
-                        running.stop_checks();
-                        Arc::new(PoolState::rebuild(
-                            wanted.clone(),
-                            Some(running),
-                            self.events.clone(),
-                        ))
-                    }
-                    None => {
-                        summary.pools_added.push(wanted.name.clone());
-                        Arc::new(PoolState::new(wanted.clone(), self.events.clone()))
-                    }
-                },
-            )
-            .collect();
-        for running in &old.pools {
-            if !config.pools.iter().any(|p| p.name == running.config.name) {
-                summary.pools_removed.push(running.config.name.clone());
-                running.stop_checks();
-                for backend in &running.backends {
-                    backend.health.set_admin_state(AdminState::Draining);
+        let mut pools: Vec<Arc<PoolState>> = Vec::with_capacity(config.pools.len());
+        for wanted in &config.pools {
+            let running = old.pools.iter().find(|p| p.config.name == wanted.name);
+            let pool = match running {
+                None => {
+                    let pool = Arc::new(PoolState::new(wanted.clone(), &self.state));
+                    self.start_checks(&pool, pool.backends.iter().map(|b| b.address));
+                    pool
                 }
+                Some(running) if !changes.iter().any(|c| touches_pool(c, &wanted.name)) => {
+                    running.clone()
+                }
+                Some(running) => self.next_snapshot(running, wanted, &changes),
+            };
+            pools.push(pool);
+        }
+        for running in &old.pools {
+            if config.pool(&running.config.name).is_none() {
+                self.checkers.remove(&running.config.name);
+                for backend in &running.backends {
+                    self.drain(&running.config.name, backend.address);
+                }
+                self.state.remove_pool(&running.config.name);
             }
         }
-        // Rebuilt pools take over the in-flight counts of the backends they
+        // New snapshots take over the in-flight counts of the backends they
         // keep only now, just before listeners switch to them: until then
-        // the old pools serve, and see those counts.
+        // the old snapshots serve, and see those counts.
         for pool in &pools {
             pool.take_over_in_flight();
         }
@@ -178,12 +227,10 @@ impl Proxy {
             }
         }
         for bound in bound {
-            summary.listeners_added.push(bound.config.name.clone());
             listeners.push(self.open(bound, &pools));
         }
         for running in &old.listeners {
             if !listeners.iter().any(|l| Arc::ptr_eq(l, running)) {
-                summary.listeners_removed.push(running.name());
                 running.close();
             }
         }
@@ -194,6 +241,108 @@ impl Proxy {
         });
 
         self.topology.store(Arc::new(Topology { listeners, pools }));
-        Ok(summary)
+        self.forget_idle_connections(&old, config);
+        self.running = config.clone();
+        Ok(changes)
+    }
+
+    /// The next snapshot of a pool that `changes` touch: removed backends
+    /// drain and stop their checks, added ones start theirs.
+    fn next_snapshot(
+        &mut self,
+        running: &Arc<PoolState>,
+        wanted: &halb_config::Pool,
+        changes: &[Change],
+    ) -> Arc<PoolState> {
+        let name = &wanted.name;
+        for change in changes {
+            if let Change::BackendRemoved { pool, backend } = change {
+                if pool == name {
+                    self.drain(name, *backend);
+                    if let Some(checks) = self.checkers.get_mut(name) {
+                        checks.remove(backend);
+                    }
+                }
+            }
+        }
+        let next = Arc::new(running.next(wanted.clone()));
+        let check_changed = running.config.health_check != wanted.health_check;
+        if check_changed {
+            self.checkers.remove(name);
+            self.start_checks(&next, next.backends.iter().map(|b| b.address));
+        } else {
+            let added = changes.iter().filter_map(|change| match change {
+                Change::BackendAdded { pool, backend } if pool == name => Some(*backend),
+                _ => None,
+            });
+            let added: Vec<SocketAddr> = added.collect();
+            self.start_checks(&next, added.into_iter());
+        }
+        next
+    }
+
+    /// Start the active checks of `backends` of `pool` (none when the pool
+    /// runs no checks).
+    pub(crate) fn start_checks(
+        &mut self,
+        pool: &PoolState,
+        backends: impl Iterator<Item = SocketAddr>,
+    ) {
+        let checks = self.checkers.entry(pool.config.name.clone()).or_default();
+        for address in backends {
+            let Some(backend) = pool.backends.iter().find(|b| b.address == address) else {
+                continue;
+            };
+            let checker = Checker::start(
+                pool.name.clone(),
+                &pool.config.health_check,
+                address,
+                backend.health.clone(),
+                self.state.clone(),
+            );
+            if let Some(checker) = checker {
+                checks.insert(address, checker);
+            }
+        }
+    }
+
+    /// A backend leaving its pool: no new traffic, in-flight work finishes.
+    fn drain(&self, pool: &str, backend: SocketAddr) {
+        let drain = StateChange::Admin(AdminState::Draining);
+        let _ = self.state.apply(pool, backend, Origin::Config, drain);
+    }
+
+    /// Workers close their idle connections to backends that were in
+    /// `old` and are in no pool of `config`.
+    fn forget_idle_connections(&self, old: &Topology, config: &Config) {
+        let kept: HashSet<SocketAddr> = (config.pools.iter())
+            .flat_map(|p| p.backends.iter().map(|b| b.address))
+            .collect();
+        let gone: Vec<SocketAddr> = (old.pools.iter())
+            .flat_map(|p| p.backends.iter().map(|b| b.address))
+            .filter(|address| !kept.contains(address))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        let gone: Arc<[SocketAddr]> = gone.into();
+        for worker in &self.workers {
+            let _ = worker
+                .commands
+                .send(WorkerCommand::Forget(gone.clone()));
+        }
+    }
+}
+
+/// Whether `change` is about the pool named `name` or its backends.
+fn touches_pool(change: &Change, name: &str) -> bool {
+    match change {
+        Change::PoolChanged { pool, .. }
+        | Change::BackendAdded { pool, .. }
+        | Change::BackendRemoved { pool, .. }
+        | Change::BackendChanged { pool, .. } => pool == name,
+        _ => false,
     }
 }

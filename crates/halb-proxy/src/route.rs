@@ -140,7 +140,7 @@ mod tests {
         }
         let config = halb_config::parse(&toml).expect("a valid config");
         let pool = config.pools.into_iter().next().expect("one pool");
-        Arc::new(PoolState::new(pool, halb_health::no_events()))
+        Arc::new(PoolState::new(pool, &halb_state::State::new()))
     }
 
     #[test]

@@ -1,6 +1,13 @@
-//! Runtime state shared by all workers: per-pool backends with their live
-//! counters, and the balancer built for them. Workers read it through
-//! [`arc_swap::ArcSwap`] snapshots and never lock it.
+//! Pool snapshots shared by all workers: a pool's backends with their live
+//! counters, and the balancer built for them. Workers read them through
+//! [`arc_swap::ArcSwap`] snapshots and never lock them.
+//!
+//! A snapshot is immutable. A change to a pool (a backend added, removed or
+//! re-weighted, a setting changed) makes the next snapshot from the last
+//! ([`PoolState::next`]): the backends it keeps keep their health, counters
+//! and latency (and their in-flight counts move over, see [`in_flight`]);
+//! the pool's outlier detector and retry budget carry on; only the member
+//! list and the balancer table are made anew.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -11,8 +18,9 @@ use halb_balance::{
     SmoothWeighted, TwoChoices,
 };
 use halb_config::{Algorithm, HealthCheckKind, Pool};
-use halb_health::{clock, BackendHealth, Checkers, EventSink, OutlierDetector, RetryBudget};
+use halb_health::{clock, BackendHealth, OutlierDetector, RetryBudget};
 use halb_metrics::Histogram;
+use halb_state::{MemberSpec, State};
 
 use crate::in_flight::{self, InFlightCount};
 
@@ -48,12 +56,12 @@ impl BackendState {
     /// A backend counting its requests in flight at `counters[index]`.
     fn new(
         config: &halb_config::Backend,
-        checked: bool,
+        health: Arc<BackendHealth>,
         counters: &Arc<[AtomicU64]>,
         index: usize,
     ) -> Self {
         BackendState {
-            health: Arc::new(BackendHealth::new(checked)),
+            health,
             address: config.address,
             weight: config.weight,
             backup: config.backup,
@@ -65,8 +73,9 @@ impl BackendState {
         }
     }
 
-    /// A backend whose settings changed at reload: new settings, same
-    /// health and counters (as they were), nothing in flight yet.
+    /// A backend whose settings changed: new settings, the same health,
+    /// counters and latency, nothing in flight yet (requests in flight on
+    /// the old settings end there).
     fn carried_over(
         config: &halb_config::Backend,
         old: &BackendState,
@@ -78,9 +87,9 @@ impl BackendState {
             weight: config.weight,
             backup: config.backup,
             in_flight: Arc::new(InFlightCount::new(counters, index)),
-            requests: Arc::new(AtomicU64::new(old.requests.load(Relaxed))),
-            failures: Arc::new(AtomicU64::new(old.failures.load(Relaxed))),
-            latency: Arc::default(),
+            requests: old.requests.clone(),
+            failures: old.failures.clone(),
+            latency: old.latency.clone(),
             health: old.health.clone(),
             response_time: old.response_time.clone(),
         }
@@ -148,13 +157,17 @@ pub struct PoolState {
     /// rebuilt from, still counting there (from, to), until
     /// [`PoolState::take_over_in_flight`] moves them into `in_flight`.
     kept_in_flight: Mutex<Vec<(Arc<InFlightCount>, Arc<InFlightCount>)>>,
-    balancer: Box<dyn Balancer>,
-    pub outlier: OutlierDetector,
-    pub retry_budget: RetryBudget,
+    /// Shared with the next snapshot when neither the backends nor the
+    /// algorithm change.
+    balancer: Arc<dyn Balancer>,
+    pub outlier: Arc<OutlierDetector>,
+    pub retry_budget: Arc<RetryBudget>,
     /// Slow-start window in clock nanos; 0 = off.
     slow_start: u64,
-    /// Active checks; stopped when a reload replaces or removes the pool.
-    checkers: std::sync::Mutex<Option<Checkers>>,
+    /// Where every change to a backend's health goes.
+    state: Arc<State>,
+    /// The pool's name, for the state and for logs.
+    pub name: Arc<str>,
 }
 
 impl std::fmt::Debug for PoolState {
@@ -167,23 +180,32 @@ impl std::fmt::Debug for PoolState {
 }
 
 impl PoolState {
-    /// Build a pool and start its active checks (so: inside a tokio runtime).
-    pub fn new(config: Pool, events: EventSink) -> Self {
-        Self::rebuild(config, None, events)
+    /// The first snapshot of a pool. Its backends join `state` (new ones
+    /// start pending when the pool runs checks); the owner starts their
+    /// checks.
+    pub fn new(config: Pool, state: &Arc<State>) -> Self {
+        Self::build(config, None, state)
     }
 
-    /// Build a pool from a new config, keeping what `previous` knew of the
-    /// backends that are still there: a backend whose weight and backup flag
+    /// The next snapshot of this pool, with `config` (the same pool's, with
+    /// some settings or backends changed). What `self` knew of the backends
+    /// that are still there is kept: a backend whose weight and backup flag
     /// did not change keeps its counters, in-flight count, health and
     /// latency; one whose weight changed keeps its health and counters.
     ///
-    /// When the new pool has the same backends as `previous`, in the same
-    /// order and with the same settings, it shares their objects and their
-    /// in-flight counts. Otherwise it counts requests in flight in an array
-    /// of its own, and the backends it keeps go on counting in the old one
-    /// until [`PoolState::take_over_in_flight`] moves their counts: call it
-    /// when the new pool starts serving.
-    pub fn rebuild(config: Pool, previous: Option<&PoolState>, events: EventSink) -> Self {
+    /// When the backends are the same, in the same order and with the same
+    /// settings, the next snapshot shares their objects, their in-flight
+    /// counts and (with the same algorithm) the balancer. Otherwise it
+    /// counts requests in flight in an array of its own, and the backends
+    /// it keeps go on counting in the old one until
+    /// [`PoolState::take_over_in_flight`] moves their counts: call it when
+    /// the next snapshot starts serving.
+    pub fn next(&self, config: Pool) -> Self {
+        let state = self.state.clone();
+        Self::build(config, Some(self), &state)
+    }
+
+    fn build(config: Pool, previous: Option<&PoolState>, state: &Arc<State>) -> Self {
         let checked = config.health_check.kind != HealthCheckKind::None;
         let old = |b: &halb_config::Backend| {
             previous.and_then(|p| p.backends.iter().find(|o| o.address == b.address))
@@ -206,51 +228,59 @@ impl PoolState {
                 Vec::new(),
             ),
             None => {
+                let members: Vec<MemberSpec> = (config.backends.iter())
+                    .map(|b| MemberSpec {
+                        address: b.address,
+                        weight: b.weight,
+                        checked,
+                    })
+                    .collect();
+                let healths = state.set_members(&config.name, &members);
                 let counters = in_flight::counters(config.backends.len());
                 let mut kept = Vec::new();
-                let backends = (config.backends.iter().enumerate())
-                    .map(|(index, b)| match old(b) {
+                let backends = (config.backends.iter().zip(healths).enumerate())
+                    .map(|(index, (b, health))| match old(b) {
                         Some(old) if unchanged(b, old) => {
                             let successor = old.successor(&counters, index);
                             kept.push((old.in_flight.clone(), successor.in_flight.clone()));
                             Arc::new(successor)
                         }
                         Some(old) => Arc::new(BackendState::carried_over(b, old, &counters, index)),
-                        None => Arc::new(BackendState::new(b, checked, &counters, index)),
+                        None => Arc::new(BackendState::new(b, health, &counters, index)),
                     })
                     .collect();
                 (backends, counters, kept)
             }
         };
-        let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
-        let balancer: Box<dyn Balancer> = match config.algorithm {
-            Algorithm::RoundRobin => Box::new(RoundRobin::new(backends.len())),
-            Algorithm::WeightedRoundRobin => Box::new(SmoothWeighted::new(&weights)),
-            Algorithm::LeastConnections => Box::new(LeastConnections::new(&weights)),
-            Algorithm::RandomTwoChoices => Box::new(TwoChoices::new(&weights)),
-            Algorithm::PeakEwma => Box::new(PeakEwmaBalancer::new(&weights)),
-            Algorithm::Maglev => {
-                let ids: Vec<String> = backends.iter().map(|b| b.address.to_string()).collect();
-                let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-                Box::new(Maglev::new(&ids, &weights, Maglev::DEFAULT_TABLE_SIZE))
-            }
+        let reuse_balancer = previous.filter(|p| {
+            same_backends.is_some()
+                && p.config.algorithm == config.algorithm
+                && p.config.hash_key == config.hash_key
+        });
+        let balancer = match reuse_balancer {
+            Some(previous) => previous.balancer.clone(),
+            None => balancer(config.algorithm, &backends),
         };
-        let checkers = Checkers::start(
-            &config.name,
-            &config.health_check,
-            backends.iter().map(|b| (b.address, b.health.clone())),
-            events,
-        );
+        let outlier = match previous {
+            Some(p) if p.config.outlier_detection == config.outlier_detection => p.outlier.clone(),
+            Some(p) => Arc::new(p.outlier.reconfigured(config.outlier_detection.clone())),
+            None => Arc::new(OutlierDetector::new(config.outlier_detection.clone())),
+        };
+        let retry_budget = match previous {
+            Some(p) if p.config.retry_budget == config.retry_budget => p.retry_budget.clone(),
+            _ => Arc::new(RetryBudget::new(&config.retry_budget)),
+        };
         PoolState {
-            outlier: OutlierDetector::new(config.outlier_detection.clone()),
-            retry_budget: RetryBudget::new(&config.retry_budget),
+            name: config.name.as_str().into(),
+            outlier,
+            retry_budget,
             slow_start: config.slow_start.map_or(0, clock::nanos),
             config,
             backends,
             in_flight,
             kept_in_flight: Mutex::new(kept_in_flight),
             balancer,
-            checkers: std::sync::Mutex::new(Some(checkers)),
+            state: state.clone(),
         }
     }
 
@@ -303,14 +333,6 @@ impl PoolState {
         None
     }
 
-    /// Stop this pool's active checks (its replacement runs its own).
-    pub fn stop_checks(&self) {
-        self.checkers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-    }
-
     /// The backend for a request's next try: one it has not tried yet, and,
     /// for a retry (`attempt > 0`), only if the pool's retry budget allows.
     /// The backend is recorded in `tried`.
@@ -356,13 +378,27 @@ impl PoolState {
     pub fn record_outcome(&self, backend: &BackendState, failed: bool) {
         if failed {
             backend.latency.observe(self.config.connect_timeout);
-            self.outlier.on_failure(
-                &backend.health,
-                backend.address,
-                self.backends.iter().map(|b| &*b.health),
-            );
+            self.outlier
+                .on_failure(&self.state, &self.name, &backend.health, backend.address);
         } else {
             backend.health.record_success();
+        }
+    }
+}
+
+/// The balancer `algorithm` builds over `backends`, in their order.
+fn balancer(algorithm: Algorithm, backends: &[Arc<BackendState>]) -> Arc<dyn Balancer> {
+    let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+    match algorithm {
+        Algorithm::RoundRobin => Arc::new(RoundRobin::new(backends.len())),
+        Algorithm::WeightedRoundRobin => Arc::new(SmoothWeighted::new(&weights)),
+        Algorithm::LeastConnections => Arc::new(LeastConnections::new(&weights)),
+        Algorithm::RandomTwoChoices => Arc::new(TwoChoices::new(&weights)),
+        Algorithm::PeakEwma => Arc::new(PeakEwmaBalancer::new(&weights)),
+        Algorithm::Maglev => {
+            let ids: Vec<String> = backends.iter().map(|b| b.address.to_string()).collect();
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            Arc::new(Maglev::new(&ids, &weights, Maglev::DEFAULT_TABLE_SIZE))
         }
     }
 }

@@ -24,6 +24,8 @@ pub(crate) enum WorkerCommand {
         context: Arc<ListenerContext>,
         socket: std::net::TcpListener,
     },
+    /// These backends left every pool: close the idle connections to them.
+    Forget(Arc<[std::net::SocketAddr]>),
 }
 
 /// Run a worker until its command channel closes and its connections end.
@@ -57,6 +59,7 @@ pub(crate) fn run(index: usize, mut commands: mpsc::UnboundedReceiver<WorkerComm
                         tracing::error!(worker = index, error = %e, "cannot use listener socket")
                     }
                 },
+                WorkerCommand::Forget(backends) => upstream.forget(&backends),
             }
         }
         while open.get() > 0 {

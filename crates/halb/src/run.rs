@@ -14,8 +14,8 @@ use halb_access_log::{AccessLogStats, AccessLogWriter};
 use halb_admin::{Command, ConfigInfo, MetricSources, ReloadOutcome};
 use halb_alerts::{Alert, Alerter};
 use halb_config::{AccessLog, Config};
-use halb_health::{EventSink, HealthEvent};
-use halb_proxy::Proxy;
+use halb_proxy::{Proxy, ReloadSummary};
+use halb_state::{Event, State};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
@@ -173,9 +173,11 @@ pub async fn serve(
     let alerter = Arc::new(ArcSwap::from_pointee(Alerter::new(&config.alerts)));
     let access_log_stats = Arc::new(AccessLogStats::default());
     let access_log = start_access_log(config.access_log.as_ref(), &access_log_stats)?;
+    let state = State::new();
+    tokio::spawn(alert_on_events(state.clone(), alerter.clone()));
     let proxy = Proxy::start(
         &config,
-        alert_on_health(alerter.clone()),
+        state.clone(),
         access_log.as_ref().map(AccessLogWriter::sink),
     )?;
     let info = Arc::new(ConfigInfo::new(hash.clone()));
@@ -191,9 +193,11 @@ pub async fn serve(
             }
         };
         admin_address = listener.local_addr().ok();
-        tracing::info!(address = ?admin_address, "admin listening");
+        let address = admin_address.unwrap_or(admin.bind);
+        tracing::info!(%address, "admin listening");
         let endpoint = halb_admin::Admin::new(
             proxy.topology(),
+            state.clone(),
             admin.token.clone(),
             info.clone(),
             commands.clone(),
@@ -286,26 +290,57 @@ fn start_access_log(
         .transpose()
 }
 
-/// Health events become alerts (webhooks), through whichever alerter the
-/// running config has.
-fn alert_on_health(alerter: Arc<ArcSwap<Alerter>>) -> EventSink {
-    Arc::new(move |event| {
+/// Changes to backends and pools become alerts (webhooks), through
+/// whichever alerter the running config has: a verdict of the checks, and
+/// a pool losing (or regaining) its last usable backend.
+async fn alert_on_events(state: Arc<State>, alerter: Arc<ArcSwap<Alerter>>) {
+    let mut events = state.subscribe();
+    loop {
+        let event = match events.recv().await {
+            Ok(event) => event,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "alerts fell behind the state's events; some were not sent");
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
         let alert = match event {
-            HealthEvent::BackendDown {
+            Event::Verdict {
                 pool,
                 backend,
+                up: false,
                 reason,
+                ..
             } => Alert::BackendDown {
-                pool,
+                pool: pool.to_string(),
                 backend,
                 reason,
             },
-            HealthEvent::BackendUp { pool, backend } => Alert::BackendUp { pool, backend },
-            HealthEvent::PoolUnavailable { pool } => Alert::PoolUnavailable { pool },
-            HealthEvent::PoolAvailable { pool } => Alert::PoolAvailable { pool },
+            Event::Verdict {
+                pool,
+                backend,
+                up: true,
+                ..
+            } => Alert::BackendUp {
+                pool: pool.to_string(),
+                backend,
+            },
+            Event::PoolUsable {
+                pool,
+                usable: false,
+                ..
+            } => Alert::PoolUnavailable {
+                pool: pool.to_string(),
+            },
+            Event::PoolUsable {
+                pool, usable: true, ..
+            } => Alert::PoolAvailable {
+                pool: pool.to_string(),
+            },
+            _ => continue,
         };
         alerter.load().send(alert);
-    })
+    }
 }
 
 /// The running node, owned by the main loop.
@@ -394,9 +429,10 @@ impl Node {
             None
         };
         match self.proxy.apply(&config) {
-            Ok(summary) => {
+            Ok(changes) => {
+                let summary = ReloadSummary::of(&changes);
                 if !summary.is_empty() {
-                    tracing::info!(?summary, "reload applied");
+                    tracing::info!(changes = %summary, "reload applied");
                 }
                 if let Some(access_log) = reopened {
                     self.proxy

@@ -121,6 +121,14 @@ impl UpstreamPool {
         });
     }
 
+    /// Close the idle connections to `backends` (they left every pool).
+    pub(crate) fn forget(&self, backends: &[SocketAddr]) {
+        let mut idle = self.idle.borrow_mut();
+        for backend in backends {
+            idle.remove(backend);
+        }
+    }
+
     fn checkout(&self, address: SocketAddr) -> Option<BackendConnection> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&address)?;

@@ -21,12 +21,11 @@ fn pool_config(backends: &[(u16, u32)], extra: &str) -> Pool {
 }
 
 fn pool(backends: &[(u16, u32)]) -> PoolState {
-    PoolState::new(pool_config(backends, ""), halb_health::no_events())
+    PoolState::new(pool_config(backends, ""), &State::new())
 }
 
 fn rebuilt(previous: &PoolState, backends: &[(u16, u32)], extra: &str) -> PoolState {
-    let config = pool_config(backends, extra);
-    PoolState::rebuild(config, Some(previous), halb_health::no_events())
+    previous.next(pool_config(backends, extra))
 }
 
 /// The pool's array of counts, in pool order.

@@ -18,6 +18,7 @@ use super::{BackendConnection, BackendError, BODY_READ};
 use crate::http::framing::{Decoded, Decoder, StallTimer};
 use crate::http::upstream::UpstreamPool;
 use crate::state::InFlight;
+use halb_health::AdminState;
 
 /// A response body streaming from a backend connection.
 #[derive(Debug)]
@@ -34,7 +35,7 @@ pub(crate) struct BackendBody {
     /// Fails the body when nothing moves, either way, for the pool's timeout.
     stall: StallTimer,
     /// The backend's in-flight slot, held until the body is dropped.
-    _in_flight: InFlight,
+    in_flight: InFlight,
 }
 
 impl BackendBody {
@@ -59,7 +60,7 @@ impl BackendBody {
             decoder,
             upload,
             stall: StallTimer::new(stall_limit),
-            _in_flight: in_flight,
+            in_flight,
         };
         if body.decoder.as_ref().is_some_and(Decoder::is_done) {
             body.finish();
@@ -81,7 +82,10 @@ impl BackendBody {
         let (Some(mut connection), Some(pool)) = (self.connection.take(), self.pool.take()) else {
             return;
         };
-        if connection.settle() {
+        // A draining backend gets no new requests (and one removed from
+        // its pool never will): its connection is closed, not kept idle.
+        let draining = self.in_flight.backend().health.admin_state() != AdminState::Enabled;
+        if connection.settle() && !draining {
             pool.release(connection);
         }
     }

@@ -515,7 +515,7 @@ mod tests {
         .unwrap();
         let pool = Arc::new(crate::state::PoolState::new(
             config.pools[0].clone(),
-            halb_health::no_events(),
+            &halb_state::State::new(),
         ));
         let context = Arc::new(crate::ListenerContext::new(
             config.listeners[0].clone(),

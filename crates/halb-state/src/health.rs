@@ -1,7 +1,7 @@
 //! The health of one backend as every worker sees it: the verdict of active
 //! checks, the operator's state (enabled, draining, disabled), passive
 //! ejection and the slow-start ramp. All atomics: the data path reads them
-//! on every pick without a lock.
+//! on every pick without a lock. Only [`State`](crate::State) changes them.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -31,6 +31,17 @@ pub enum AdminState {
     Draining = 1,
     /// No new traffic (operator override).
     Disabled = 2,
+}
+
+impl AdminState {
+    /// The word the API, logs and docs use: the state a backend shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Enabled => "enabled",
+            AdminState::Draining => "draining",
+            AdminState::Disabled => "disabled",
+        }
+    }
 }
 
 /// The one state the status API shows, most significant first.
@@ -196,7 +207,7 @@ impl BackendHealth {
     }
 
     /// Set the active check verdict; returns true when it changed.
-    pub fn set_check_state(&self, state: CheckState, detail: String) -> bool {
+    pub(crate) fn set_check_state(&self, state: CheckState, detail: String) -> bool {
         *self.last_check.lock().unwrap_or_else(|e| e.into_inner()) = detail;
         let previous = self.check.swap(state as u8, Relaxed);
         if previous == state as u8 {
@@ -219,7 +230,7 @@ impl BackendHealth {
     }
 
     /// Record the latest check's outcome without a state change.
-    pub fn note_check(&self, detail: String) {
+    pub(crate) fn note_check(&self, detail: String) {
         *self.last_check.lock().unwrap_or_else(|e| e.into_inner()) = detail;
     }
 
@@ -235,7 +246,7 @@ impl BackendHealth {
     }
 
     /// Set the operator state; returns the previous one.
-    pub fn set_admin_state(&self, state: AdminState) -> AdminState {
+    pub(crate) fn set_admin_state(&self, state: AdminState) -> AdminState {
         let previous = self.admin.swap(state as u8, Relaxed);
         if state == AdminState::Draining && previous != AdminState::Draining as u8 {
             self.drain_started.store(clock::now(), Relaxed);
