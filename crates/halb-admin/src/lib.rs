@@ -210,7 +210,8 @@ impl Admin {
             );
         };
         let change = Change::Admin(state);
-        if let Err(unknown) = (self.state).apply(pool_name, backend.address, Origin::Operator, change)
+        if let Err(unknown) =
+            (self.state).apply(pool_name, backend.address, Origin::Operator, change)
         {
             // Removed by a reload since the lookup above.
             return error(StatusCode::NOT_FOUND, &unknown.to_string());

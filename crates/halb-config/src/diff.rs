@@ -115,7 +115,10 @@ fn pool_changes(old: &Pool, new: &Pool, changes: &mut Vec<Change>) {
         ("algorithm", old.algorithm != new.algorithm),
         ("hash_key", old.hash_key != new.hash_key),
         ("retries", old.retries != new.retries),
-        ("connect_timeout", old.connect_timeout != new.connect_timeout),
+        (
+            "connect_timeout",
+            old.connect_timeout != new.connect_timeout,
+        ),
         ("timeout", old.timeout != new.timeout),
         ("health_check", old.health_check != new.health_check),
         (
@@ -125,7 +128,10 @@ fn pool_changes(old: &Pool, new: &Pool, changes: &mut Vec<Change>) {
         ("retry_budget", old.retry_budget != new.retry_budget),
         ("drain_timeout", old.drain_timeout != new.drain_timeout),
         ("slow_start", old.slow_start != new.slow_start),
-        ("panic_threshold", old.panic_threshold != new.panic_threshold),
+        (
+            "panic_threshold",
+            old.panic_threshold != new.panic_threshold,
+        ),
     ];
     let keys: Vec<&'static str> = settings
         .iter()
@@ -213,7 +219,10 @@ mod tests {
     fn one_backend_added_removed_or_reweighted_is_one_change() {
         let before = config(&app(&[(1, 1), (2, 1)], ""));
         let added = config(&app(&[(1, 1), (2, 1), (3, 1)], ""));
-        assert_eq!(words(&diff(&before, &added)), ["pool app: 127.0.0.1:3 added"]);
+        assert_eq!(
+            words(&diff(&before, &added)),
+            ["pool app: 127.0.0.1:3 added"]
+        );
         let removed = config(&app(&[(2, 1)], ""));
         assert_eq!(
             words(&diff(&before, &removed)),

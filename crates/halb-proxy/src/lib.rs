@@ -40,9 +40,9 @@ use halb_state::State;
 use tokio::sync::mpsc;
 
 pub use error::{ProxyError, Side};
+pub use halb_config::Change;
 pub use http::BackendError;
 pub use listener::ListenerContext;
-pub use halb_config::Change;
 pub use reload::ReloadSummary;
 pub use route::{ListenerMetrics, Route, RouteCounters, STATUS_CLASSES};
 pub use state::{BackendState, InFlight, PoolState, Tried};

@@ -329,9 +329,7 @@ impl Proxy {
         }
         let gone: Arc<[SocketAddr]> = gone.into();
         for worker in &self.workers {
-            let _ = worker
-                .commands
-                .send(WorkerCommand::Forget(gone.clone()));
+            let _ = worker.commands.send(WorkerCommand::Forget(gone.clone()));
         }
     }
 }

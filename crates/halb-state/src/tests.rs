@@ -81,7 +81,11 @@ fn verdicts_publish_once_and_pool_usability_follows() {
         })
         .collect();
     assert_eq!(usable, [true, false]);
-    assert_eq!(seen.len(), 6, "four verdicts and two pool changes: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        6,
+        "four verdicts and two pool changes: {seen:?}"
+    );
     match &seen[0] {
         Event::Verdict {
             up,
@@ -121,13 +125,14 @@ fn disabling_every_backend_makes_the_pool_unusable() {
         weight: 0,
         checked: false,
     }];
-    state.apply(
-        "app",
-        addr(1),
-        Origin::Operator,
-        Change::Admin(AdminState::Enabled),
-    )
-    .unwrap();
+    state
+        .apply(
+            "app",
+            addr(1),
+            Origin::Operator,
+            Change::Admin(AdminState::Enabled),
+        )
+        .unwrap();
     state.set_members("app", &zero);
     assert_eq!(state.pool_usable("app"), Some(false), "weight 0");
 }

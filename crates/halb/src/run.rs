@@ -299,7 +299,10 @@ async fn alert_on_events(state: Arc<State>, alerter: Arc<ArcSwap<Alerter>>) {
         let event = match events.recv().await {
             Ok(event) => event,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "alerts fell behind the state's events; some were not sent");
+                tracing::warn!(
+                    missed,
+                    "alerts fell behind the state's events; some were not sent"
+                );
                 continue;
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,

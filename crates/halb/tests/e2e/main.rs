@@ -22,6 +22,7 @@ mod hung_backend;
 mod metrics;
 mod outlier;
 mod reload;
+mod reload_diff;
 mod reload_watch;
 mod retry_budget;
 mod shutdown;

@@ -94,6 +94,8 @@ pub struct Backend {
     pub addr: SocketAddr,
     requests: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
+    /// Connections accepted and not yet closed by either side.
+    open: Arc<AtomicUsize>,
     controls: Arc<Controls>,
     handler: Handler,
     /// `None` once stopped.
@@ -110,6 +112,12 @@ impl Backend {
     /// TCP connections it accepted.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections open now (accepted, and not yet closed by halb or
+    /// by the backend).
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     /// Health checks (requests for [`CHECK_PATH`]) that reached it.
@@ -161,7 +169,7 @@ impl Backend {
         };
         self.accept_loop = Some(accept_loop(
             listener,
-            self.connections.clone(),
+            (self.connections.clone(), self.open.clone()),
             self.handler.clone(),
         ));
     }
@@ -313,19 +321,31 @@ async fn serve_tcp(
         .expect("bind backend");
     let addr = listener.local_addr().expect("backend address");
     let connections = Arc::new(AtomicUsize::new(0));
+    let open = Arc::new(AtomicUsize::new(0));
+    let counters = (connections.clone(), open.clone());
     Backend {
         addr,
         requests,
-        accept_loop: Some(accept_loop(listener, connections.clone(), handler.clone())),
+        accept_loop: Some(accept_loop(listener, counters, handler.clone())),
         connections,
+        open,
         controls,
         handler,
     }
 }
 
+/// Counts a connection as open until its handler ends (or is aborted).
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 fn accept_loop(
     listener: TcpListener,
-    accepted: Arc<AtomicUsize>,
+    (accepted, open_now): (Arc<AtomicUsize>, Arc<AtomicUsize>),
     handler: Handler,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -336,7 +356,13 @@ fn accept_loop(
                 continue;
             };
             accepted.fetch_add(1, Ordering::SeqCst);
-            open.spawn(handler(stream));
+            open_now.fetch_add(1, Ordering::SeqCst);
+            let guard = OpenGuard(open_now.clone());
+            let serve = handler(stream);
+            open.spawn(async move {
+                serve.await;
+                drop(guard);
+            });
             while open.try_join_next().is_some() {}
         }
     })
