@@ -132,12 +132,16 @@ fn listeners(text: &mut Exposition, topology: &Topology) {
     let routes: Vec<_> = topology
         .listeners
         .iter()
-        .map(|listener| (listener.protocol, listener.route.load_full()))
+        .flat_map(|listener| {
+            let routes = listener.routes.load_full();
+            let all: Vec<Arc<Route>> = routes.all().cloned().collect();
+            all.into_iter().map(move |route| (listener.protocol, route))
+        })
         .collect();
     let mut family = text.family(
         "halb_http_requests_total",
         Kind::Counter,
-        "HTTP responses sent, by listener, pool, backend and status class (code). backend=\"\": halb answered itself (no usable backend, or every try failed).",
+        "HTTP responses sent, by listener, route, pool, backend and status class (code). route=\"default\": no [[listener.route]] matched. backend=\"\": halb answered itself (no usable backend, or every try failed).",
     );
     for (_, route) in routes.iter().filter(|(p, _)| *p == Protocol::Http) {
         for (backend, counters) in &cells(route) {
@@ -147,6 +151,7 @@ fn listeners(text: &mut Exposition, topology: &Topology) {
                     family.sample(
                         &[
                             ("listener", &route.listener),
+                            ("route", &route.name),
                             ("pool", &route.pool_name),
                             ("backend", backend),
                             ("code", class),
@@ -169,6 +174,7 @@ fn listeners(text: &mut Exposition, topology: &Topology) {
                 family.sample(
                     &[
                         ("listener", &route.listener),
+                        ("route", &route.name),
                         ("pool", &route.pool_name),
                         ("backend", &backend),
                     ],

@@ -2,9 +2,9 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use halb_config::Protocol;
+use halb_config::{PathMatch, Protocol};
 use halb_health::clock;
-use halb_proxy::{BackendState, PoolState, Topology};
+use halb_proxy::{BackendState, PoolState, Route, Routes, Topology};
 use serde::Serialize;
 
 use crate::control::{ConfigInfo, ConfigStatus};
@@ -26,6 +26,26 @@ pub struct ListenerStatus {
     pub bind: String,
     pub protocol: &'static str,
     pub pool: String,
+    /// `[[listener.route]]` in order, then `default` (requests no rule
+    /// matched, to `pool`).
+    pub routes: Vec<RouteStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RouteStatus {
+    pub name: String,
+    pub pool: String,
+    /// The rule's conditions as configured (absent for `default`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// HTTP responses sent on this route (TCP: connections relayed).
+    pub requests: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -73,11 +93,53 @@ impl Status {
                         Protocol::Tcp => "tcp",
                     },
                     pool: l.config.load().pool.clone(),
+                    routes: route_statuses(&l.routes.load()),
                 })
                 .collect(),
             pools: topology.pools.iter().map(|p| pool_status(p)).collect(),
         }
     }
+}
+
+fn route_statuses(routes: &Routes) -> Vec<RouteStatus> {
+    let served = |route: &Route| -> u64 {
+        std::iter::once(&route.local)
+            .chain(route.backends.iter())
+            .map(|cell| {
+                cell.responses.iter().map(|c| c.get()).sum::<u64>() + cell.connections.get()
+            })
+            .sum()
+    };
+    let rules = routes.rules.iter().map(|rule| {
+        let matcher = &rule.matcher;
+        let (path_prefix, path) = match &matcher.path {
+            Some(PathMatch::Prefix(prefix)) => (Some(prefix.clone()), None),
+            Some(PathMatch::Exact(exact)) => (None, Some(exact.clone())),
+            None => (None, None),
+        };
+        RouteStatus {
+            name: matcher.name.clone(),
+            pool: matcher.pool.clone(),
+            host: matcher.host.as_ref().map(ToString::to_string),
+            path_prefix,
+            path,
+            header: matcher.header.as_ref().map(|h| match &h.value {
+                Some(value) => format!("{}: {value}", h.name),
+                None => h.name.clone(),
+            }),
+            requests: served(&rule.route),
+        }
+    });
+    let default = RouteStatus {
+        name: routes.default.name.to_string(),
+        pool: routes.default.pool_name.to_string(),
+        host: None,
+        path_prefix: None,
+        path: None,
+        header: None,
+        requests: served(&routes.default),
+    };
+    rules.chain(std::iter::once(default)).collect()
 }
 
 /// The status of one pool.

@@ -128,6 +128,83 @@ pub struct Listener {
     pub idle_timeout: Duration,
     /// `max_header_bytes`: a request head larger than this gets 431 (HTTP).
     pub max_header_bytes: usize,
+    /// `[[listener.route]]`, in order: the first that matches a request
+    /// picks its pool; none matching, `pool` serves it (HTTP only).
+    pub routes: Vec<Route>,
+}
+
+/// `[[listener.route]]`: which requests go to `pool`. Every condition set
+/// must hold; at least one is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// `name`, or `route[N]` by its place; labels metrics and status.
+    pub name: String,
+    pub host: Option<HostMatch>,
+    pub path: Option<PathMatch>,
+    pub header: Option<HeaderMatch>,
+    pub pool: String,
+}
+
+/// `host`: the request's host (from an absolute-form target, else the Host
+/// header), without its port, compared case-insensitively.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// `api.example.com`; stored lower-case.
+    Exact(String),
+    /// `*.example.com`: any name that ends with `.example.com`, with at
+    /// least one label before it; stored lower-case, with its leading dot.
+    Suffix(String),
+}
+
+impl HostMatch {
+    /// Whether `host` (no port; any case) matches.
+    pub fn matches(&self, host: &[u8]) -> bool {
+        // A fully qualified name may end with a dot.
+        let host = host.strip_suffix(b".").unwrap_or(host);
+        match self {
+            HostMatch::Exact(name) => host.eq_ignore_ascii_case(name.as_bytes()),
+            HostMatch::Suffix(suffix) => {
+                host.len() > suffix.len()
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for HostMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostMatch::Exact(name) => f.write_str(name),
+            HostMatch::Suffix(suffix) => write!(f, "*{suffix}"),
+        }
+    }
+}
+
+/// `path_prefix` or `path`, compared with the request's path (the target
+/// without its query), byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Prefix(String),
+    Exact(String),
+}
+
+impl PathMatch {
+    pub fn matches(&self, path: &[u8]) -> bool {
+        match self {
+            PathMatch::Prefix(prefix) => path.starts_with(prefix.as_bytes()),
+            PathMatch::Exact(exact) => path == exact.as_bytes(),
+        }
+    }
+}
+
+/// `header = { name = "X-Canary", value = "1" }`: a request header of that
+/// name (any case) whose value is `value` exactly; without `value`, the
+/// header's presence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatch {
+    /// Stored lower-case.
+    pub name: String,
+    pub value: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

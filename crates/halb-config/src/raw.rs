@@ -107,6 +107,27 @@ pub(crate) struct RawListener {
     pub request_head_timeout: Slot<String>,
     pub idle_timeout: Slot<String>,
     pub max_header_bytes: Slot<i64>,
+    pub routes: Slot<Vec<RawRoute>>,
+}
+
+/// `[[listener.route]]`
+#[derive(Debug)]
+pub(crate) struct RawRoute {
+    pub at: Header,
+    pub name: Slot<String>,
+    pub host: Slot<String>,
+    pub path_prefix: Slot<String>,
+    pub path: Slot<String>,
+    pub header: Slot<RawRouteHeader>,
+    pub pool: Slot<String>,
+}
+
+/// `header = { name = "...", value = "..." }` of a route.
+#[derive(Debug)]
+pub(crate) struct RawRouteHeader {
+    pub at: Header,
+    pub name: Slot<String>,
+    pub value: Slot<String>,
 }
 
 /// `[[pool]]`

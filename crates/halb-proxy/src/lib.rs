@@ -44,7 +44,9 @@ pub use halb_config::Change;
 pub use http::BackendError;
 pub use listener::ListenerContext;
 pub use reload::ReloadSummary;
-pub use route::{ListenerMetrics, Route, RouteCounters, STATUS_CLASSES};
+pub use route::{
+    ListenerMetrics, Route, RouteCounters, Routes, Rule, DEFAULT_ROUTE, STATUS_CLASSES,
+};
 pub use state::{BackendState, InFlight, PoolState, Tried};
 
 use worker::WorkerCommand;
@@ -151,12 +153,11 @@ impl Proxy {
 
     /// Hand a bound listener to the workers.
     fn open(&self, bound: reload::BoundListener, pools: &[Arc<PoolState>]) -> Arc<ListenerContext> {
-        let pool = reload::pool_named(pools, &bound.config.pool);
         tracing::info!(listener = %bound.config.name, address = %bound.address, protocol = bound.config.protocol.as_str(), "listening");
         let context = Arc::new(ListenerContext::new(
             bound.config,
             bound.address,
-            pool,
+            pools,
             self.access_log.clone(),
         ));
         for (worker, socket) in self.workers.iter().zip(bound.sockets) {

@@ -11,10 +11,10 @@ use halb_config::{Listener, Protocol};
 use tokio::net::TcpSocket;
 use tokio::sync::watch;
 
-use crate::route::{ListenerMetrics, Route};
+use crate::route::{ListenerMetrics, Routes};
 use crate::state::PoolState;
 
-/// A listener: its settings and its route (pool, counters, access log),
+/// A listener: its settings and its routes (pools, counters, access log),
 /// both swappable at reload, its metrics, and the signal that closes it.
 #[derive(Debug)]
 pub struct ListenerContext {
@@ -24,7 +24,7 @@ pub struct ListenerContext {
     /// Read once per connection.
     pub config: ArcSwap<Listener>,
     /// Read once per request (HTTP) or connection (TCP).
-    pub route: ArcSwap<Route>,
+    pub routes: ArcSwap<Routes>,
     pub metrics: Arc<ListenerMetrics>,
     closing: watch::Sender<bool>,
 }
@@ -33,43 +33,42 @@ impl ListenerContext {
     pub(crate) fn new(
         config: Listener,
         bound: SocketAddr,
-        pool: Arc<PoolState>,
+        pools: &[Arc<PoolState>],
         access_log: Option<AccessLogSink>,
     ) -> Self {
         let metrics = Arc::new(ListenerMetrics::default());
-        let route = Route::new(
-            config.name.as_str().into(),
-            metrics.clone(),
-            pool,
-            access_log,
-        );
+        let routes = Routes::build(&config, &metrics, pools, access_log, None);
         ListenerContext {
             protocol: config.protocol,
             bound,
             config: ArcSwap::from_pointee(config),
-            route: ArcSwap::from_pointee(route),
+            routes: ArcSwap::from_pointee(routes),
             metrics,
             closing: watch::Sender::new(false),
         }
     }
 
-    /// Route to `pool` from now on (reload), under the listener's current
-    /// name (a reload may have renamed it: counters and log lines follow).
-    pub(crate) fn set_pool(&self, pool: Arc<PoolState>) {
-        let route = self.route.load();
-        let name = self.name();
-        if !Arc::ptr_eq(&route.pool, &pool) || *route.listener != *name {
-            let mut rebuilt = route.rebuilt(pool, route.access_log.clone());
-            rebuilt.listener = name.into();
-            self.route.store(Arc::new(rebuilt));
-        }
+    /// Route by the listener's current settings over `pools` from now on
+    /// (a reload, or a pool's next snapshot), under its current name (a
+    /// reload may have renamed it: counters and log lines follow).
+    pub(crate) fn set_routes(&self, pools: &[Arc<PoolState>]) {
+        let routes = self.routes.load();
+        let access_log = routes.default.access_log.clone();
+        self.rebuild_routes(pools, access_log);
+    }
+
+    fn rebuild_routes(&self, pools: &[Arc<PoolState>], access_log: Option<AccessLogSink>) {
+        let config = self.config.load();
+        let routes = self.routes.load();
+        let rebuilt = Routes::build(&config, &self.metrics, pools, access_log, Some(&routes));
+        self.routes.store(Arc::new(rebuilt));
     }
 
     /// Send access log records to `access_log` from now on (reload).
     pub(crate) fn set_access_log(&self, access_log: Option<AccessLogSink>) {
-        let route = self.route.load();
-        let rebuilt = route.rebuilt(route.pool.clone(), access_log);
-        self.route.store(Arc::new(rebuilt));
+        let pools: Vec<Arc<PoolState>> =
+            (self.routes.load().all()).map(|r| r.pool.clone()).collect();
+        self.rebuild_routes(&pools, access_log);
     }
 
     /// The listener's name (a reload may rename a listener in place).

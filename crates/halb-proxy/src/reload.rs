@@ -222,7 +222,7 @@ impl Proxy {
         for (wanted, running) in config.listeners.iter().zip(continuing) {
             if let Some(running) = running {
                 running.config.store(Arc::new(wanted.clone()));
-                running.set_pool(pool_named(&pools, &wanted.pool));
+                running.set_routes(&pools);
                 listeners.push(running);
             }
         }

@@ -1,6 +1,8 @@
-//! A listener's route: the pool its traffic goes to, the counters of that
-//! traffic per backend, and the access log, read as one snapshot per
-//! request (HTTP) or connection (TCP) and swapped as one at reload.
+//! A listener's routes: for each of its rules (`[[listener.route]]`) and
+//! for the requests no rule matches, the pool that traffic goes to, the
+//! counters of that traffic per backend, and the access log. Read as one
+//! snapshot per request (HTTP) or connection (TCP) and swapped as one when
+//! the config or a pool changes.
 //!
 //! Counters are cells created with the route, indexed like the pool's
 //! backends, so counting a response is one atomic add: no lock, no map.
@@ -11,9 +13,13 @@
 use std::sync::Arc;
 
 use halb_access_log::AccessLogSink;
+use halb_config::Listener;
 use halb_metrics::{Counter, Gauge, Histogram};
 
 use crate::state::PoolState;
+
+/// The name of the route of requests that no rule matches.
+pub const DEFAULT_ROUTE: &str = "default";
 
 /// The status classes responses are counted by, in [`RouteCounters::responses`] order.
 pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -52,10 +58,12 @@ impl RouteCounters {
     }
 }
 
-/// Where a listener's traffic goes now, and what it counts into.
+/// Where some of a listener's traffic goes now, and what it counts into.
 #[derive(Debug)]
 pub struct Route {
     pub listener: Arc<str>,
+    /// The rule's name, or [`DEFAULT_ROUTE`].
+    pub name: Arc<str>,
     pub metrics: Arc<ListenerMetrics>,
     pub pool: Arc<PoolState>,
     pub pool_name: Arc<str>,
@@ -70,12 +78,14 @@ pub struct Route {
 impl Route {
     pub(crate) fn new(
         listener: Arc<str>,
+        name: Arc<str>,
         metrics: Arc<ListenerMetrics>,
         pool: Arc<PoolState>,
         access_log: Option<AccessLogSink>,
     ) -> Route {
         Route {
             listener,
+            name,
             metrics,
             pool_name: pool.config.name.as_str().into(),
             backends: pool.backends.iter().map(|_| Arc::default()).collect(),
@@ -92,6 +102,7 @@ impl Route {
         if Arc::ptr_eq(&pool, &self.pool) {
             return Route {
                 listener: self.listener.clone(),
+                name: self.name.clone(),
                 metrics: self.metrics.clone(),
                 pool,
                 pool_name: self.pool_name.clone(),
@@ -102,6 +113,7 @@ impl Route {
         }
         let mut route = Route::new(
             self.listener.clone(),
+            self.name.clone(),
             self.metrics.clone(),
             pool,
             access_log,
@@ -120,6 +132,66 @@ impl Route {
             }
         }
         route
+    }
+}
+
+/// One `[[listener.route]]`: the requests it takes, and where they go.
+#[derive(Debug)]
+pub struct Rule {
+    pub matcher: halb_config::Route,
+    pub route: Arc<Route>,
+}
+
+/// A listener's routes: its rules in order (the first that matches wins),
+/// and the route of every other request (the listener's `pool`).
+#[derive(Debug)]
+pub struct Routes {
+    pub rules: Box<[Rule]>,
+    pub default: Arc<Route>,
+}
+
+impl Routes {
+    /// The routes `config` asks for over `pools`, keeping the counters of
+    /// each route of `previous` with the same name and pool, for the
+    /// backends that pool still has. Every pool named must be in `pools`.
+    pub(crate) fn build(
+        config: &Listener,
+        metrics: &Arc<ListenerMetrics>,
+        pools: &[Arc<PoolState>],
+        access_log: Option<AccessLogSink>,
+        previous: Option<&Routes>,
+    ) -> Routes {
+        let listener: Arc<str> = config.name.as_str().into();
+        let route = |name: &str, pool_name: &str| {
+            let pool = crate::reload::pool_named(pools, pool_name);
+            let kept = previous.and_then(|p| p.all().find(|r| &*r.name == name));
+            let mut route = match kept {
+                Some(kept) => kept.rebuilt(pool, access_log.clone()),
+                None => Route::new(
+                    listener.clone(),
+                    name.into(),
+                    metrics.clone(),
+                    pool,
+                    access_log.clone(),
+                ),
+            };
+            route.listener = listener.clone();
+            Arc::new(route)
+        };
+        Routes {
+            rules: (config.routes.iter())
+                .map(|rule| Rule {
+                    matcher: rule.clone(),
+                    route: route(&rule.name, &rule.pool),
+                })
+                .collect(),
+            default: route(DEFAULT_ROUTE, &config.pool),
+        }
+    }
+
+    /// Every route: the default first, then the rules in order.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Route>> {
+        std::iter::once(&self.default).chain(self.rules.iter().map(|rule| &rule.route))
     }
 }
 
@@ -153,21 +225,28 @@ mod tests {
         .expect("a valid config");
         let mut listener = config.listeners[0].clone();
         let bound = "127.0.0.1:1".parse().unwrap();
-        let context = crate::ListenerContext::new(listener.clone(), bound, pool.clone(), None);
-        let before = context.route.load_full();
+        let pools = [pool];
+        let context = crate::ListenerContext::new(listener.clone(), bound, &pools, None);
+        let before = context.routes.load().default.clone();
         before.backends[0].count_response(200);
 
         listener.name = "www".to_owned();
         context.config.store(Arc::new(listener));
-        context.set_pool(pool);
-        let after = context.route.load_full();
+        context.set_routes(&pools);
+        let after = context.routes.load().default.clone();
         assert_eq!(&*after.listener, "www");
         assert!(Arc::ptr_eq(&after.backends[0], &before.backends[0]));
     }
 
     #[test]
     fn a_rebuilt_route_keeps_the_cells_of_the_backends_it_keeps() {
-        let route = Route::new("web".into(), Arc::default(), pool("app", &[1, 2]), None);
+        let route = Route::new(
+            "web".into(),
+            DEFAULT_ROUTE.into(),
+            Arc::default(),
+            pool("app", &[1, 2]),
+            None,
+        );
         route.backends[1].count_response(200);
         route.local.count_response(502);
 

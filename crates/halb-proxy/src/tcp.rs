@@ -20,7 +20,7 @@ use crate::state::Tried;
 /// connect fails, up to the pool's retries) and relay until both sides close.
 pub(crate) async fn serve(client: TcpStream, peer: SocketAddr, listener: Arc<ListenerContext>) {
     let started = Instant::now();
-    let route = listener.route.load_full();
+    let route = listener.routes.load().default.clone();
     let pool = &route.pool;
     let relayed = Relayed::default();
     let key = (pool.config.algorithm == Algorithm::Maglev).then(|| ip_key(peer.ip()));

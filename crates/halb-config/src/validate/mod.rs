@@ -7,6 +7,7 @@ mod checker;
 mod health;
 mod log;
 mod pool;
+mod route;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -298,6 +299,14 @@ fn listener(
         int_in(MIN_HEADER_BYTES, MAX_HEADER_BYTES),
     );
 
+    let routes = route::routes(
+        c,
+        raw.routes,
+        at,
+        protocol.as_ref().map(|p| p.value),
+        defined_pools,
+    );
+
     Some(Listener {
         name: name?.value,
         bind: bind?.value,
@@ -306,6 +315,7 @@ fn listener(
         request_head_timeout: request_head_timeout?.value,
         idle_timeout: idle_timeout?.value,
         max_header_bytes: max_header_bytes?.value,
+        routes: routes?,
     })
 }
 

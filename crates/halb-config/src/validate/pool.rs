@@ -210,7 +210,7 @@ fn hash_key(s: String) -> Result<HashKey, String> {
 }
 
 /// RFC 9110 `tchar`.
-fn is_token_char(ch: char) -> bool {
+pub(super) fn is_token_char(ch: char) -> bool {
     ch.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(ch)
 }
 

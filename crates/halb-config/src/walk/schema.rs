@@ -5,7 +5,8 @@
 use super::{Table, Walker};
 use crate::raw::{
     Header, RawAccessLog, RawAdmin, RawAlerts, RawBackend, RawConfig, RawHealthCheck, RawListener,
-    RawLog, RawOutlierDetection, RawPool, RawRetryBudget, RawRuntime, Slot,
+    RawLog, RawOutlierDetection, RawPool, RawRetryBudget, RawRoute, RawRouteHeader, RawRuntime,
+    Slot,
 };
 
 const ROOT_KEYS: &[&str] = &[
@@ -30,7 +31,10 @@ const LISTENER_KEYS: &[&str] = &[
     "request_head_timeout",
     "idle_timeout",
     "max_header_bytes",
+    "route",
 ];
+const ROUTE_KEYS: &[&str] = &["name", "host", "path_prefix", "path", "header", "pool"];
+const ROUTE_HEADER_KEYS: &[&str] = &["name", "value"];
 const POOL_KEYS: &[&str] = &[
     "name",
     "algorithm",
@@ -163,6 +167,31 @@ impl Walker {
             request_head_timeout: self.duration(table, "request_head_timeout"),
             idle_timeout: self.duration(table, "idle_timeout"),
             max_header_bytes: self.integer(table, "max_header_bytes"),
+            routes: self
+                .array_of_tables(table, "route")
+                .map(|tables| tables.iter().map(|t| self.route(t)).collect()),
+        }
+    }
+
+    fn route(&mut self, table: &Table<'_>) -> RawRoute {
+        self.reject_unknown_keys(table, ROUTE_KEYS);
+        RawRoute {
+            at: table.at.clone(),
+            name: self.string(table, "name"),
+            host: self.string(table, "host"),
+            path_prefix: self.string(table, "path_prefix"),
+            path: self.string(table, "path"),
+            header: self.table(table, "header").map(|t| self.route_header(t)),
+            pool: self.string(table, "pool"),
+        }
+    }
+
+    fn route_header(&mut self, table: &Table<'_>) -> RawRouteHeader {
+        self.reject_unknown_keys(table, ROUTE_HEADER_KEYS);
+        RawRouteHeader {
+            at: table.at.clone(),
+            name: self.string(table, "name"),
+            value: self.string(table, "value"),
         }
     }
 

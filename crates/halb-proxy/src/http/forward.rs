@@ -85,7 +85,8 @@ impl Handler {
     /// Forward one request; the response for the client, and the backend's
     /// side of the tunnel when it switched protocols.
     pub(crate) async fn handle(&self, request: ClientRequest) -> (Reply, Option<BackendUpgrade>) {
-        let route = self.listener.route.load_full();
+        let route =
+            super::select::route(&self.listener.routes.load(), &request.uri, &request.fields);
         let mut exchange = Exchange::start(route, self.peer, &request.method, &request.uri);
         let (route, progress) = exchange.route_and_progress();
         match self.forward(request, &route.pool, progress).await {
@@ -133,7 +134,8 @@ impl Handler {
             upgrade,
             body,
         } = request;
-        if version != Version::HTTP_11 && !fields.contains(Known::Host) {
+        let host = super::select::authority_host(&uri).map(str::as_bytes);
+        if version != Version::HTTP_11 && host.is_none() && !fields.contains(Known::Host) {
             return Err(ProxyError::BadRequest("a Host header is required\n"));
         }
         fields.drop_connection_named();
@@ -143,7 +145,7 @@ impl Handler {
             .client
             .get_or_init(|| ClientAddress::new(self.peer.ip()));
         let target = origin_form(&uri);
-        let head = encode_request(&method, target, &fields, client, upgrade, chunked);
+        let head = encode_request(&method, target, host, &fields, client, upgrade, chunked);
         drop(fields);
         let mut request = Outbound {
             head,

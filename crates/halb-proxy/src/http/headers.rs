@@ -70,20 +70,30 @@ impl ClientAddress {
 pub(crate) fn encode_request(
     method: &Method,
     target: &[u8],
+    host: Option<&[u8]>,
     fields: &Fields,
     client: &ClientAddress,
     upgrade: bool,
     chunked: bool,
 ) -> Bytes {
-    let room = method.as_str().len() + target.len() + fields.encoded_len() + 160;
+    let room = method.as_str().len()
+        + target.len()
+        + host.map_or(0, <[u8]>::len)
+        + fields.encoded_len()
+        + 168;
     super::server::carve(room, |dst| {
         dst.put_slice(method.as_str().as_bytes());
         dst.put_u8(b' ');
         dst.put_slice(target);
         dst.put_slice(b" HTTP/1.1\r\n");
+        if let Some(host) = host {
+            // An absolute-form target's host replaces the Host header.
+            put_field(dst, b"host", host);
+        }
         let mut prior_xff = false;
         for (name, value, known) in fields.iter() {
             match known {
+                Known::Host if host.is_some() => {}
                 Known::XForwardedFor => prior_xff = true,
                 Known::XForwardedProto => {}
                 Known::Upgrade if upgrade => put_field(dst, name, value),
@@ -132,7 +142,7 @@ mod tests {
         let upgrade = is_upgrade_request(&fields);
         fields.drop_connection_named();
         let client = ClientAddress::new("127.0.0.1".parse().unwrap());
-        let head = encode_request(&Method::GET, b"/x", &fields, &client, upgrade, false);
+        let head = encode_request(&Method::GET, b"/x", None, &fields, &client, upgrade, false);
         String::from_utf8(head.to_vec()).unwrap()
     }
 
@@ -231,7 +241,15 @@ mod tests {
         }
         let client = ClientAddress::new("::1".parse().unwrap());
         assert_eq!(client.ip(), "::1");
-        let head = encode_request(&Method::PUT, b"/", &Fields::default(), &client, false, true);
+        let head = encode_request(
+            &Method::PUT,
+            b"/",
+            None,
+            &Fields::default(),
+            &client,
+            false,
+            true,
+        );
         assert_eq!(
             head,
             &b"PUT / HTTP/1.1\r\nx-forwarded-for: ::1\r\nx-forwarded-proto: http\r\n\

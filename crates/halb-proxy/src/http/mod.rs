@@ -10,6 +10,7 @@ mod forward;
 mod framing;
 mod hash_key;
 mod headers;
+mod select;
 mod server;
 mod span;
 mod upstream;

@@ -25,6 +25,7 @@ mod reload;
 mod reload_diff;
 mod reload_watch;
 mod retry_budget;
+mod routing;
 mod shutdown;
 mod slow_start;
 mod spliced_bodies;

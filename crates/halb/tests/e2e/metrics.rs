@@ -186,6 +186,7 @@ async fn request_counts_and_histograms_match_the_traffic() {
     let a_label = a.addr.to_string();
     let dead_label = dead.to_string();
     let front = ("listener", "front");
+    let default = ("route", "default");
 
     assert_eq!(scrape.family("halb_http_requests")["type"], "counter");
     assert_eq!(
@@ -193,6 +194,7 @@ async fn request_counts_and_histograms_match_the_traffic() {
             "halb_http_requests_total",
             &[
                 front,
+                default,
                 ("pool", "app"),
                 ("backend", &a_label),
                 ("code", "2xx")
@@ -203,7 +205,13 @@ async fn request_counts_and_histograms_match_the_traffic() {
     assert_eq!(
         scrape.value(
             "halb_http_requests_total",
-            &[front, ("pool", "app"), ("backend", ""), ("code", "5xx")]
+            &[
+                front,
+                default,
+                ("pool", "app"),
+                ("backend", ""),
+                ("code", "5xx")
+            ]
         ),
         bad_gateway as f64,
         "halb's own 502s count with backend=\"\""

@@ -271,7 +271,7 @@ async fn serve_busy(
                     _ => (ProxyError::ClientTimeout, false),
                 };
                 tracing::debug!(peer = %handler.peer, %error, "bad request head");
-                let route = handler.listener.route.load_full();
+                let route = handler.listener.routes.load().default.clone();
                 // Nothing of the request can be trusted: log it as `- *`.
                 let method = Method::from_bytes(b"-").unwrap_or_default();
                 let target = Uri::from_static("*");
@@ -520,7 +520,7 @@ mod tests {
         let context = Arc::new(crate::ListenerContext::new(
             config.listeners[0].clone(),
             addr,
-            pool,
+            &[pool],
             None,
         ));
         let serving = super::serve(stream, peer, context, Rc::new(Default::default()));
