@@ -2,6 +2,7 @@
 //! bookkeeping it shows. The owner (the binary's main loop) applies every
 //! change; the admin endpoint only sends typed commands.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
@@ -15,6 +16,15 @@ pub enum Command {
     /// Reload the config file; the outcome comes back on `reply`.
     Reload {
         reply: oneshot::Sender<ReloadOutcome>,
+    },
+    /// Balance with this weight for one backend until the next reload
+    /// (HAProxy's `set weight`); `Err` says why not (an unknown pool or
+    /// backend).
+    SetWeight {
+        pool: String,
+        backend: SocketAddr,
+        weight: u32,
+        reply: oneshot::Sender<Result<(), String>>,
     },
 }
 

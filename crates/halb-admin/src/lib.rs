@@ -103,7 +103,76 @@ impl Admin {
             }
             return self.reload().await;
         }
+        if let Some(rest) = request.uri().path().strip_prefix("/api/v1/pools/") {
+            if let Some(target) = rest.strip_suffix("/weight") {
+                if let Some(refused) = self.refuse_without_token(&request) {
+                    return refused;
+                }
+                if request.method() != Method::POST {
+                    return error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+                }
+                let target = target.to_owned();
+                return self.set_weight(&target, request.into_body()).await;
+            }
+        }
         self.route_sync(request)
+    }
+
+    /// `POST /api/v1/pools/{pool}/backends/{address}/weight` with
+    /// `{"weight": N}`: 200 with the backend's status, 400 for a bad body,
+    /// 404 for an unknown pool or backend.
+    async fn set_weight(&self, target: &str, body: Incoming) -> Response<Full<Bytes>> {
+        let Some((pool, address)) = target.split_once("/backends/") else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "expected /api/v1/pools/{pool}/backends/{address}/weight",
+            );
+        };
+        let Ok(backend) = address.parse::<std::net::SocketAddr>() else {
+            return error(
+                StatusCode::NOT_FOUND,
+                &format!("pool {pool:?} has no backend {address:?}"),
+            );
+        };
+        let weight = match read_json::<WeightBody>(body).await {
+            Ok(body) if body.weight <= MAX_WEIGHT => body.weight as u32,
+            Ok(body) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "weight: expected an integer from 0 to {MAX_WEIGHT}, got {}",
+                        body.weight
+                    ),
+                )
+            }
+            Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+        };
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        let command = Command::SetWeight {
+            pool: pool.to_owned(),
+            backend,
+            weight,
+            reply,
+        };
+        if self.commands.send(command).await.is_err() {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping");
+        }
+        match outcome.await {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => return error(StatusCode::NOT_FOUND, &message),
+            Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping"),
+        }
+        let topology = self.topology.load();
+        let found = (topology.pools.iter())
+            .find(|p| p.config.name == pool)
+            .and_then(|p| p.backends.iter().find(|b| b.address == backend));
+        match found {
+            Some(backend) => json(
+                StatusCode::OK,
+                &status::backend_status(backend, halb_health::clock::now()),
+            ),
+            None => error(StatusCode::NOT_FOUND, "the backend was removed meanwhile"),
+        }
     }
 
     /// 401 unless the request carries the configured token (if any).
@@ -221,6 +290,31 @@ impl Admin {
             &status::backend_status(backend, halb_health::clock::now()),
         )
     }
+}
+
+/// The largest weight a backend may have, as in the config.
+const MAX_WEIGHT: u64 = 1000;
+/// The largest request body the API reads.
+const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightBody {
+    weight: u64,
+}
+
+/// A JSON request body, or a message naming what is wrong with it.
+async fn read_json<T: serde::de::DeserializeOwned>(body: Incoming) -> Result<T, String> {
+    use http_body_util::BodyExt as _;
+    let bytes = http_body_util::Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| format!("cannot read the request body: {e}"))?
+        .to_bytes();
+    if bytes.is_empty() {
+        return Err("expected a JSON body such as {\"weight\": 5}".to_owned());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| format!("bad JSON body: {e}"))
 }
 
 fn bearer_matches<B>(request: &Request<B>, token: &str) -> bool {

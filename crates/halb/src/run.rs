@@ -3,6 +3,8 @@
 //! gracefully on SIGTERM/SIGINT. The main loop here is the one owner that
 //! applies every change to the running node.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -226,6 +228,7 @@ pub async fn serve(
         alerter,
         access_log,
         access_log_stats,
+        weights: HashMap::new(),
     };
     let mut watch_tick = tokio::time::interval(WATCH_INTERVAL);
     watch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -242,6 +245,9 @@ pub async fn serve(
                 Command::Reload { reply } => {
                     tracing::info!("reload requested through the admin API");
                     let _ = reply.send(node.reload());
+                }
+                Command::SetWeight { pool, backend, weight, reply } => {
+                    let _ = reply.send(node.set_weight(&pool, backend, weight));
                 }
             },
             _ = watch_tick.tick(), if watching => {
@@ -361,6 +367,9 @@ struct Node {
     access_log: Option<AccessLogWriter>,
     /// Shared by every access log writer this node starts.
     access_log_stats: Arc<AccessLogStats>,
+    /// Weights set through the admin API, by pool and backend: they win
+    /// over the config's until the next reload.
+    weights: HashMap<(String, SocketAddr), u32>,
 }
 
 impl Node {
@@ -450,12 +459,45 @@ impl Node {
                     self.alerter.store(Arc::new(alerter));
                 }
                 self.config = config;
+                // Weights set at run time last until a reload.
+                self.weights.clear();
                 self.seen_hash = hash.clone();
                 ReloadOutcome::applied(hash, summary)
             }
             Err(e) => ReloadOutcome::Rejected {
                 errors: vec![e.to_string()],
             },
+        }
+    }
+
+    /// Balance `backend` of `pool` with `weight` until the next reload.
+    fn set_weight(&mut self, pool: &str, backend: SocketAddr, weight: u32) -> Result<(), String> {
+        let Some(configured) = self.config.pool(pool) else {
+            return Err(format!("no pool named {pool:?}"));
+        };
+        if !configured.backends.iter().any(|b| b.address == backend) {
+            return Err(format!("pool {pool:?} has no backend {backend}"));
+        }
+        self.weights.insert((pool.to_owned(), backend), weight);
+        let mut running = self.config.clone();
+        for ((pool, address), weight) in &self.weights {
+            let backends = running
+                .pools
+                .iter_mut()
+                .filter(|p| p.name == *pool)
+                .flat_map(|p| p.backends.iter_mut());
+            for configured in backends.filter(|b| b.address == *address) {
+                configured.weight = *weight;
+            }
+        }
+        match self.proxy.apply(&running) {
+            Ok(changes) => {
+                if !changes.is_empty() {
+                    tracing::info!(%pool, %backend, weight, "weight set through the admin API (until the next reload)");
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
         }
     }
 

@@ -26,6 +26,7 @@ mod reload_diff;
 mod reload_watch;
 mod retry_budget;
 mod routing;
+mod runtime_weights;
 mod shutdown;
 mod slow_start;
 mod spliced_bodies;

@@ -203,11 +203,10 @@ impl NodeConfig {
             );
         }
         for pool in &self.pools {
-            let _ = write!(
-                toml,
-                "\n[[pool]]\nname = \"{}\"\nalgorithm = \"round_robin\"\n",
-                pool.name
-            );
+            let _ = write!(toml, "\n[[pool]]\nname = \"{}\"\n", pool.name);
+            if !pool.keys.iter().any(|(key, _)| key == "algorithm") {
+                toml.push_str("algorithm = \"round_robin\"\n");
+            }
             push_keys(&mut toml, &pool.keys);
             if !pool.health_check_keys.is_empty() {
                 toml.push_str("\n[pool.health_check]\n");

@@ -307,6 +307,23 @@ impl Halb {
         }
     }
 
+    /// `POST path` on the admin API with a JSON body; the raw answer.
+    pub async fn admin_post_json(&self, path: &str, body: &str) -> RawResponse {
+        within(
+            Duration::from_secs(10),
+            "an admin API request",
+            admin_request_with_body(
+                self.admin,
+                "POST",
+                path,
+                &[("Content-Type", "application/json")],
+                body,
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("POST {path} on the admin API: {e}"))
+    }
+
     /// `METHOD path` on the admin API with extra request headers (such as
     /// `Authorization`); the raw answer.
     pub async fn admin_request_with(
@@ -361,6 +378,18 @@ pub async fn admin_request_with(
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<RawResponse> {
+    admin_request_with_body(admin, method, path, headers, "").await
+}
+
+/// A one-shot `METHOD path` with extra headers and a body to the admin
+/// listener.
+pub async fn admin_request_with_body(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<RawResponse> {
     use tokio::io::AsyncWriteExt;
     let extra: String = headers
         .iter()
@@ -369,8 +398,9 @@ pub async fn admin_request_with(
     let attempt = async {
         let mut stream = TcpStream::connect(admin).await?;
         let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\n\
-             {extra}Connection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: {}\r\n\
+             {extra}Connection: close\r\n\r\n{body}",
+            body.len()
         );
         stream.write_all(request.as_bytes()).await?;
         read_response(&mut BufReader::new(stream)).await
