@@ -40,6 +40,7 @@
     { key: 'state', title: 'State' },
     { key: 'weight', title: 'Weight', num: true },
     { key: 'rps', title: 'Req/s', num: true },
+    { key: 'trend', title: 'Last 30 s', help: 'Requests per second over the last 30 s' },
     { key: 'errors', title: 'Errors', num: true },
     { key: 'latency', title: 'Latency', num: true },
     { key: 'in-flight', title: 'In flight', num: true },
@@ -86,14 +87,16 @@
     }
   }
 
-  async function api(method, path) {
+  async function api(method, path, json) {
     const headers = { Accept: 'application/json' };
     if (token) headers.Authorization = 'Bearer ' + token;
+    if (json !== undefined) headers['Content-Type'] = 'application/json';
     let response;
     try {
       response = await fetch(path, {
         method,
         headers,
+        body: json === undefined ? undefined : JSON.stringify(json),
         cache: 'no-store',
         signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
       });
@@ -272,7 +275,7 @@
       h('div', { class: 'table-wrap' },
         h('table', { class: 'grid backends' },
           h('colgroup', {}, ...COLUMNS.map((c) => h('col', { class: 'col-' + c.key }))),
-          h('thead', {}, h('tr', {}, ...COLUMNS.map((c) => h('th', { class: c.num ? 'num' : c.key, text: c.title })))),
+          h('thead', {}, h('tr', {}, ...COLUMNS.map((c) => h('th', { class: c.num ? 'num' : c.key, text: c.title, title: c.help || '' })))),
           tbody)));
     const view = { name, section, tbody, stats, rows: new Map() };
     pools.set(name, view);
@@ -379,15 +382,19 @@
     const buttons = ACTIONS.map(({ action, label, help }) => h('button', {
       type: 'button', class: 'action ' + action, 'data-action': action, title: help, text: label,
     }));
+    const weight = h('input', {
+      type: 'number', min: '0', max: '1000', step: '1', class: 'weight', 'data-role': 'weight',
+      title: 'Weight (0 to 1000): Enter sets it until the next reload', 'aria-label': 'Weight of ' + address,
+    });
     const tr = h('tr', { class: 'backend', 'data-pool': poolName, 'data-backend': address, 'data-state': '' },
       h('td', { class: 'address', title: address }, h('span', { class: 'mono', text: address }),
         h('span', { class: 'chip backup', 'data-role': 'backup', hidden: true, text: 'backup',
           title: 'Gets traffic only when no primary backend is usable' })),
       h('td', {}, h('span', { class: 'badge', 'data-role': 'state' })),
-      cell('weight', 'num'),
-      h('td', { class: 'num' }, h('div', { class: 'rps' },
-        h('svg', { class: 'spark', viewBox: '0 0 ' + SPARK_WIDTH + ' 18', preserveAspectRatio: 'none', 'aria-hidden': 'true' }, sparkArea, spark),
-        h('span', { 'data-role': 'rps' }))),
+      h('td', { class: 'num' }, weight),
+      cell('rps', 'num'),
+      h('td', { class: 'trend' },
+        h('svg', { class: 'spark', viewBox: '0 0 ' + SPARK_WIDTH + ' 18', preserveAspectRatio: 'none', 'aria-hidden': 'true' }, sparkArea, spark)),
       cell('errors', 'num'),
       cell('latency', 'num'),
       cell('in-flight', 'num'),
@@ -396,10 +403,16 @@
       cell('ejections', 'num'),
       cell('check', 'check'),
       h('td', { class: 'actions' }, h('div', { class: 'buttons' }, ...buttons)));
-    const row = { tr, poolName, address, spark, sparkArea, buttons, busy: false, state: '' };
+    const row = { tr, poolName, address, spark, sparkArea, buttons, weight, busy: false, state: '' };
     for (const button of buttons) {
       button.addEventListener('click', () => act(row, button.dataset.action));
     }
+    weight.addEventListener('keydown', (event) => {
+      if (event.key === 'Enter') setWeight(row, true);
+      if (event.key === 'Escape') { weight.value = weight.dataset.current || ''; weight.blur(); }
+    });
+    // Leaving the field sets what was typed; an emptied field just goes back.
+    weight.addEventListener('change', () => setWeight(row, false));
     view.rows.set(address, row);
     return row;
   }
@@ -407,12 +420,17 @@
   function renderRow(row, backend, m, peak) {
     const field = (role) => row.tr.querySelector('[data-role="' + role + '"]');
     applyState(row, backend.state);
-    setText(field('weight'), String(backend.weight));
+    // Not while the operator is typing a new weight.
+    if (document.activeElement !== row.weight && !row.weightBusy) row.weight.value = String(backend.weight);
+    row.weight.dataset.current = String(backend.weight);
     field('backup').hidden = !backend.backup;
     setText(field('rps'), m.rate ? formatRate(m.rate.rps) : '–');
     row.tr.dataset.rps = m.rate ? m.rate.rps.toFixed(2) : '';
     setErrorRate(field('errors'), m.rate ? errorRate(m.rate.failures, m.rate.requests) : null);
-    setText(field('latency'), formatLatency(backend.latency_ms));
+    // A backend that gets no traffic has no latency to speak of: its last
+    // one would be stale.
+    const idle = backend.state === 'down' || backend.state === 'disabled' || backend.state === 'ejected';
+    setText(field('latency'), idle ? '–' : formatLatency(backend.latency_ms));
     setText(field('in-flight'), formatCount(backend.in_flight || 0));
     setText(field('requests'), formatCount(backend.requests || 0));
     setText(field('failures'), formatCount(backend.failures || 0));
@@ -475,6 +493,38 @@
     } finally {
       row.busy = false;
       updateButtons(row);
+      poll();
+    }
+  }
+
+  async function setWeight(row, entered) {
+    const text = row.weight.value.trim();
+    if (row.weightBusy || text === row.weight.dataset.current) return;
+    if (text === '' && !entered) {
+      if (document.activeElement !== row.weight) row.weight.value = row.weight.dataset.current || '';
+      return;
+    }
+    const weight = Number(text);
+    if (text === '' || !Number.isInteger(weight) || weight < 0 || weight > 1000) {
+      actionError('Weight of ' + row.address + ' (pool ' + row.poolName + '): expected a whole number from 0 to 1000, got "' + text + '"');
+      row.weight.value = row.weight.dataset.current || '';
+      return;
+    }
+    row.weightBusy = true;
+    row.weight.disabled = true;
+    const path = '/api/v1/pools/' + segment(row.poolName) + '/backends/' + segment(row.address) + '/weight';
+    try {
+      const backend = await api('POST', path, { weight });
+      if (backend && backend.weight !== undefined) {
+        row.weight.value = String(backend.weight);
+        row.weight.dataset.current = String(backend.weight);
+      }
+    } catch (err) {
+      actionError('Set weight of ' + row.address + ' (pool ' + row.poolName + ') failed: ' + err.message);
+      row.weight.value = row.weight.dataset.current || '';
+    } finally {
+      row.weightBusy = false;
+      row.weight.disabled = false;
       poll();
     }
   }

@@ -840,3 +840,26 @@ fn retry_budget_must_be_a_table() {
         "expected a table, got an integer 20",
     );
 }
+
+#[test]
+fn https_listener_says_how_to_carry_tls() {
+    let error = only_error(
+        r#"[[listener]]
+name = "web"
+bind = "127.0.0.1:8443"
+protocol = "https"
+pool = "app"
+[[pool]]
+name = "app"
+backend = [{ address = "127.0.0.1:9001" }]
+"#,
+    );
+    assert_error(
+        &error,
+        "listener[0].protocol",
+        Some(4),
+        "\"https\" is not a protocol halb speaks yet",
+    );
+    assert!(error.message.contains("protocol = \"tcp\""), "{error}");
+    assert!(!error.message.contains("did you mean"), "{error}");
+}

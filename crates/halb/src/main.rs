@@ -27,7 +27,8 @@ struct Cli {
 enum Command {
     /// Run a node with the given config file. SIGHUP reloads it.
     Run {
-        #[arg(long, short)]
+        /// The node's TOML config file (docs/config.md lists every key).
+        #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
         /// Reload the config file whenever it changes.
         #[arg(long)]
@@ -35,7 +36,8 @@ enum Command {
     },
     /// Validate a config file: exit 0, or exit 1 listing every error.
     Check {
-        #[arg(long, short)]
+        /// The node's TOML config file (docs/config.md lists every key).
+        #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
     /// A self-contained demo on loopback: three demo backends, a balancer

@@ -261,7 +261,16 @@ fn listener(
         "protocol",
         raw.protocol,
         Protocol::Http,
-        one_of("protocol", &Protocol::ALL, Protocol::as_str),
+        |name: String| {
+            if ["https", "tls", "h2"].contains(&name.to_ascii_lowercase().as_str()) {
+                return Err(format!(
+                    "{name:?} is not a protocol halb speaks yet: it does not terminate TLS; \
+                     use protocol = \"tcp\" to pass TLS through to backends that terminate it, \
+                     or terminate TLS in front of halb and use protocol = \"http\""
+                ));
+            }
+            one_of("protocol", &Protocol::ALL, Protocol::as_str)(name)
+        },
     );
     let pool = c.required(at, "pool", raw.pool, |name| {
         if defined_pools.contains(&name) {

@@ -157,6 +157,7 @@ async fn the_dashboard_shows_backends_live_and_drains_and_enables_them() {
     for backend in [db1.addr, db2.addr] {
         wait_for_state(browser, "db", backend, "up", Duration::from_secs(10)).await;
     }
+    assert_reads_at_laptop_width(browser).await;
     let listeners = browser
         .find_all("#listeners tr[data-listener]")
         .await
@@ -211,6 +212,38 @@ async fn the_dashboard_shows_backends_live_and_drains_and_enables_them() {
         "down"
     );
 
+    let latency = browser
+        .find(&format!("{} [data-role=latency]", row("app", b.addr)))
+        .await
+        .expect("find")
+        .expect("the latency cell");
+    assert_eq!(
+        browser.text(&latency).await.expect("latency text"),
+        "–",
+        "a down backend shows no stale latency"
+    );
+
+    // A weight typed into the page is set through the API.
+    let weight = browser
+        .find(&format!("{} input[data-role=weight]", row("app", c.addr)))
+        .await
+        .expect("find")
+        .expect("the weight input");
+    browser
+        .type_into(&weight, "4\u{E007}")
+        .await
+        .expect("type a weight");
+    wait_for(
+        browser,
+        "the API to report the typed weight",
+        CLICK_SHOWS_WITHIN,
+        || async move {
+            let weight = api_backend(at.admin, c.addr).await["weight"].as_u64();
+            Ok((weight == Some(4)).then_some(()))
+        },
+    )
+    .await;
+
     // Drain a live backend with its button, then enable it again.
     click(browser, "app", a.addr, "drain").await;
     wait_for_state(browser, "app", a.addr, "draining", CLICK_SHOWS_WITHIN).await;
@@ -242,6 +275,57 @@ async fn the_dashboard_shows_backends_live_and_drains_and_enables_them() {
     drop(session);
     traffic.finish().await;
     drop(halb);
+}
+
+/// At 1280×800, a laptop's window, the backend table reads whole: no
+/// sideways scrolling, room for the last check, the sparkline and the
+/// buttons, and every column has a header.
+async fn assert_reads_at_laptop_width(browser: &Browser) {
+    let layout = browser
+        .execute(
+            r#"
+            const table = document.querySelector('#pool-app table.backends');
+            const wrap = table.closest('.table-wrap');
+            const row = table.querySelector('tr.backend');
+            const width = (el) => el.getBoundingClientRect().width;
+            // Whatever a cell holds lies inside it (nothing cut off).
+            const cut = [...document.querySelectorAll('table.backends tr.backend')].flatMap((tr) =>
+              [...tr.querySelectorAll('button, .badge, input, td.address > span')].filter((el) => {
+                if (el.hidden) return false;
+                const inner = el.getBoundingClientRect();
+                const td = el.closest('td');
+                const cell = td.getBoundingClientRect();
+                const style = getComputedStyle(td);
+                const left = cell.left + parseFloat(style.paddingLeft);
+                const right = cell.right - parseFloat(style.paddingRight);
+                return inner.left < left - 0.5 || inner.right > right + 0.5;
+              }).map((el) => el.textContent || el.className));
+            return {
+              window: window.innerWidth,
+              page_overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+              table_overflow: Math.max(...[...document.querySelectorAll('.table-wrap')].map((w) => w.scrollWidth - w.clientWidth)),
+              check: width(row.querySelector('[data-role="check"]')),
+              spark: width(row.querySelector('svg.spark')),
+              cut,
+              headers: [...table.querySelectorAll('th')].map((th) => th.textContent.trim()),
+            };"#,
+            serde_json::json!([]),
+        )
+        .await
+        .expect("measure the layout");
+    assert_eq!(layout["window"], 1280, "{layout:#}");
+    assert!(layout["page_overflow"].as_f64() <= Some(0.0), "{layout:#}");
+    assert!(layout["table_overflow"].as_f64() <= Some(0.0), "{layout:#}");
+    assert!(layout["check"].as_f64() >= Some(110.0), "{layout:#}");
+    assert!(layout["spark"].as_f64() >= Some(60.0), "{layout:#}");
+    assert_eq!(layout["cut"], serde_json::json!([]), "{layout:#}");
+    let headers = layout["headers"].as_array().expect("headers");
+    assert!(
+        headers
+            .iter()
+            .all(|h| h.as_str().is_some_and(|h| !h.is_empty())),
+        "a column without a header: {layout:#}"
+    );
 }
 
 /// The CSS selector of a backend's row.
@@ -328,6 +412,14 @@ where
 
 /// The backend's state as the status API (with the token) says.
 async fn api_state(admin: SocketAddr, backend: SocketAddr) -> String {
+    api_backend(admin, backend).await["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The status API's entry for `backend`.
+async fn api_backend(admin: SocketAddr, backend: SocketAddr) -> serde_json::Value {
     let mut client = HttpClient::connect(admin).await;
     let authorization = format!("Bearer {TOKEN}");
     let reply = client
@@ -338,10 +430,7 @@ async fn api_state(admin: SocketAddr, backend: SocketAddr) -> String {
         .await;
     assert_eq!(reply.status, 200, "status API: {}", reply.text());
     let status: serde_json::Value = serde_json::from_slice(&reply.body).expect("status JSON");
-    crate::support::status::backend_entry(&status, backend)["state"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
+    crate::support::status::backend_entry(&status, backend).clone()
 }
 
 /// Puts the pools in a state worth a picture (the db pool's backup drained,
@@ -372,7 +461,7 @@ async fn save_screenshot(browser: &Browser, db_listener: SocketAddr, db_backup: 
         .expect("page height");
     let height = size[0].as_u64().unwrap_or(900) + size[1].as_u64().unwrap_or(0);
     browser
-        .set_window_size(1440, height as u32)
+        .set_window_size(1280, height as u32)
         .await
         .expect("resize the window");
     tokio::time::sleep(Duration::from_millis(700)).await;

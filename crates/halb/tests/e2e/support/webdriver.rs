@@ -119,7 +119,7 @@ impl Browser {
                             "--disable-background-networking",
                             "--disable-component-update",
                             "--disable-sync",
-                            "--window-size=1440,900",
+                            "--window-size=1280,800",
                             format!("--user-data-dir={}", browser.profile.display()),
                         ],
                     },
@@ -247,6 +247,24 @@ impl Browser {
             Method::POST,
             &format!("/element/{}/click", element.0),
             Some(json!({})),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Empties an input, then types `keys` into it as a user would
+    /// (`\u{E007}` is Enter).
+    pub async fn type_into(&self, element: &Element, keys: &str) -> WebDriverResult<()> {
+        self.command(
+            Method::POST,
+            &format!("/element/{}/clear", element.0),
+            Some(json!({})),
+        )
+        .await?;
+        self.command(
+            Method::POST,
+            &format!("/element/{}/value", element.0),
+            Some(json!({ "text": keys })),
         )
         .await
         .map(drop)
