@@ -33,3 +33,9 @@ fi
 # A short smoke run of the side-by-side benchmark (every case once for about
 # a second; the numbers mean nothing) so that it cannot rot.
 bench/run.sh --smoke
+
+# The README's first command, run as written: the demo answers.
+scripts/readme-demo.sh
+
+# The .deb: built, installed, the unit verified, purged again.
+scripts/package.sh

@@ -8,6 +8,7 @@ mod diff;
 mod duration;
 mod model;
 mod raw;
+mod resolved;
 mod suggest;
 mod validate;
 mod walk;
@@ -16,6 +17,7 @@ mod webhook;
 pub use diff::{diff, Change};
 pub use duration::{parse_duration, MAX_DURATION};
 pub use model::*;
+pub use resolved::Answers;
 pub use webhook::WebhookUrl;
 
 /// One problem found in a config file.

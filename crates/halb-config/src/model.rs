@@ -92,7 +92,15 @@ pub struct Runtime {
     pub workers: usize,
     /// `drain_timeout`: on SIGTERM/SIGINT, how long in-flight work may take.
     pub drain_timeout: Duration,
+    /// `resolve_interval`: how often host-name backends are looked up again.
+    pub resolve_interval: Duration,
 }
+
+/// The default of `runtime.resolve_interval`.
+pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
+/// The bounds of `runtime.resolve_interval`.
+pub const MIN_RESOLVE_INTERVAL: Duration = Duration::from_millis(100);
+pub const MAX_RESOLVE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// The default of `runtime.drain_timeout`.
 pub const DEFAULT_SHUTDOWN_DRAIN: Duration = Duration::from_secs(30);
@@ -102,6 +110,7 @@ impl Default for Runtime {
         Runtime {
             workers: 0,
             drain_timeout: DEFAULT_SHUTDOWN_DRAIN,
+            resolve_interval: DEFAULT_RESOLVE_INTERVAL,
         }
     }
 }
@@ -252,7 +261,11 @@ pub struct Pool {
     /// leave fewer than this share of the pool's checked-up primaries,
     /// ejections are ignored and traffic spreads over all of them.
     pub panic_threshold: u32,
+    /// Backends by IP address, and (at run time) those a host name resolved to.
     pub backends: Vec<Backend>,
+    /// Backends by host name (`address = "app.internal:8080"`): every
+    /// address the name resolves to is a backend with these settings.
+    pub named_backends: Vec<NamedBackend>,
 }
 
 /// `[pool.retry_budget]`: retries may be at most `percent` % of the
@@ -428,6 +441,16 @@ impl Default for OutlierDetection {
             count_5xx: true,
         }
     }
+}
+
+/// `[[pool.backend]]` whose address is a host name and a port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NamedBackend {
+    /// Lower case, as names compare.
+    pub host: String,
+    pub port: u16,
+    pub weight: u32,
+    pub backup: bool,
 }
 
 /// `[[pool.backend]]`

@@ -59,6 +59,7 @@ pub(crate) struct RawRuntime {
     pub at: Header,
     pub workers: Slot<i64>,
     pub drain_timeout: Slot<String>,
+    pub resolve_interval: Slot<String>,
 }
 
 /// `[log]`

@@ -863,3 +863,47 @@ backend = [{ address = "127.0.0.1:9001" }]
     assert!(error.message.contains("protocol = \"tcp\""), "{error}");
     assert!(!error.message.contains("did you mean"), "{error}");
 }
+
+#[test]
+fn backend_addresses_by_name_are_checked() {
+    let config = |address: &str| {
+        format!(
+            "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:8080\"\npool = \"app\"\n\
+             [[pool]]\nname = \"app\"\n[[pool.backend]]\naddress = \"{address}\"\n"
+        )
+    };
+    for (address, message) in [
+        ("app.internal", "the port is missing"),
+        ("app.internal:http", "the port must be a number"),
+        ("app_internal:80", "is not a host name"),
+        ("-app.internal:80", "is not a host name"),
+        ("app.internal:0", "port 0 is not a usable backend port"),
+        ("10.0.0.300:80", "expected a socket address"),
+    ] {
+        let error = only_error(&config(address));
+        assert_error(&error, "pool[0].backend[0].address", Some(8), message);
+    }
+    let twice = config("app.internal:80") + "[[pool.backend]]\naddress = \"APP.internal:80\"\n";
+    let error = only_error(&twice);
+    assert_error(
+        &error,
+        "pool[0].backend[1].address",
+        Some(10),
+        "duplicate backend address app.internal:80",
+    );
+    assert!(parse(&config("app.internal:8080")).is_ok());
+}
+
+#[test]
+fn resolve_interval_has_bounds() {
+    let error = only_error(
+        "[runtime]\nresolve_interval = \"10ms\"\n[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:8080\"\npool = \"app\"\n\
+         [[pool]]\nname = \"app\"\nbackend = [{ address = \"127.0.0.1:9001\" }]\n",
+    );
+    assert_error(
+        &error,
+        "runtime.resolve_interval",
+        Some(2),
+        "expected from 100ms to 3600s",
+    );
+}

@@ -1,6 +1,8 @@
 //! The `halb` binary: command line, wiring of data path and admin, signals.
 
 mod demo;
+mod notify;
+mod resolve;
 mod run;
 
 use std::path::PathBuf;

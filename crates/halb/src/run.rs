@@ -3,7 +3,7 @@
 //! gracefully on SIGTERM/SIGINT. The main loop here is the one owner that
 //! applies every change to the running node.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -20,6 +20,9 @@ use halb_proxy::{Proxy, ReloadSummary};
 use halb_state::{Event, State};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
+
+use crate::notify::Notifier;
+use crate::resolve::{self, Resolver};
 
 /// How often `--watch` looks at the config file.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
@@ -177,8 +180,18 @@ pub async fn serve(
     let access_log = start_access_log(config.access_log.as_ref(), &access_log_stats)?;
     let state = State::new();
     tokio::spawn(alert_on_events(state.clone(), alerter.clone()));
+    // Host-name backends are looked up before anything listens, so that a
+    // pool of names serves from the first request.
+    let mut resolver = Resolver::default();
+    let names = config.backend_names();
+    if !names.is_empty() {
+        resolver.take(resolve::lookup(&names, resolve::LOOKUP_TIMEOUT).await);
+    }
+    let (wanted, wanted_rx) = watch::channel(resolve::wanted(&config));
+    let (round_tx, mut rounds) = mpsc::channel(4);
+    resolve::spawn(wanted_rx, round_tx);
     let proxy = Proxy::start(
-        &config,
+        &config.with_resolved(resolver.answers()),
         state.clone(),
         access_log.as_ref().map(AccessLogWriter::sink),
     )?;
@@ -210,6 +223,8 @@ pub async fn serve(
         );
         tokio::spawn(endpoint.serve(listener, admin_stopped));
     }
+    let notifier = Notifier::from_env();
+    notifier.ready(&serving_status(&config));
     if let Some(started) = started {
         let topology = proxy.topology();
         let listeners = topology.load().listeners.iter().map(|l| l.bound).collect();
@@ -229,6 +244,9 @@ pub async fn serve(
         access_log,
         access_log_stats,
         weights: HashMap::new(),
+        notifier,
+        resolver,
+        wanted,
     };
     let mut watch_tick = tokio::time::interval(WATCH_INTERVAL);
     watch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -239,27 +257,29 @@ pub async fn serve(
             _ = interrupt.recv() => break "SIGINT",
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading the config");
-                node.reload();
+                node.reload().await;
             }
             Some(command) = requests.recv() => match command {
                 Command::Reload { reply } => {
                     tracing::info!("reload requested through the admin API");
-                    let _ = reply.send(node.reload());
+                    let _ = reply.send(node.reload().await);
                 }
                 Command::SetWeight { pool, backend, weight, reply } => {
                     let _ = reply.send(node.set_weight(&pool, backend, weight));
                 }
             },
+            Some(round) = rounds.recv() => node.resolved(round),
             _ = watch_tick.tick(), if watching => {
                 if node.file_changed() {
                     tracing::info!("config file changed: reloading");
-                    node.reload();
+                    node.reload().await;
                 }
             }
         }
     };
 
     let drain = node.config.runtime.drain_timeout;
+    node.notifier.stopping();
     tracing::info!(
         signal = which,
         ?drain,
@@ -370,12 +390,29 @@ struct Node {
     /// Weights set through the admin API, by pool and backend: they win
     /// over the config's until the next reload.
     weights: HashMap<(String, SocketAddr), u32>,
+    /// systemd hears of reloads through it.
+    notifier: Notifier,
+    /// The last addresses of host-name backends.
+    resolver: Resolver,
+    /// Tells the background lookups which names the config has.
+    wanted: watch::Sender<resolve::Wanted>,
+}
+
+/// The service manager's one-line status of a serving node.
+fn serving_status(config: &Config) -> String {
+    let backends: usize = config.pools.iter().map(|pool| pool.backends.len()).sum();
+    format!(
+        "serving: {} listener(s), {} pool(s), {backends} backend(s)",
+        config.listeners.len(),
+        config.pools.len()
+    )
 }
 
 impl Node {
     /// Reload the config file: validate it, then apply it as a diff. A bad
     /// file changes nothing.
-    fn reload(&mut self) -> ReloadOutcome {
+    async fn reload(&mut self) -> ReloadOutcome {
+        self.notifier.reloading();
         let outcome = match &self.source {
             Source::Inline => ReloadOutcome::Rejected {
                 errors: vec!["this node was not started from a config file".to_owned()],
@@ -391,7 +428,7 @@ impl Node {
                     self.seen_hash = hash.clone();
                     match parse(path, &text) {
                         Err(errors) => ReloadOutcome::Rejected { errors },
-                        Ok(config) => self.apply(config, hash),
+                        Ok(config) => self.apply(config, hash).await,
                     }
                 }
             },
@@ -410,10 +447,13 @@ impl Node {
                 });
             }
         }
+        // Applied or refused, the node serves (a refused reload keeps the
+        // running config).
+        self.notifier.ready(&serving_status(&self.config));
         outcome
     }
 
-    fn apply(&mut self, config: Config, hash: String) -> ReloadOutcome {
+    async fn apply(&mut self, config: Config, hash: String) -> ReloadOutcome {
         if config.runtime.workers != self.config.runtime.workers {
             tracing::warn!("runtime.workers changed; it takes effect at the next restart");
         }
@@ -440,8 +480,25 @@ impl Node {
         } else {
             None
         };
-        match self.proxy.apply(&config) {
+        // Names new in this config are looked up now, so that their
+        // backends arrive with the reload rather than a round later.
+        let names = config.backend_names();
+        let unknown: BTreeSet<resolve::Name> = names
+            .iter()
+            .filter(|name| !self.resolver.knows(name))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            self.resolver
+                .take(resolve::lookup(&unknown, resolve::LOOKUP_TIMEOUT).await);
+        }
+        match self
+            .proxy
+            .apply(&config.with_resolved(self.resolver.answers()))
+        {
             Ok(changes) => {
+                self.resolver.retain(&names);
+                let _ = self.wanted.send(resolve::wanted(&config));
                 let summary = ReloadSummary::of(&changes);
                 if !summary.is_empty() {
                     tracing::info!(changes = %summary, "reload applied");
@@ -472,14 +529,29 @@ impl Node {
 
     /// Balance `backend` of `pool` with `weight` until the next reload.
     fn set_weight(&mut self, pool: &str, backend: SocketAddr, weight: u32) -> Result<(), String> {
-        let Some(configured) = self.config.pool(pool) else {
+        let running = self.running();
+        let Some(configured) = running.pool(pool) else {
             return Err(format!("no pool named {pool:?}"));
         };
         if !configured.backends.iter().any(|b| b.address == backend) {
             return Err(format!("pool {pool:?} has no backend {backend}"));
         }
         self.weights.insert((pool.to_owned(), backend), weight);
-        let mut running = self.config.clone();
+        match self.proxy.apply(&self.running()) {
+            Ok(changes) => {
+                if !changes.is_empty() {
+                    tracing::info!(%pool, %backend, weight, "weight set through the admin API (until the next reload)");
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// What the proxy runs: the config with host names replaced by their
+    /// addresses and the weights set at run time.
+    fn running(&self) -> Config {
+        let mut running = self.config.with_resolved(self.resolver.answers());
         for ((pool, address), weight) in &self.weights {
             let backends = running
                 .pools
@@ -490,14 +562,25 @@ impl Node {
                 configured.weight = *weight;
             }
         }
-        match self.proxy.apply(&running) {
+        running
+    }
+
+    /// A round of host-name lookups: addresses that came are added, those
+    /// that went drain.
+    fn resolved(&mut self, round: resolve::Round) {
+        if !self.resolver.take(round) {
+            return;
+        }
+        match self.proxy.apply(&self.running()) {
             Ok(changes) => {
-                if !changes.is_empty() {
-                    tracing::info!(%pool, %backend, weight, "weight set through the admin API (until the next reload)");
+                let summary = ReloadSummary::of(&changes);
+                if !summary.is_empty() {
+                    tracing::info!(changes = %summary, "host-name backends changed");
                 }
-                Ok(())
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot apply the new addresses of host-name backends")
+            }
         }
     }
 

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use crate::raw::{Field, Header, RawAdmin, RawConfig, RawListener, RawRuntime, Slot};
 use crate::{
-    Admin, Alerts, Config, ConfigError, Listener, Log, Protocol, Runtime, DEFAULT_SHUTDOWN_DRAIN,
+    Admin, Alerts, Config, ConfigError, Listener, Log, Protocol, Runtime, DEFAULT_RESOLVE_INTERVAL,
+    DEFAULT_SHUTDOWN_DRAIN, MAX_RESOLVE_INTERVAL, MIN_RESOLVE_INTERVAL,
 };
 use checker::{at_line, duration, int_in, non_empty, one_of, socket_addr, Checker};
 
@@ -111,9 +112,25 @@ fn runtime(c: &mut Checker, raw: RawRuntime) -> Option<Runtime> {
         DEFAULT_SHUTDOWN_DRAIN,
         duration,
     );
+    let resolve_interval = c.optional(
+        &raw.at,
+        "resolve_interval",
+        raw.resolve_interval,
+        DEFAULT_RESOLVE_INTERVAL,
+        |s| {
+            let interval = duration(s)?;
+            if !(MIN_RESOLVE_INTERVAL..=MAX_RESOLVE_INTERVAL).contains(&interval) {
+                return Err(format!(
+                    "expected from {MIN_RESOLVE_INTERVAL:?} to {MAX_RESOLVE_INTERVAL:?}, got {interval:?}"
+                ));
+            }
+            Ok(interval)
+        },
+    );
     Some(Runtime {
         workers: workers?.value,
         drain_timeout: drain_timeout?.value,
+        resolve_interval: resolve_interval?.value,
     })
 }
 

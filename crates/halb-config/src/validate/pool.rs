@@ -10,7 +10,7 @@ use super::checker::{at_line, duration, int_in, non_empty, one_of, socket_addr, 
 use super::health::{health_check, outlier_detection};
 use crate::raw::{RawBackend, RawPool, RawRetryBudget, Slot};
 use crate::{
-    Algorithm, Backend, HashKey, HealthCheck, OutlierDetection, Pool, RetryBudget,
+    Algorithm, Backend, HashKey, HealthCheck, NamedBackend, OutlierDetection, Pool, RetryBudget,
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_PANIC_THRESHOLD,
 };
 
@@ -171,7 +171,8 @@ fn pool(
         drain_timeout: drain_timeout?.value,
         slow_start: slow_start?.value,
         panic_threshold: panic_threshold?.value,
-        backends: backends?,
+        backends: backends.as_ref()?.0.clone(),
+        named_backends: backends?.1,
     })
 }
 
@@ -231,42 +232,70 @@ fn retry_budget(c: &mut Checker, raw: RawRetryBudget) -> Option<RetryBudget> {
     })
 }
 
-fn backends(c: &mut Checker, raw: Vec<RawBackend>) -> Option<Vec<Backend>> {
+/// A backend's address as written: an IP address, or a host name that is
+/// looked up at run time.
+enum Address {
+    Ip(SocketAddr),
+    Name { host: String, port: u16 },
+}
+
+impl Address {
+    fn key(&self) -> String {
+        match self {
+            Address::Ip(address) => address.to_string(),
+            Address::Name { host, port } => format!("{host}:{port}"),
+        }
+    }
+}
+
+/// The pool's backends by IP address, and those by host name.
+type Backends = (Vec<Backend>, Vec<NamedBackend>);
+
+fn backends(c: &mut Checker, raw: Vec<RawBackend>) -> Option<Backends> {
     // address → (path, line) of its first use in this pool
-    let mut seen: HashMap<SocketAddr, (String, Option<usize>)> = HashMap::new();
-    let checked: Vec<Option<Backend>> = raw
+    let mut seen: HashMap<String, (String, Option<usize>)> = HashMap::new();
+    let checked: Vec<Option<(Address, u32, bool)>> = raw
         .into_iter()
         .map(|raw| backend(c, raw, &mut seen))
         .collect();
-    checked.into_iter().collect()
+    let mut by_ip = Vec::new();
+    let mut by_name = Vec::new();
+    for (address, weight, backup) in checked.into_iter().collect::<Option<Vec<_>>>()? {
+        match address {
+            Address::Ip(address) => by_ip.push(Backend {
+                address,
+                weight,
+                backup,
+            }),
+            Address::Name { host, port } => by_name.push(NamedBackend {
+                host,
+                port,
+                weight,
+                backup,
+            }),
+        }
+    }
+    Some((by_ip, by_name))
 }
 
 fn backend(
     c: &mut Checker,
     raw: RawBackend,
-    seen: &mut HashMap<SocketAddr, (String, Option<usize>)>,
-) -> Option<Backend> {
+    seen: &mut HashMap<String, (String, Option<usize>)>,
+) -> Option<(Address, u32, bool)> {
     let at = &raw.at;
-    let address = c.required(at, "address", raw.address, |s| {
-        let address = socket_addr(s)?;
-        if address.port() == 0 {
-            return Err(format!(
-                "port 0 is not a usable backend port; got {address}"
-            ));
-        }
-        Ok(address)
-    });
+    let address = c.required(at, "address", raw.address, backend_address);
     if let Some(address) = &address {
         let path = at.path_of("address");
-        if let Some((first_path, first_line)) = seen.get(&address.value) {
+        let key = address.value.key();
+        if let Some((first_path, first_line)) = seen.get(&key) {
             let message = format!(
-                "duplicate backend address {}; already used by {first_path}{}",
-                address.value,
+                "duplicate backend address {key}; already used by {first_path}{}",
                 at_line(*first_line)
             );
             c.error(path, address.line, message);
         } else {
-            seen.insert(address.value, (path, address.line));
+            seen.insert(key, (path, address.line));
         }
     }
     let weight = c.optional(
@@ -277,11 +306,80 @@ fn backend(
         int_in(0, MAX_WEIGHT),
     );
     let backup = c.optional(at, "backup", raw.backup, false, Ok);
-    Some(Backend {
-        address: address?.value,
-        weight: weight?.value,
-        backup: backup?.value,
-    })
+    Some((address?.value, weight?.value, backup?.value))
+}
+
+/// `ip:port`, `[ipv6]:port` or `host.name:port`.
+fn backend_address(s: String) -> Result<Address, String> {
+    let address = match socket_addr(s.clone()) {
+        Ok(address) => Address::Ip(address),
+        Err(ip_error) => match host_and_port(&s) {
+            Some((host, port)) => Address::Name { host, port },
+            None if looks_like_a_name(&s) => {
+                return Err(format!(
+                    "expected \"ip:port\" or \"host.name:port\", got {s:?}: {}",
+                    name_problem(&s)
+                ))
+            }
+            None => {
+                return Err(
+                    ip_error.replace(" (host names are not accepted; use an IP address)", "")
+                )
+            }
+        },
+    };
+    let port = match &address {
+        Address::Ip(address) => address.port(),
+        Address::Name { port, .. } => *port,
+    };
+    if port == 0 {
+        return Err(format!(
+            "port 0 is not a usable backend port; got {}",
+            address.key()
+        ));
+    }
+    Ok(address)
+}
+
+/// Whether `s` was meant as a host name (it has a letter before the port),
+/// so that an error can speak of names rather than IP addresses.
+fn looks_like_a_name(s: &str) -> bool {
+    let host = s.rsplit_once(':').map_or(s, |(host, _)| host);
+    !host.contains(':') && host.chars().any(|c| c.is_ascii_alphabetic())
+}
+
+fn name_problem(s: &str) -> String {
+    match s.rsplit_once(':') {
+        None => "the port is missing".to_owned(),
+        Some((_, port)) if port.parse::<u16>().is_err() => {
+            "the port must be a number from 1 to 65535".to_owned()
+        }
+        Some((host, _)) => format!(
+            "{host:?} is not a host name (letters, digits and '-' in dot-separated labels of 1 to 63 characters)"
+        ),
+    }
+}
+
+/// A valid host name (RFC 1123 labels) and a port; names are lower-cased.
+fn host_and_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    let valid = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(label_ok)
+        // An all-numeric last label would be a malformed IP address.
+        && host
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| last.chars().any(|c| c.is_ascii_alphabetic()));
+    valid.then(|| (host.to_ascii_lowercase(), port))
 }
 
 #[cfg(test)]

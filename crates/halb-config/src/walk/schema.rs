@@ -18,7 +18,7 @@ const ROOT_KEYS: &[&str] = &[
     "access_log",
     "alerts",
 ];
-const RUNTIME_KEYS: &[&str] = &["workers", "drain_timeout"];
+const RUNTIME_KEYS: &[&str] = &["workers", "drain_timeout", "resolve_interval"];
 const LOG_KEYS: &[&str] = &["level"];
 const ACCESS_LOG_KEYS: &[&str] = &["format", "path"];
 const ALERTS_KEYS: &[&str] = &["webhooks", "timeout", "max_attempts"];
@@ -85,6 +85,7 @@ impl Walker {
                 },
                 workers: Slot::Missing,
                 drain_timeout: Slot::Missing,
+                resolve_interval: Slot::Missing,
             },
         };
         let log = self.table(root, "log").map(|table| self.log(table));
@@ -117,6 +118,7 @@ impl Walker {
             at: table.at.clone(),
             workers: self.integer(table, "workers"),
             drain_timeout: self.duration(table, "drain_timeout"),
+            resolve_interval: self.duration(table, "resolve_interval"),
         }
     }
 

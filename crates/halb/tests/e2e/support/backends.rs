@@ -220,6 +220,11 @@ pub async fn named(name: &str) -> Backend {
     serve_http(Behaviour::Named(name.into())).await
 }
 
+/// As [`named`], listening on `addr` (another loopback address, say).
+pub async fn named_at(name: &str, addr: SocketAddr) -> Backend {
+    serve_http_at(Behaviour::Named(name.into()), addr).await
+}
+
 /// Answers 200 with body = `name` after `delay`.
 pub async fn delayed(name: &str, delay: Duration) -> Backend {
     serve_http(Behaviour::Delayed(name.into(), delay)).await
@@ -255,6 +260,10 @@ pub async fn websocket_echo() -> Backend {
 }
 
 async fn serve_http(behaviour: Behaviour) -> Backend {
+    serve_http_at(behaviour, SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+async fn serve_http_at(behaviour: Behaviour, addr: SocketAddr) -> Backend {
     let requests = Arc::new(AtomicUsize::new(0));
     let controls = Arc::new(Controls::new());
     let counter = requests.clone();
@@ -278,7 +287,7 @@ async fn serve_http(behaviour: Behaviour) -> Backend {
                 .await;
         })
     });
-    serve_tcp(requests, controls, handler).await
+    serve_tcp_at(requests, controls, handler, addr).await
 }
 
 /// The part common to every HTTP behaviour: health checks, counting,
@@ -316,9 +325,24 @@ async fn serve_tcp(
     controls: Arc<Controls>,
     handler: Handler,
 ) -> Backend {
-    let listener = TcpListener::bind("127.0.0.1:0")
+    serve_tcp_at(
+        requests,
+        controls,
+        handler,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+}
+
+async fn serve_tcp_at(
+    requests: Arc<AtomicUsize>,
+    controls: Arc<Controls>,
+    handler: Handler,
+    addr: SocketAddr,
+) -> Backend {
+    let listener = TcpListener::bind(addr)
         .await
-        .expect("bind backend");
+        .unwrap_or_else(|e| panic!("bind backend on {addr}: {e}"));
     let addr = listener.local_addr().expect("backend address");
     let connections = Arc::new(AtomicUsize::new(0));
     let open = Arc::new(AtomicUsize::new(0));

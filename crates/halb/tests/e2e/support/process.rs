@@ -147,15 +147,51 @@ impl Halb {
     /// As [`Halb::start`], with `extra` after `run --config FILE` (such as
     /// `--watch`).
     pub async fn start_with_args(config_toml: &str, extra: &[&str]) -> Halb {
+        Self::start_with_env(config_toml, extra, &[]).await
+    }
+
+    /// As [`Halb::start_with_args`], with `env` set for the process.
+    pub async fn start_with_env(config_toml: &str, extra: &[&str], env: &[(&str, &str)]) -> Halb {
+        Self::launch(config_toml, extra, env, None).await
+    }
+
+    /// As [`Halb::start`], with halb started by `wrapper`: `sh -c SCRIPT`
+    /// where the script ends by running `"$@"` (halb and its arguments),
+    /// e.g. to run it in a mount namespace of its own.
+    pub async fn start_wrapped(config_toml: &str, script: &str) -> Halb {
+        Self::launch(config_toml, &[], &[], Some(script)).await
+    }
+
+    async fn launch(
+        config_toml: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        wrapper: Option<&str>,
+    ) -> Halb {
         let admin = admin_bind(config_toml);
         let config = TempFile::with_contents("config.toml", config_toml);
         let stdout = TempFile::unique("stdout");
         let stderr = TempFile::unique("stderr");
-        let child = halb_command(&stdout, &stderr)
+        let mut command = halb_command(&stdout, &stderr);
+        if let Some(script) = wrapper {
+            let program = command.get_program().to_owned();
+            command = Command::new("sh");
+            command
+                .stdin(Stdio::null())
+                .stdout(File::create(&stdout.path).expect("create stdout file"))
+                .stderr(File::create(&stderr.path).expect("create stderr file"))
+                .env("RUST_BACKTRACE", "1")
+                .arg("-c")
+                .arg(script)
+                .arg("halb")
+                .arg(program);
+        }
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(&config.path)
             .args(extra)
+            .envs(env.iter().copied())
             .spawn()
             .expect("spawn halb");
         let mut halb = Halb {
