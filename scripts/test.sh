@@ -14,6 +14,15 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     chromium chromium-driver >/dev/null
 fi
 
+# The VRRP tests run keepalived beside halb for interop: Debian's package.
+if ! command -v keepalived >/dev/null 2>&1; then
+  echo "installing keepalived for the VRRP interop tests..."
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq keepalived >/dev/null
+fi
+
 # The metrics test parses /metrics with a real Prometheus text parser:
 # Python's prometheus-client.
 if ! python3 -c "import prometheus_client" 2>/dev/null; then

@@ -219,7 +219,10 @@ impl Admin {
         }
         match (request.method(), path) {
             (&Method::GET, "/api/v1/status") => {
-                let status = Status::of(&self.topology.load(), &self.config);
+                let mut status = Status::of(&self.topology.load(), &self.config);
+                if let Some(vrrp) = &self.metrics.vrrp {
+                    status.vrrp = vrrp.snapshot();
+                }
                 json(StatusCode::OK, &status)
             }
             (_, "/api/v1/status") => error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),

@@ -35,6 +35,49 @@ pub struct MetricSources {
     pub alerts: Option<Arc<ArcSwap<Alerter>>>,
     /// The access log's counts, shared by every writer the node starts.
     pub access_log: Option<Arc<AccessLogStats>>,
+    /// The VRRP instances' states and counts, when `[vrrp]` is set.
+    pub vrrp: Option<Arc<halb_vrrp::Registry>>,
+}
+
+fn vrrp_metrics(text: &mut Exposition, instances: &[halb_vrrp::InstanceStatus]) {
+    let mut state = text.family(
+        "halb_vrrp_state",
+        Kind::Gauge,
+        "1 for the state each VRRP instance is in (init, backup, master, fault), 0 for the others.",
+    );
+    for instance in instances {
+        for name in ["init", "backup", "master", "fault"] {
+            let value = u64::from(instance.state.as_str() == name);
+            state.sample(&[("instance", &instance.name), ("state", name)], value);
+        }
+    }
+    let mut transitions = text.family(
+        "halb_vrrp_transitions_total",
+        Kind::Counter,
+        "VRRP state changes per instance.",
+    );
+    for instance in instances {
+        transitions.sample(&[("instance", &instance.name)], instance.transitions);
+    }
+    let mut adverts = text.family(
+        "halb_vrrp_adverts_total",
+        Kind::Counter,
+        "VRRP adverts per instance: sent, received (valid, this VRID), bad (dropped: TTL, version, checksum, length or interval).",
+    );
+    for instance in instances {
+        adverts.sample(
+            &[("instance", &instance.name), ("kind", "sent")],
+            instance.adverts_sent,
+        );
+        adverts.sample(
+            &[("instance", &instance.name), ("kind", "received")],
+            instance.adverts_received,
+        );
+        adverts.sample(
+            &[("instance", &instance.name), ("kind", "bad")],
+            instance.adverts_bad,
+        );
+    }
 }
 
 /// The whole exposition.
@@ -68,6 +111,9 @@ fn node(text: &mut Exposition, config: &ConfigInfo, sources: &MetricSources) {
     );
     reloads.sample(&[("result", "ok")], config.reloads_ok());
     reloads.sample(&[("result", "failed")], config.reloads_failed());
+    if let Some(vrrp) = &sources.vrrp {
+        vrrp_metrics(text, &vrrp.snapshot());
+    }
     if let Some(alerter) = &sources.alerts {
         let stats = alerter.load().stats();
         let mut alerts = text.family(

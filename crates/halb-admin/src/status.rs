@@ -17,6 +17,8 @@ pub struct Status {
     pub config: ConfigStatus,
     pub listeners: Vec<ListenerStatus>,
     pub pools: Vec<PoolStatus>,
+    /// Each VRRP instance (empty without `[vrrp]`).
+    pub vrrp: Vec<halb_vrrp::InstanceStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -97,6 +99,7 @@ impl Status {
                 })
                 .collect(),
             pools: topology.pools.iter().map(|p| pool_status(p)).collect(),
+            vrrp: Vec::new(),
         }
     }
 }

@@ -24,6 +24,14 @@ pub enum Alert {
     PoolUnavailable { pool: String },
     /// A pool that was unavailable has a usable backend again.
     PoolAvailable { pool: String },
+    /// A VRRP instance changed state (this node took or gave up the
+    /// virtual IPs, or went to fault).
+    VrrpTransition {
+        instance: String,
+        from: String,
+        to: String,
+        reason: String,
+    },
     /// A reload (SIGHUP, API or file watch) was rejected; the running config stays.
     ReloadFailed {
         /// Every validation error, with its key path.
@@ -52,6 +60,7 @@ impl Alert {
             Alert::PoolUnavailable { .. } => "pool_unavailable",
             Alert::PoolAvailable { .. } => "pool_available",
             Alert::ReloadFailed { .. } => "reload_failed",
+            Alert::VrrpTransition { .. } => "vrrp_transition",
         }
     }
 
@@ -61,6 +70,8 @@ impl Alert {
             Alert::PoolUnavailable { .. } => Severity::Critical,
             Alert::BackendDown { .. } | Alert::ReloadFailed { .. } => Severity::Warning,
             Alert::BackendUp { .. } | Alert::PoolAvailable { .. } => Severity::Info,
+            Alert::VrrpTransition { to, .. } if to == "fault" => Severity::Critical,
+            Alert::VrrpTransition { .. } => Severity::Warning,
         }
     }
 

@@ -101,6 +101,7 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
         ("log", old.log != new.log),
         ("access_log", old.access_log != new.access_log),
         ("alerts", old.alerts != new.alerts),
+        ("vrrp", old.vrrp != new.vrrp),
     ];
     for (name, changed) in sections {
         if changed {

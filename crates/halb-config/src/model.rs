@@ -18,6 +18,39 @@ pub struct Config {
     pub access_log: Option<AccessLog>,
     /// `[alerts]`
     pub alerts: Alerts,
+    /// `[vrrp]`; `None` when absent: this node holds no virtual IPs.
+    pub vrrp: Option<Vrrp>,
+}
+
+/// `[vrrp]`: the VRRPv3 speaker (RFC 5798) that moves virtual IPs between
+/// redundant halb nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vrrp {
+    /// Adverts go out here and the virtual IPs are added here.
+    pub interface: String,
+    /// Adverts by unicast to these instead of multicast to 224.0.0.18.
+    pub unicast_peers: Vec<std::net::Ipv4Addr>,
+    pub instances: Vec<VrrpInstance>,
+}
+
+/// `[[vrrp.instance]]`: one virtual router (a VRID and its virtual IPs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpInstance {
+    pub name: String,
+    /// 1-255, the same on every node of the group.
+    pub vrid: u8,
+    /// 1-254: the highest usable node holds the virtual IPs.
+    pub priority: u8,
+    /// A multiple of 10 ms (adverts carry centiseconds), 10 ms to 40.95 s.
+    pub advert_interval: Duration,
+    /// A higher priority that returns takes the virtual IPs back.
+    pub preempt: bool,
+    /// Addresses with their prefix length, e.g. 198.18.0.100/24.
+    pub virtual_ips: Vec<(std::net::Ipv4Addr, u8)>,
+    /// While one of these pools has no usable backend: FAULT.
+    pub track_pools: Vec<String>,
+    /// Run with (instance name, new state) on every transition.
+    pub notify: Option<String>,
 }
 
 /// `[log]`: halb's own logs (through `tracing`).

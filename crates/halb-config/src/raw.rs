@@ -203,6 +203,29 @@ pub(crate) struct RawBackend {
     pub backup: Slot<bool>,
 }
 
+/// `[vrrp]`
+#[derive(Debug)]
+pub(crate) struct RawVrrp {
+    pub at: Header,
+    pub interface: Slot<String>,
+    pub unicast_peers: Slot<Vec<Slot<String>>>,
+    pub instances: Slot<Vec<RawVrrpInstance>>,
+}
+
+/// `[[vrrp.instance]]`
+#[derive(Debug)]
+pub(crate) struct RawVrrpInstance {
+    pub at: Header,
+    pub name: Slot<String>,
+    pub vrid: Slot<i64>,
+    pub priority: Slot<i64>,
+    pub advert_interval: Slot<String>,
+    pub preempt: Slot<bool>,
+    pub virtual_ips: Slot<Vec<Slot<String>>>,
+    pub track_pools: Slot<Vec<Slot<String>>>,
+    pub notify: Slot<String>,
+}
+
 /// The whole file as read.
 #[derive(Debug)]
 pub(crate) struct RawConfig {
@@ -212,6 +235,7 @@ pub(crate) struct RawConfig {
     pub log: Slot<RawLog>,
     pub access_log: Slot<RawAccessLog>,
     pub alerts: Slot<RawAlerts>,
+    pub vrrp: Slot<RawVrrp>,
     /// `Missing` when the file has no `[admin]`.
     pub admin: Slot<RawAdmin>,
     pub listeners: Slot<Vec<RawListener>>,

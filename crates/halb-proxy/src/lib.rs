@@ -105,7 +105,7 @@ impl Proxy {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let bound = reload::bind_all(config.listeners.iter(), count)?;
+        let bound = reload::bind_all(config.listeners.iter(), count, &virtual_ips(config))?;
         let pools: Vec<Arc<PoolState>> = config
             .pools
             .iter()
@@ -197,4 +197,16 @@ impl Proxy {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// The `[vrrp]` virtual IPs: listeners on them bind with IP_FREEBIND, so
+/// that a backup is ready the moment it takes them over.
+pub(crate) fn virtual_ips(config: &halb_config::Config) -> Vec<std::net::IpAddr> {
+    config
+        .vrrp
+        .iter()
+        .flat_map(|vrrp| &vrrp.instances)
+        .flat_map(|instance| &instance.virtual_ips)
+        .map(|(ip, _)| std::net::IpAddr::V4(*ip))
+        .collect()
 }

@@ -109,6 +109,7 @@ impl Drop for OpenClient {
 pub(crate) fn bind_reuseport(
     address: SocketAddr,
     count: usize,
+    freebind: bool,
 ) -> io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
     let mut sockets = Vec::with_capacity(count);
     let mut bound = address;
@@ -121,6 +122,10 @@ pub(crate) fn bind_reuseport(
         socket.set_reuseaddr(true)?;
         socket.set_reuseport(true)?;
         socket.set_nodelay(true)?;
+        if freebind {
+            // A virtual IP this node does not hold yet.
+            rustix::net::sockopt::set_ip_freebind(&socket, true)?;
+        }
         socket.bind(bound)?;
         let listener = socket.listen(4096)?;
         bound = listener.local_addr()?;

@@ -41,15 +41,20 @@ pub(crate) struct BoundListener {
 pub(crate) fn bind_all<'a>(
     listeners: impl Iterator<Item = &'a Listener>,
     workers: usize,
+    virtual_ips: &[std::net::IpAddr],
 ) -> Result<Vec<BoundListener>, StartError> {
     listeners
         .map(|listener| {
-            let (address, sockets) =
-                bind_reuseport(listener.bind, workers).map_err(|source| StartError::Bind {
-                    listener: listener.name.clone(),
-                    address: listener.bind,
-                    source,
-                })?;
+            let (address, sockets) = bind_reuseport(
+                listener.bind,
+                workers,
+                virtual_ips.contains(&listener.bind.ip()),
+            )
+            .map_err(|source| StartError::Bind {
+                listener: listener.name.clone(),
+                address: listener.bind,
+                source,
+            })?;
             Ok(BoundListener {
                 config: listener.clone(),
                 address,
@@ -184,7 +189,11 @@ impl Proxy {
             }
             continuing.push(running);
         }
-        let bound = bind_all(to_bind.into_iter(), self.workers.len())?;
+        let bound = bind_all(
+            to_bind.into_iter(),
+            self.workers.len(),
+            &crate::virtual_ips(config),
+        )?;
 
         let mut pools: Vec<Arc<PoolState>> = Vec::with_capacity(config.pools.len());
         for wanted in &config.pools {

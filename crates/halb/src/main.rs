@@ -4,6 +4,7 @@ mod demo;
 mod notify;
 mod resolve;
 mod run;
+mod vrrp;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

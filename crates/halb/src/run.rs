@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::notify::Notifier;
 use crate::resolve::{self, Resolver};
+use crate::vrrp;
 
 /// How often `--watch` looks at the config file.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
@@ -195,6 +196,18 @@ pub async fn serve(
         state.clone(),
         access_log.as_ref().map(AccessLogWriter::sink),
     )?;
+    // Listeners are bound (a virtual IP's with IP_FREEBIND): now this node
+    // may take part in its VRRP groups.
+    let vrrp = match &config.vrrp {
+        None => None,
+        Some(settings) => match vrrp::start(settings, &state, alerter.clone()) {
+            Ok(instances) => Some(instances),
+            Err(e) => {
+                proxy.shutdown(Duration::ZERO);
+                return Err(e);
+            }
+        },
+    };
     let info = Arc::new(ConfigInfo::new(hash.clone()));
     let (commands, mut requests) = mpsc::channel::<Command>(16);
     let (stop_admin, admin_stopped) = watch::channel(false);
@@ -219,6 +232,7 @@ pub async fn serve(
             MetricSources {
                 alerts: Some(alerter.clone()),
                 access_log: Some(access_log_stats.clone()),
+                vrrp: vrrp.as_ref().map(|v| v.registry.clone()),
             },
         );
         tokio::spawn(endpoint.serve(listener, admin_stopped));
@@ -280,6 +294,11 @@ pub async fn serve(
 
     let drain = node.config.runtime.drain_timeout;
     node.notifier.stopping();
+    // A master hands its virtual IPs over first (priority 0), so that new
+    // connections go to the next node while this one drains.
+    if let Some(vrrp) = &vrrp {
+        vrrp.shutdown().await;
+    }
     tracing::info!(
         signal = which,
         ?drain,
@@ -459,6 +478,9 @@ impl Node {
         }
         if config.admin != self.config.admin {
             tracing::warn!("[admin] changed; it takes effect at the next restart");
+        }
+        if config.vrrp != self.config.vrrp {
+            tracing::warn!("[vrrp] changed; it takes effect at the next restart");
         }
         // A reload reopens an access log file even when `[access_log]` is
         // unchanged, so that a reload after rotating the file writes to the

@@ -8,6 +8,7 @@ mod health;
 mod log;
 mod pool;
 mod route;
+mod vrrp;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -68,6 +69,11 @@ pub(crate) fn validate(
         Slot::Missing | Slot::Invalid => Vec::new(),
     };
     let defined_pools = pool::defined_names(&raw_pools);
+    let vrrp = match raw.vrrp {
+        Slot::Missing => Some(None),
+        Slot::Invalid => None,
+        Slot::Set(field) => vrrp::vrrp(c, field.value, &defined_pools).map(Some),
+    };
     let pools = pool::pools(c, raw_pools);
     let listeners = listeners(c, raw.listeners, &raw.root, &defined_pools, admin_bind);
 
@@ -80,7 +86,8 @@ pub(crate) fn validate(
             Some(log),
             Some(access_log),
             Some(alerts),
-        ) if checker.errors.is_empty() => Ok(Config {
+        ) if checker.errors.is_empty() && vrrp.is_some() => Ok(Config {
+            vrrp: vrrp.flatten(),
             runtime,
             admin: admin.and_then(|admin| admin.valid),
             listeners,

@@ -6,7 +6,7 @@ use super::{Table, Walker};
 use crate::raw::{
     Header, RawAccessLog, RawAdmin, RawAlerts, RawBackend, RawConfig, RawHealthCheck, RawListener,
     RawLog, RawOutlierDetection, RawPool, RawRetryBudget, RawRoute, RawRouteHeader, RawRuntime,
-    Slot,
+    RawVrrp, RawVrrpInstance, Slot,
 };
 
 const ROOT_KEYS: &[&str] = &[
@@ -17,6 +17,18 @@ const ROOT_KEYS: &[&str] = &[
     "log",
     "access_log",
     "alerts",
+    "vrrp",
+];
+const VRRP_KEYS: &[&str] = &["interface", "unicast_peers", "instance"];
+const VRRP_INSTANCE_KEYS: &[&str] = &[
+    "name",
+    "vrid",
+    "priority",
+    "advert_interval",
+    "preempt",
+    "virtual_ips",
+    "track_pools",
+    "notify",
 ];
 const RUNTIME_KEYS: &[&str] = &["workers", "drain_timeout", "resolve_interval"];
 const LOG_KEYS: &[&str] = &["level"];
@@ -94,6 +106,7 @@ impl Walker {
             .map(|table| self.access_log(table));
         let alerts = self.table(root, "alerts").map(|table| self.alerts(table));
         let admin = self.table(root, "admin").map(|table| self.admin(table));
+        let vrrp = self.table(root, "vrrp").map(|table| self.vrrp(table));
         let listeners = self
             .array_of_tables(root, "listener")
             .map(|tables| tables.iter().map(|t| self.listener(t)).collect());
@@ -106,6 +119,7 @@ impl Walker {
             log,
             access_log,
             alerts,
+            vrrp,
             admin,
             listeners,
             pools,
@@ -146,6 +160,33 @@ impl Walker {
             webhooks: self.string_array(table, "webhooks"),
             timeout: self.duration(table, "timeout"),
             max_attempts: self.integer(table, "max_attempts"),
+        }
+    }
+
+    fn vrrp(&mut self, table: &Table<'_>) -> RawVrrp {
+        self.reject_unknown_keys(table, VRRP_KEYS);
+        RawVrrp {
+            at: table.at.clone(),
+            interface: self.string(table, "interface"),
+            unicast_peers: self.string_array(table, "unicast_peers"),
+            instances: self
+                .array_of_tables(table, "instance")
+                .map(|tables| tables.iter().map(|t| self.vrrp_instance(t)).collect()),
+        }
+    }
+
+    fn vrrp_instance(&mut self, table: &Table<'_>) -> RawVrrpInstance {
+        self.reject_unknown_keys(table, VRRP_INSTANCE_KEYS);
+        RawVrrpInstance {
+            at: table.at.clone(),
+            name: self.string(table, "name"),
+            vrid: self.integer(table, "vrid"),
+            priority: self.integer(table, "priority"),
+            advert_interval: self.duration(table, "advert_interval"),
+            preempt: self.boolean(table, "preempt"),
+            virtual_ips: self.string_array(table, "virtual_ips"),
+            track_pools: self.string_array(table, "track_pools"),
+            notify: self.string(table, "notify"),
         }
     }
 

@@ -34,4 +34,5 @@ mod slow_start;
 mod spliced_bodies;
 mod streaming;
 mod tcp;
+mod vrrp;
 mod websocket;

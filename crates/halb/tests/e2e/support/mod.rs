@@ -9,6 +9,7 @@ pub mod body;
 pub mod client;
 pub mod config;
 pub mod load;
+pub mod netns;
 pub mod node_config;
 pub mod process;
 pub mod reload;

@@ -1,0 +1,379 @@
+//! One virtual router running: the [`Machine`] fed by the advert socket,
+//! its timers and halb's own health (fault), its [`Action`]s carried out on
+//! the interface. Its status is published for the API and the metrics.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::machine::{Action, Machine, Settings, VrrpState};
+use crate::net::{AdvertSocket, Arp, Interface, Netlink};
+use crate::packet::{Advert, GROUP};
+
+/// How long a virtual IP stays on the interface without a refresh: a master
+/// that dies (SIGKILL, power) loses its addresses within about this long.
+pub const VIP_LIFETIME_SECS: u32 = 1;
+/// How often a master renews its addresses' lifetime.
+const REFRESH_EVERY: Duration = Duration::from_millis(250);
+/// Gratuitous ARPs sent on takeover, as keepalived does (5 by default).
+const GARP_REPEAT: usize = 5;
+const GARP_SPACING: Duration = Duration::from_millis(100);
+
+/// One `[[vrrp.instance]]`, as the speaker needs it.
+#[derive(Debug, Clone)]
+pub struct InstanceSettings {
+    pub name: String,
+    pub vrid: u8,
+    pub priority: u8,
+    pub advert_interval: Duration,
+    pub preempt: bool,
+    pub virtual_ips: Vec<(Ipv4Addr, u8)>,
+    /// Unicast destinations; empty: multicast.
+    pub unicast_peers: Vec<Ipv4Addr>,
+}
+
+/// What the API shows of an instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceStatus {
+    pub name: String,
+    pub vrid: u8,
+    pub state: VrrpState,
+    pub priority: u8,
+    pub effective_priority: u8,
+    /// The master's address as this node knows it.
+    pub master: Option<String>,
+    pub transitions: u64,
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    /// Packets dropped: bad TTL, version, checksum, length or interval.
+    pub adverts_bad: u64,
+    /// The last transition's reason.
+    pub reason: String,
+}
+
+/// Every instance's status, shared with the API.
+#[derive(Debug, Default)]
+pub struct Registry {
+    instances: Mutex<Vec<InstanceStatus>>,
+}
+
+impl Registry {
+    pub fn snapshot(&self) -> Vec<InstanceStatus> {
+        self.instances
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn publish(&self, status: InstanceStatus) {
+        let mut instances = self.instances.lock().unwrap_or_else(|e| e.into_inner());
+        match instances.iter_mut().find(|i| i.name == status.name) {
+            Some(slot) => *slot = status,
+            None => instances.push(status),
+        }
+    }
+}
+
+/// A state change, for logs, alerts and `notify`.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub instance: String,
+    pub from: VrrpState,
+    pub to: VrrpState,
+    pub reason: String,
+}
+
+/// Orders to a running instance.
+pub enum Control {
+    /// A tracked pool went unusable (`true`) or usable again.
+    Fault(bool, String),
+    /// Give the addresses up (priority 0 first if master), then answer.
+    Shutdown(oneshot::Sender<()>),
+}
+
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    received: AtomicU64,
+    bad: AtomicU64,
+}
+
+/// Starts an instance on `interface`; it runs until told to shut down.
+/// Stale copies of its virtual IPs (left by a killed halb) are removed first.
+pub fn start(
+    interface: &Interface,
+    settings: InstanceSettings,
+    fault: Option<String>,
+    registry: Arc<Registry>,
+    transitions: mpsc::UnboundedSender<Transition>,
+) -> std::io::Result<mpsc::Sender<Control>> {
+    let mut netlink = Netlink::open()?;
+    let vips: Vec<Ipv4Addr> = settings.virtual_ips.iter().map(|(ip, _)| *ip).collect();
+    let primary = netlink
+        .addresses(interface.index)?
+        .into_iter()
+        .find(|a| !vips.contains(&a.address))
+        .map(|a| a.address)
+        .ok_or_else(|| {
+            std::io::Error::other(format!(
+                "interface {} has no IPv4 address of its own to send adverts from",
+                interface.name
+            ))
+        })?;
+    for (ip, prefix) in &settings.virtual_ips {
+        netlink.remove(interface.index, *ip, *prefix)?;
+    }
+    let socket = AdvertSocket::open(interface, primary)?;
+    let arp = Arp::open(interface)?;
+    let (control, orders) = mpsc::channel(8);
+    let machine = Machine::new(Settings {
+        priority: settings.priority,
+        advert_interval: settings.advert_interval,
+        preempt: settings.preempt,
+        address: primary,
+    });
+    let runner = Runner {
+        interface: interface.clone(),
+        settings,
+        primary,
+        machine,
+        socket,
+        netlink,
+        arp: Arc::new(arp),
+        registry,
+        transitions,
+        counters: Counters::default(),
+        origin: Instant::now(),
+        reason: String::new(),
+    };
+    tokio::spawn(runner.run(orders, fault));
+    Ok(control)
+}
+
+struct Runner {
+    interface: Interface,
+    settings: InstanceSettings,
+    primary: Ipv4Addr,
+    machine: Machine,
+    socket: AdvertSocket,
+    netlink: Netlink,
+    arp: Arc<Arp>,
+    registry: Arc<Registry>,
+    transitions: mpsc::UnboundedSender<Transition>,
+    counters: Counters,
+    origin: Instant,
+    reason: String,
+}
+
+impl Runner {
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    async fn run(mut self, mut orders: mpsc::Receiver<Control>, fault: Option<String>) {
+        let now = self.now();
+        let actions = self.machine.start(now);
+        self.carry_out(actions).await;
+        if let Some(reason) = fault {
+            let actions = self.machine.set_fault(now, true, reason);
+            self.carry_out(actions).await;
+        }
+        self.publish();
+        let mut buffer = vec![0u8; 2048];
+        let mut refresh = tokio::time::interval(REFRESH_EVERY);
+        loop {
+            let deadline = self
+                .machine
+                .deadline()
+                .map(|d| self.origin + d)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let actions = tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    let now = self.now();
+                    self.machine.on_timer(now)
+                }
+                _ = refresh.tick(), if self.machine.state() == VrrpState::Master => {
+                    self.refresh_vips();
+                    Vec::new()
+                }
+                received = self.socket.recv(&mut buffer) => match received {
+                    Ok(n) => self.on_packet(&buffer[..n]),
+                    Err(e) => {
+                        tracing::warn!(instance = %self.settings.name, error = %e, "VRRP socket receive failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Vec::new()
+                    }
+                },
+                order = orders.recv() => match order {
+                    Some(Control::Fault(fault, reason)) => {
+                        let now = self.now();
+                        self.machine.set_fault(now, fault, reason)
+                    }
+                    Some(Control::Shutdown(done)) => {
+                        if self.machine.state() == VrrpState::Master {
+                            tracing::info!(instance = %self.settings.name, "stopping: sending a priority-0 advert and giving the virtual IPs up");
+                        }
+                        let actions = self.machine.shutdown();
+                        self.carry_out(actions).await;
+                        self.publish();
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => {
+                        let actions = self.machine.shutdown();
+                        self.carry_out(actions).await;
+                        return;
+                    }
+                },
+            };
+            if !actions.is_empty() {
+                self.carry_out(actions).await;
+            }
+            self.publish();
+        }
+    }
+
+    fn on_packet(&mut self, packet: &[u8]) -> Vec<Action> {
+        match Advert::decode(packet) {
+            Ok(received) if received.source == self.primary => Vec::new(),
+            Ok(received) if received.advert.vrid != self.settings.vrid => Vec::new(),
+            Ok(received) => {
+                self.counters.received.fetch_add(1, Relaxed);
+                let now = self.now();
+                self.machine.on_advert(
+                    now,
+                    received.source,
+                    received.advert.priority,
+                    received.advert.interval,
+                )
+            }
+            Err(bad) => {
+                self.counters.bad.fetch_add(1, Relaxed);
+                tracing::debug!(instance = %self.settings.name, error = %bad, "VRRP packet dropped");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn carry_out(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Advertise { priority } => self.advertise(priority).await,
+                Action::TakeVips => {
+                    self.refresh_vips();
+                    self.announce();
+                }
+                Action::ReleaseVips => {
+                    for (ip, prefix) in self.settings.virtual_ips.clone() {
+                        if let Err(e) = self.netlink.remove(self.interface.index, ip, prefix) {
+                            tracing::error!(instance = %self.settings.name, vip = %ip, error = %e, "cannot remove a virtual IP");
+                        }
+                    }
+                }
+                Action::Transition { from, to, reason } => {
+                    tracing::info!(
+                        instance = %self.settings.name,
+                        from = from.as_str(),
+                        to = to.as_str(),
+                        %reason,
+                        "VRRP state changed"
+                    );
+                    self.reason = reason.clone();
+                    let _ = self.transitions.send(Transition {
+                        instance: self.settings.name.clone(),
+                        from,
+                        to,
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn advertise(&self, priority: u8) {
+        let advert = Advert {
+            vrid: self.settings.vrid,
+            priority,
+            interval: self.settings.advert_interval,
+            addresses: self
+                .settings
+                .virtual_ips
+                .iter()
+                .map(|(ip, _)| *ip)
+                .collect(),
+        };
+        let destinations = if self.settings.unicast_peers.is_empty() {
+            vec![GROUP]
+        } else {
+            self.settings.unicast_peers.clone()
+        };
+        for destination in destinations {
+            let message = advert.encode(self.primary, destination);
+            match self.socket.send_to(&message, destination).await {
+                Ok(()) => {
+                    self.counters.sent.fetch_add(1, Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(instance = %self.settings.name, %destination, error = %e, "cannot send a VRRP advert")
+                }
+            }
+        }
+    }
+
+    /// Adds the virtual IPs, or renews their short lifetime.
+    fn refresh_vips(&mut self) {
+        for (ip, prefix) in self.settings.virtual_ips.clone() {
+            if let Err(e) = self
+                .netlink
+                .add(self.interface.index, ip, prefix, VIP_LIFETIME_SECS)
+            {
+                tracing::error!(instance = %self.settings.name, vip = %ip, error = %e, "cannot add a virtual IP");
+            }
+        }
+    }
+
+    /// Gratuitous ARP for every virtual IP, at once and a few times more.
+    fn announce(&self) {
+        let arp = self.arp.clone();
+        let vips: Vec<Ipv4Addr> = self
+            .settings
+            .virtual_ips
+            .iter()
+            .map(|(ip, _)| *ip)
+            .collect();
+        let name = self.settings.name.clone();
+        tokio::spawn(async move {
+            for round in 0..GARP_REPEAT {
+                for vip in &vips {
+                    if let Err(e) = arp.announce(*vip) {
+                        tracing::warn!(instance = %name, %vip, error = %e, "cannot send gratuitous ARP");
+                    }
+                }
+                if round + 1 < GARP_REPEAT {
+                    tokio::time::sleep(GARP_SPACING).await;
+                }
+            }
+        });
+    }
+
+    fn publish(&self) {
+        self.registry.publish(InstanceStatus {
+            name: self.settings.name.clone(),
+            vrid: self.settings.vrid,
+            state: self.machine.state(),
+            priority: self.machine.priority(),
+            effective_priority: self.machine.effective_priority(),
+            master: self.machine.master().map(|m| m.to_string()),
+            transitions: self.machine.transitions(),
+            adverts_sent: self.counters.sent.load(Relaxed),
+            adverts_received: self.counters.received.load(Relaxed),
+            adverts_bad: self.counters.bad.load(Relaxed),
+            reason: self.reason.clone(),
+        });
+    }
+}

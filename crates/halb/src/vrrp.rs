@@ -1,0 +1,151 @@
+//! The node's VRRP instances (`[vrrp]`): started with the node, driven to
+//! fault by halb's own health state (a tracked pool without a usable
+//! backend), told to give their addresses up first at SIGTERM. Transitions
+//! are logged by the speaker, and here sent to the alert webhooks and to the
+//! `notify` command.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use halb_alerts::{Alert, Alerter};
+use halb_config::Vrrp;
+use halb_state::{Event, State};
+use halb_vrrp::net::Interface;
+use halb_vrrp::{Control, InstanceSettings, Registry, Transition};
+use tokio::sync::{mpsc, oneshot};
+
+/// The running instances.
+pub struct Instances {
+    pub registry: Arc<Registry>,
+    controls: Vec<mpsc::Sender<Control>>,
+}
+
+/// Why an instance tracking `pools` is in fault now, if it is.
+fn fault_of(state: &State, pools: &[String]) -> Option<String> {
+    pools
+        .iter()
+        .find(|pool| state.pool_usable(pool) == Some(false))
+        .map(|pool| format!("tracked pool {pool:?} has no usable backend"))
+}
+
+pub fn start(
+    config: &Vrrp,
+    state: &Arc<State>,
+    alerter: Arc<ArcSwap<Alerter>>,
+) -> anyhow::Result<Instances> {
+    let interface = Interface::lookup(&config.interface)
+        .with_context(|| format!("vrrp: interface {}", config.interface))?;
+    let registry = Arc::new(Registry::default());
+    let (transitions, mut transitions_rx) = mpsc::unbounded_channel::<Transition>();
+    let mut controls = Vec::new();
+    let mut tracking = Vec::new();
+    for instance in &config.instances {
+        let settings = InstanceSettings {
+            name: instance.name.clone(),
+            vrid: instance.vrid,
+            priority: instance.priority,
+            advert_interval: instance.advert_interval,
+            preempt: instance.preempt,
+            virtual_ips: instance.virtual_ips.clone(),
+            unicast_peers: config.unicast_peers.clone(),
+        };
+        let control = halb_vrrp::speaker::start(
+            &interface,
+            settings,
+            fault_of(state, &instance.track_pools),
+            registry.clone(),
+            transitions.clone(),
+        )
+        .with_context(|| format!("vrrp instance {}", instance.name))?;
+        tracking.push((instance.track_pools.clone(), control.clone()));
+        controls.push(control);
+    }
+
+    // Health drives ownership: pool usability comes from the state's events.
+    let mut events = state.subscribe();
+    let watched = state.clone();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(Event::PoolUsable { pool, .. }) => {
+                    for (pools, control) in &tracking {
+                        if pools.iter().any(|p| **p == *pool) {
+                            let fault = fault_of(&watched, pools);
+                            let reason = fault.clone().unwrap_or_else(|| {
+                                format!("tracked pool {pool:?} has a usable backend again")
+                            });
+                            let _ = control.send(Control::Fault(fault.is_some(), reason)).await;
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // Missed events: re-read every tracked pool.
+                    for (pools, control) in &tracking {
+                        let fault = fault_of(&watched, pools);
+                        let reason = fault
+                            .clone()
+                            .unwrap_or_else(|| "tracked pools usable".into());
+                        let _ = control.send(Control::Fault(fault.is_some(), reason)).await;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+
+    let notify: Vec<(String, Option<String>)> = config
+        .instances
+        .iter()
+        .map(|i| (i.name.clone(), i.notify.clone()))
+        .collect();
+    tokio::spawn(async move {
+        while let Some(transition) = transitions_rx.recv().await {
+            alerter.load().send(Alert::VrrpTransition {
+                instance: transition.instance.clone(),
+                from: transition.from.as_str().to_owned(),
+                to: transition.to.as_str().to_owned(),
+                reason: transition.reason.clone(),
+            });
+            let command = notify
+                .iter()
+                .find(|(name, _)| *name == transition.instance)
+                .and_then(|(_, command)| command.clone());
+            if let Some(command) = command {
+                run_notify(command, transition);
+            }
+        }
+    });
+    Ok(Instances { registry, controls })
+}
+
+/// `notify INSTANCE STATE`, as keepalived's notify scripts are called.
+fn run_notify(command: String, transition: Transition) {
+    tokio::spawn(async move {
+        let result = tokio::process::Command::new(&command)
+            .arg(&transition.instance)
+            .arg(transition.to.as_str())
+            .env_remove("NOTIFY_SOCKET")
+            .status()
+            .await;
+        match result {
+            Ok(status) if status.success() => {}
+            Ok(status) => tracing::warn!(%command, %status, "vrrp notify command failed"),
+            Err(e) => tracing::warn!(%command, error = %e, "cannot run the vrrp notify command"),
+        }
+    });
+}
+
+impl Instances {
+    /// Every master sends priority 0 and removes its addresses; returns
+    /// when all have.
+    pub async fn shutdown(&self) {
+        for control in &self.controls {
+            let (done, wait) = oneshot::channel();
+            if control.send(Control::Shutdown(done)).await.is_ok() {
+                let _ = wait.await;
+            }
+        }
+    }
+}

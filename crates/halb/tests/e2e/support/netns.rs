@@ -1,0 +1,292 @@
+//! A little L2 network made of network namespaces, for the tests of
+//! redundant nodes: a bridge namespace (the "switch", 198.18.0.1, where the
+//! backends run), node namespaces `n1`, `n2`… (198.18.0.11, .12…, each
+//! with `eth0` on the bridge) and a client namespace (198.18.0.50).
+//! Names carry the pid and a counter, so parallel tests never collide; a
+//! [`Lab`] removes its processes and namespaces on drop, failed test or not.
+//!
+//! Sockets made on a thread that entered a namespace stay in it, so the
+//! backends and clients are plain threads of the test process.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
+
+use super::process::TempFile;
+
+pub const BRIDGE_IP: &str = "198.18.0.1";
+pub const CLIENT_IP: &str = "198.18.0.50";
+pub const VIP: &str = "198.18.0.100";
+
+/// Run `ip` with `args`; panic with its output when it fails.
+pub fn ip(args: &[&str]) {
+    let output = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        output.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The address of node `n` (1-based).
+pub fn node_ip(n: usize) -> String {
+    format!("198.18.0.{}", 10 + n)
+}
+
+/// The namespaces of one test.
+pub struct Lab {
+    prefix: String,
+    nodes: usize,
+    children: Mutex<Vec<Child>>,
+    stop_backends: Arc<AtomicBool>,
+}
+
+impl Lab {
+    /// A bridge, `nodes` node namespaces and a client namespace.
+    pub fn new(nodes: usize) -> Lab {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let lab = Lab {
+            prefix: format!("halb{}x{n}", std::process::id()),
+            nodes,
+            children: Mutex::new(Vec::new()),
+            stop_backends: Arc::new(AtomicBool::new(false)),
+        };
+        let br = lab.ns("br");
+        ip(&["netns", "add", &br]);
+        ip(&["-n", &br, "link", "set", "lo", "up"]);
+        ip(&["-n", &br, "link", "add", "br0", "type", "bridge"]);
+        ip(&[
+            "-n",
+            &br,
+            "addr",
+            "add",
+            &format!("{BRIDGE_IP}/24"),
+            "dev",
+            "br0",
+        ]);
+        ip(&["-n", &br, "link", "set", "br0", "up"]);
+        for i in 1..=nodes {
+            lab.attach(&format!("n{i}"), &node_ip(i), &format!("p{i}"));
+        }
+        lab.attach("cl", CLIENT_IP, "pcl");
+        lab
+    }
+
+    /// A namespace with `eth0` at `address`, its peer `port` on the bridge.
+    fn attach(&self, short: &str, address: &str, port: &str) {
+        let ns = self.ns(short);
+        let br = self.ns("br");
+        ip(&["netns", "add", &ns]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        ip(&[
+            "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", port, "netns", &br,
+        ]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{address}/24"),
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        ip(&["-n", &br, "link", "set", port, "master", "br0"]);
+        ip(&["-n", &br, "link", "set", port, "up"]);
+    }
+
+    /// The full name of namespace `short` (`br`, `cl`, `n1`…).
+    pub fn ns(&self, short: &str) -> String {
+        format!("{}{short}", self.prefix)
+    }
+
+    /// Cut (`false`) or restore node `n`'s link at the bridge, as pulling
+    /// its cable out of the switch would.
+    pub fn set_link(&self, n: usize, up: bool) {
+        let state = if up { "up" } else { "down" };
+        ip(&["-n", &self.ns("br"), "link", "set", &format!("p{n}"), state]);
+    }
+
+    /// Whether node `n` has `address` on its `eth0`.
+    pub fn holds(&self, n: usize, address: &str) -> bool {
+        let output = Command::new("ip")
+            .args([
+                "-n",
+                &self.ns(&format!("n{n}")),
+                "-4",
+                "-o",
+                "addr",
+                "show",
+                "dev",
+                "eth0",
+            ])
+            .output()
+            .expect("run ip");
+        String::from_utf8_lossy(&output.stdout).contains(&format!(" {address}/"))
+    }
+
+    /// The nodes that hold `address` now.
+    pub fn holders(&self, address: &str) -> Vec<usize> {
+        (1..=self.nodes)
+            .filter(|n| self.holds(*n, address))
+            .collect()
+    }
+
+    /// Run `f` on a thread inside namespace `short`; sockets it makes stay there.
+    pub fn in_ns<T: Send + 'static>(
+        &self,
+        short: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        let path = PathBuf::from("/run/netns").join(self.ns(short));
+        std::thread::spawn(move || {
+            enter(&path);
+            f()
+        })
+        .join()
+        .expect("thread in namespace")
+    }
+
+    /// Start a command inside namespace `short`; it is killed on drop.
+    /// Returns its index for [`Lab::kill`] and friends.
+    pub fn spawn(&self, short: &str, program: &str, args: &[&str], log: &TempFile) -> usize {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(short), program])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log.path).expect("log file"))
+            .stderr(std::fs::File::create(&log.path).expect("log file"))
+            .spawn()
+            .expect("spawn in namespace");
+        let mut children = self.children.lock().unwrap();
+        children.push(child);
+        children.len() - 1
+    }
+
+    /// Send `signal` (`-KILL`, `-TERM`) to a spawned process.
+    pub fn signal(&self, index: usize, signal: &str) {
+        let pid = self.children.lock().unwrap()[index].id();
+        let _ = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status();
+    }
+
+    /// An HTTP backend on the bridge at `port` that answers every request
+    /// with the address of the peer that sent it (so a reply names the
+    /// halb node that forwarded it). Stopped by the returned switch.
+    pub fn backend(&self, port: u16) -> Arc<AtomicBool> {
+        let listener = self.in_ns("br", move || {
+            TcpListener::bind((BRIDGE_IP, port)).expect("bind backend")
+        });
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (mine, all) = (stop.clone(), self.stop_backends.clone());
+        std::thread::spawn(move || {
+            while !mine.load(Ordering::Relaxed) && !all.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, peer)) => {
+                        std::thread::spawn(move || answer(stream, peer));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        stop
+    }
+}
+
+fn answer(mut stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut request = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&buffer[..n]),
+        }
+        if request.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let body = peer.ip().to_string();
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes());
+}
+
+fn enter(path: &PathBuf) {
+    let file = std::fs::File::open(path).expect("open namespace");
+    use std::os::fd::AsFd as _;
+    move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network))
+        .expect("enter namespace");
+}
+
+/// One HTTP GET on a new connection; the body, or what went wrong.
+pub fn http_get(address: &str, path: &str, timeout: Duration) -> Result<String, String> {
+    let address: SocketAddr = address.parse().map_err(|e| format!("{e}"))?;
+    let mut stream =
+        TcpStream::connect_timeout(&address, timeout).map_err(|e| format!("connect: {e}"))?;
+    stream.set_read_timeout(Some(timeout)).ok();
+    stream.set_write_timeout(Some(timeout)).ok();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return Err(format!("no response head: {text:?}"));
+    };
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("status: {}", head.lines().next().unwrap_or("")));
+    }
+    Ok(body.to_owned())
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop_backends.store(true, Ordering::Relaxed);
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        // SIGTERM first: keepalived stops its own children on it.
+        for child in children.iter() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+        let started = Instant::now();
+        for child in children.iter_mut() {
+            while started.elapsed() < Duration::from_secs(3) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for i in 1..=self.nodes {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.ns(&format!("n{i}"))])
+                .status();
+        }
+        for short in ["cl", "br"] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.ns(short)])
+                .status();
+        }
+    }
+}
