@@ -4,23 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The dashboard test drives a real headless Chromium: Debian's packages.
-if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
-  echo "installing chromium and chromium-driver for the dashboard test..."
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+# Debian packages the tests need, installed (one apt-get run) when missing.
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+missing=()
+# The dashboard test drives a real headless Chromium.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+# The VRRP tests run keepalived beside halb for interop.
+command -v keepalived >/dev/null 2>&1 || missing+=(keepalived)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} for the tests..."
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-    chromium chromium-driver >/dev/null
-fi
-
-# The VRRP tests run keepalived beside halb for interop: Debian's package.
-if ! command -v keepalived >/dev/null 2>&1; then
-  echo "installing keepalived for the VRRP interop tests..."
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq keepalived >/dev/null
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # The metrics test parses /metrics with a real Prometheus text parser:

@@ -3,7 +3,6 @@
 //! the interface. Its status is published for the API and the metrics.
 
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -96,11 +95,12 @@ pub enum Control {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// Only the instance's own task counts: plain numbers.
 #[derive(Default)]
 struct Counters {
-    sent: AtomicU64,
-    received: AtomicU64,
-    bad: AtomicU64,
+    sent: u64,
+    received: u64,
+    bad: u64,
 }
 
 /// Starts an instance on `interface`; it runs until told to shut down.
@@ -117,7 +117,7 @@ pub fn start(
     let primary = netlink
         .addresses(interface.index)?
         .into_iter()
-        .find(|a| !vips.contains(&a.address))
+        .find(|a| !a.secondary && !vips.contains(&a.address))
         .map(|a| a.address)
         .ok_or_else(|| {
             std::io::Error::other(format!(
@@ -243,7 +243,7 @@ impl Runner {
             Ok(received) if received.source == self.primary => Vec::new(),
             Ok(received) if received.advert.vrid != self.settings.vrid => Vec::new(),
             Ok(received) => {
-                self.counters.received.fetch_add(1, Relaxed);
+                self.counters.received += 1;
                 let now = self.now();
                 self.machine.on_advert(
                     now,
@@ -253,7 +253,7 @@ impl Runner {
                 )
             }
             Err(bad) => {
-                self.counters.bad.fetch_add(1, Relaxed);
+                self.counters.bad += 1;
                 tracing::debug!(instance = %self.settings.name, error = %bad, "VRRP packet dropped");
                 Vec::new()
             }
@@ -295,7 +295,7 @@ impl Runner {
         }
     }
 
-    async fn advertise(&self, priority: u8) {
+    async fn advertise(&mut self, priority: u8) {
         let advert = Advert {
             vrid: self.settings.vrid,
             priority,
@@ -315,9 +315,7 @@ impl Runner {
         for destination in destinations {
             let message = advert.encode(self.primary, destination);
             match self.socket.send_to(&message, destination).await {
-                Ok(()) => {
-                    self.counters.sent.fetch_add(1, Relaxed);
-                }
+                Ok(()) => self.counters.sent += 1,
                 Err(e) => {
                     tracing::warn!(instance = %self.settings.name, %destination, error = %e, "cannot send a VRRP advert")
                 }
@@ -370,9 +368,9 @@ impl Runner {
             effective_priority: self.machine.effective_priority(),
             master: self.machine.master().map(|m| m.to_string()),
             transitions: self.machine.transitions(),
-            adverts_sent: self.counters.sent.load(Relaxed),
-            adverts_received: self.counters.received.load(Relaxed),
-            adverts_bad: self.counters.bad.load(Relaxed),
+            adverts_sent: self.counters.sent,
+            adverts_received: self.counters.received,
+            adverts_bad: self.counters.bad,
             reason: self.reason.clone(),
         });
     }

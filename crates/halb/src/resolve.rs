@@ -24,11 +24,14 @@ pub type Round = Vec<(Name, Result<Vec<IpAddr>, String>)>;
 
 /// Looks every name up at once; each gets `timeout`.
 pub async fn lookup(names: &BTreeSet<Name>, timeout: Duration) -> Round {
-    let lookups = names.iter().cloned().map(|name| async move {
-        let answer =
-            match tokio::time::timeout(timeout, tokio::net::lookup_host((name.0.as_str(), name.1)))
-                .await
-            {
+    let mut lookups = tokio::task::JoinSet::new();
+    for name in names.iter().cloned() {
+        lookups.spawn(async move {
+            let host = name.0.clone();
+            let found =
+                tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), name.1)))
+                    .await;
+            let answer = match found {
                 Err(_) => Err(format!("no answer within {timeout:?}")),
                 Ok(Err(e)) => Err(e.to_string()),
                 Ok(Ok(addresses)) => {
@@ -42,25 +45,10 @@ pub async fn lookup(names: &BTreeSet<Name>, timeout: Duration) -> Round {
                     }
                 }
             };
-        (name, answer)
-    });
-    futures_join_all(lookups).await
-}
-
-/// `join_all` without a dependency: the lookups run as tasks.
-async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let tasks: Vec<_> = futures.map(tokio::spawn).collect();
-    let mut outputs = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        if let Ok(output) = task.await {
-            outputs.push(output);
-        }
+            (name, answer)
+        });
     }
-    outputs
+    lookups.join_all().await
 }
 
 /// The last good answer of every name, and which names fail now.

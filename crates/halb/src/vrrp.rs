@@ -67,30 +67,24 @@ pub fn start(
     let watched = state.clone();
     tokio::spawn(async move {
         loop {
-            match events.recv().await {
-                Ok(Event::PoolUsable { pool, .. }) => {
-                    for (pools, control) in &tracking {
-                        if pools.iter().any(|p| **p == *pool) {
-                            let fault = fault_of(&watched, pools);
-                            let reason = fault.clone().unwrap_or_else(|| {
-                                format!("tracked pool {pool:?} has a usable backend again")
-                            });
-                            let _ = control.send(Control::Fault(fault.is_some(), reason)).await;
-                        }
-                    }
-                }
-                Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    // Missed events: re-read every tracked pool.
-                    for (pools, control) in &tracking {
-                        let fault = fault_of(&watched, pools);
-                        let reason = fault
-                            .clone()
-                            .unwrap_or_else(|| "tracked pools usable".into());
-                        let _ = control.send(Control::Fault(fault.is_some(), reason)).await;
-                    }
-                }
+            // `None`: events were missed, so every instance is looked at.
+            let changed: Option<Arc<str>> = match events.recv().await {
+                Ok(Event::PoolUsable { pool, .. }) => Some(pool),
+                Ok(_) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            for (pools, control) in &tracking {
+                if let Some(pool) = &changed {
+                    if !pools.iter().any(|p| **p == **pool) {
+                        continue;
+                    }
+                }
+                let fault = fault_of(&watched, pools);
+                let reason = fault
+                    .clone()
+                    .unwrap_or_else(|| "every tracked pool has a usable backend".to_owned());
+                let _ = control.send(Control::Fault(fault.is_some(), reason)).await;
             }
         }
     });

@@ -98,6 +98,13 @@ pub(super) fn non_empty(s: String) -> Result<String, String> {
 /// An `ip:port` socket address. Host names are refused: resolving them would
 /// make the config's meaning depend on DNS at load time.
 pub(super) fn socket_addr(s: String) -> Result<SocketAddr, String> {
+    ip_socket_addr(s, " (host names are not accepted; use an IP address)")
+}
+
+/// As [`socket_addr`]; `not_an_ip` ends the message when the host part is
+/// neither an IP address nor anything else recognisable (where host names
+/// are accepted, the caller has tried them first and passes "").
+pub(super) fn ip_socket_addr(s: String, not_an_ip: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Ok(addr);
     }
@@ -118,7 +125,7 @@ pub(super) fn socket_addr(s: String) -> Result<SocketAddr, String> {
         Some((host, _)) if host.contains(':') && !host.starts_with('[') => {
             " (put an IPv6 address in brackets: \"[::1]:8080\")"
         }
-        Some(_) => " (host names are not accepted; use an IP address)",
+        Some(_) => not_an_ip,
     };
     Err(format!("{expected}{hint}"))
 }

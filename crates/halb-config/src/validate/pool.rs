@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::checker::{at_line, duration, int_in, non_empty, one_of, socket_addr, Checker};
+use super::checker::{at_line, duration, int_in, ip_socket_addr, non_empty, one_of, Checker};
 use super::health::{health_check, outlier_detection};
 use crate::raw::{RawBackend, RawPool, RawRetryBudget, Slot};
 use crate::{
@@ -311,7 +311,7 @@ fn backend(
 
 /// `ip:port`, `[ipv6]:port` or `host.name:port`.
 fn backend_address(s: String) -> Result<Address, String> {
-    let address = match socket_addr(s.clone()) {
+    let address = match ip_socket_addr(s.clone(), "") {
         Ok(address) => Address::Ip(address),
         Err(ip_error) => match host_and_port(&s) {
             Some((host, port)) => Address::Name { host, port },
@@ -321,11 +321,7 @@ fn backend_address(s: String) -> Result<Address, String> {
                     name_problem(&s)
                 ))
             }
-            None => {
-                return Err(
-                    ip_error.replace(" (host names are not accepted; use an IP address)", "")
-                )
-            }
+            None => return Err(ip_error),
         },
     };
     let port = match &address {

@@ -47,8 +47,8 @@ fn rewrite(file: &TempFile, text: &str) {
     std::fs::write(&file.path, text).expect("rewrite the hosts file");
 }
 
-/// Waits until the last `n` answers of `probe` all came from `names` (and
-/// each of them answered at least once).
+/// Waits until 12 requests in a row are all answered by `names`, each of
+/// them at least once; how long that took.
 async fn wait_for_answers(front: SocketAddr, names: &[&str], limit: Duration) -> Duration {
     let started = Instant::now();
     let mut client = crate::support::HttpClient::connect(front).await;

@@ -158,12 +158,16 @@ impl Lab {
     /// Start a command inside namespace `short`; it is killed on drop.
     /// Returns its index for [`Lab::kill`] and friends.
     pub fn spawn(&self, short: &str, program: &str, args: &[&str], log: &TempFile) -> usize {
+        // One open file for both streams: two would each write from offset
+        // 0 and overwrite one another.
+        let stdout = std::fs::File::create(&log.path).expect("log file");
+        let stderr = stdout.try_clone().expect("log file");
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns(short), program])
             .args(args)
             .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log.path).expect("log file"))
-            .stderr(std::fs::File::create(&log.path).expect("log file"))
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .expect("spawn in namespace");
         let mut children = self.children.lock().unwrap();

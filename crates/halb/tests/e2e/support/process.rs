@@ -54,7 +54,12 @@ impl Drop for TempFile {
 
 /// `halb` with its stdout and stderr going to the given files.
 pub fn halb_command(stdout: &TempFile, stderr: &TempFile) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_halb"));
+    logged_command(env!("CARGO_BIN_EXE_halb"), stdout, stderr)
+}
+
+/// `program` with no input and its output in the two files.
+fn logged_command(program: &str, stdout: &TempFile, stderr: &TempFile) -> Command {
+    let mut command = Command::new(program);
     command
         .stdin(Stdio::null())
         .stdout(File::create(&stdout.path).expect("create stdout file"))
@@ -172,20 +177,18 @@ impl Halb {
         let config = TempFile::with_contents("config.toml", config_toml);
         let stdout = TempFile::unique("stdout");
         let stderr = TempFile::unique("stderr");
-        let mut command = halb_command(&stdout, &stderr);
-        if let Some(script) = wrapper {
-            let program = command.get_program().to_owned();
-            command = Command::new("sh");
-            command
-                .stdin(Stdio::null())
-                .stdout(File::create(&stdout.path).expect("create stdout file"))
-                .stderr(File::create(&stderr.path).expect("create stderr file"))
-                .env("RUST_BACKTRACE", "1")
-                .arg("-c")
-                .arg(script)
-                .arg("halb")
-                .arg(program);
-        }
+        let mut command = match wrapper {
+            None => halb_command(&stdout, &stderr),
+            Some(script) => {
+                let mut command = logged_command("sh", &stdout, &stderr);
+                command
+                    .arg("-c")
+                    .arg(script)
+                    .arg("halb")
+                    .arg(env!("CARGO_BIN_EXE_halb"));
+                command
+            }
+        };
         let child = command
             .arg("run")
             .arg("--config")
