@@ -18,6 +18,8 @@ pub struct Config {
     pub access_log: Option<AccessLog>,
     /// `[alerts]`
     pub alerts: Alerts,
+    /// `[cluster]`; `None` when the file has none.
+    pub cluster: Option<crate::Cluster>,
 }
 
 /// `[log]`: halb's own logs (through `tracing`).
@@ -429,6 +431,9 @@ impl Default for OutlierDetection {
         }
     }
 }
+
+/// The highest `weight` a backend can have.
+pub const MAX_BACKEND_WEIGHT: u32 = 1000;
 
 /// `[[pool.backend]]`
 #[derive(Debug, Clone, PartialEq, Eq)]

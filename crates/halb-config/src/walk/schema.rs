@@ -17,6 +17,7 @@ const ROOT_KEYS: &[&str] = &[
     "log",
     "access_log",
     "alerts",
+    "cluster",
 ];
 const RUNTIME_KEYS: &[&str] = &["workers", "drain_timeout"];
 const LOG_KEYS: &[&str] = &["level"];
@@ -99,6 +100,7 @@ impl Walker {
         let pools = self
             .array_of_tables(root, "pool")
             .map(|tables| tables.iter().map(|t| self.pool(t)).collect());
+        let cluster = self.table(root, "cluster").map(|table| self.cluster(table));
         RawConfig {
             root: root.at.clone(),
             runtime,
@@ -108,6 +110,7 @@ impl Walker {
             admin,
             listeners,
             pools,
+            cluster,
         }
     }
 
