@@ -68,6 +68,14 @@ fn node(text: &mut Exposition, config: &ConfigInfo, sources: &MetricSources) {
     );
     reloads.sample(&[("result", "ok")], config.reloads_ok());
     reloads.sample(&[("result", "failed")], config.reloads_failed());
+    if let Some(up) = config.source().report.and_then(|r| r.store_up()) {
+        text.family(
+            "halb_config_store_up",
+            Kind::Gauge,
+            "1 while the shared config store (etcd) answers; 0 while it is away (the node serves what it applied).",
+        )
+        .sample(&[], u64::from(up));
+    }
     if let Some(alerter) = &sources.alerts {
         let stats = alerter.load().stats();
         let mut alerts = text.family(

@@ -1,5 +1,6 @@
 //! The `halb` binary: command line, wiring of data path and admin, signals.
 
+mod cluster;
 mod demo;
 mod run;
 

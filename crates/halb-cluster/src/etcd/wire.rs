@@ -44,8 +44,6 @@ fn is_zero(n: &i64) -> bool {
 pub struct ResponseHeader {
     #[serde(default, deserialize_with = "int64")]
     pub revision: i64,
-    #[serde(default, deserialize_with = "int64")]
-    pub member_id: i64,
 }
 
 /// One key and its value.
