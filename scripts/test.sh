@@ -14,6 +14,17 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     chromium chromium-driver >/dev/null
 fi
 
+# The fleet tests run a real etcd (one member and a three-member cluster)
+# and write keys with etcdctl: Debian's etcd-server and etcd-client.
+if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
+  echo "installing etcd-server and etcd-client for the fleet tests..."
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    etcd-server etcd-client >/dev/null
+fi
+
 # The metrics test parses /metrics with a real Prometheus text parser:
 # Python's prometheus-client.
 if ! python3 -c "import prometheus_client" 2>/dev/null; then

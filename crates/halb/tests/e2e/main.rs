@@ -14,6 +14,7 @@ mod bad_requests;
 mod cli;
 mod dashboard;
 mod drain;
+mod etcd_config;
 mod failures;
 mod flapping;
 mod health_checks;
