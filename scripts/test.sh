@@ -13,6 +13,10 @@ missing=()
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 # The VRRP tests run keepalived beside halb for interop.
 command -v keepalived >/dev/null 2>&1 || missing+=(keepalived)
+# The fleet tests run a real etcd (one member and a three-member cluster)
+# and write keys with etcdctl.
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} for the tests..."
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use halb_proxy::ReloadSummary;
 use serde::Serialize;
@@ -75,6 +75,30 @@ pub struct ConfigInfo {
     last_error: Mutex<Vec<String>>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    /// Where the config comes from and which version runs.
+    source: Mutex<SourceInfo>,
+}
+
+/// The status API's `node`, `config_source` and `config_revision`, and
+/// what the source says of itself (etcd: the store's health).
+#[derive(Debug, Clone, Default)]
+pub struct SourceInfo {
+    pub node: Option<String>,
+    /// `file`, `inline` or `etcd`.
+    pub source: String,
+    /// A file's hash, or the etcd revision of the shared config.
+    pub revision: String,
+    pub report: Option<Arc<dyn SourceReport>>,
+}
+
+/// A config source's own report, for the status API and `/metrics`.
+pub trait SourceReport: Send + Sync + std::fmt::Debug {
+    /// The status API's `cluster` object.
+    fn status(&self) -> serde_json::Value;
+    /// Whether the store answers (`None`: the source has no store).
+    fn store_up(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// `config` in the status document.
@@ -88,8 +112,14 @@ pub struct ConfigStatus {
 }
 
 impl ConfigInfo {
+    /// A config file's identity (`config_source` = `file`, revision = its hash).
     pub fn new(hash: String) -> Self {
         ConfigInfo {
+            source: Mutex::new(SourceInfo {
+                source: "file".to_owned(),
+                revision: hash.clone(),
+                ..SourceInfo::default()
+            }),
             hash: Mutex::new(hash),
             ..ConfigInfo::default()
         }
@@ -101,6 +131,12 @@ impl ConfigInfo {
             ReloadOutcome::Applied { config_hash, .. } => {
                 self.reloads_ok.fetch_add(1, Relaxed);
                 *self.hash.lock().unwrap_or_else(|e| e.into_inner()) = config_hash.clone();
+                let mut source = self.source.lock().unwrap_or_else(|e| e.into_inner());
+                if source.source != "etcd" {
+                    // A file's version is its hash; etcd's is set by its source.
+                    source.revision = config_hash.clone();
+                }
+                drop(source);
                 self.last_error
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -111,6 +147,26 @@ impl ConfigInfo {
                 *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = errors.clone();
             }
         }
+    }
+
+    /// Set where the config comes from (and which version runs).
+    pub fn set_source(&self, source: SourceInfo) {
+        *self.source.lock().unwrap_or_else(|e| e.into_inner()) = source;
+    }
+
+    /// A new version of the same source runs.
+    pub fn set_revision(&self, revision: String) {
+        self.source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .revision = revision;
+    }
+
+    pub fn source(&self) -> SourceInfo {
+        self.source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn hash(&self) -> String {

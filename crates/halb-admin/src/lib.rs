@@ -24,7 +24,9 @@ use halb_health::AdminState;
 use halb_proxy::Topology;
 use halb_state::{Change, Origin, State};
 
-pub use control::{Command, Commands, ConfigInfo, ConfigStatus, ReloadOutcome};
+pub use control::{
+    Command, Commands, ConfigInfo, ConfigStatus, ReloadOutcome, SourceInfo, SourceReport,
+};
 pub use metrics::MetricSources;
 pub use status::Status;
 

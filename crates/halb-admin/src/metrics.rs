@@ -114,6 +114,14 @@ fn node(text: &mut Exposition, config: &ConfigInfo, sources: &MetricSources) {
     if let Some(vrrp) = &sources.vrrp {
         vrrp_metrics(text, &vrrp.snapshot());
     }
+    if let Some(up) = config.source().report.and_then(|r| r.store_up()) {
+        text.family(
+            "halb_config_store_up",
+            Kind::Gauge,
+            "1 while the shared config store (etcd) answers; 0 while it is away (the node serves what it applied).",
+        )
+        .sample(&[], u64::from(up));
+    }
     if let Some(alerter) = &sources.alerts {
         let stats = alerter.load().stats();
         let mut alerts = text.family(

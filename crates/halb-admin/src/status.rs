@@ -13,6 +13,17 @@ use crate::control::{ConfigInfo, ConfigStatus};
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub version: &'static str,
+    /// This node's name in the fleet (`[cluster] node`), if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// `file`, `inline` or `etcd`.
+    pub config_source: String,
+    /// The version that runs: a file's hash, or the etcd revision of
+    /// `<prefix>/config`.
+    pub config_revision: String,
+    /// The config source's own report (etcd: the store's health).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<serde_json::Value>,
     /// The running config's hash and the reloads so far.
     pub config: ConfigStatus,
     pub listeners: Vec<ListenerStatus>,
@@ -81,8 +92,13 @@ pub struct BackendStatus {
 
 impl Status {
     pub fn of(topology: &Topology, config: &ConfigInfo) -> Status {
+        let source = config.source();
         Status {
             version: env!("CARGO_PKG_VERSION"),
+            node: source.node,
+            config_source: source.source,
+            config_revision: source.revision,
+            cluster: source.report.map(|report| report.status()),
             config: config.status(),
             listeners: topology
                 .listeners

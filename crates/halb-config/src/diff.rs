@@ -37,7 +37,7 @@ pub enum Change {
         keys: Vec<&'static str>,
     },
     /// A node-local section changed: `runtime`, `admin`, `log`,
-    /// `access_log` or `alerts`.
+    /// `access_log`, `alerts` or `cluster`.
     Section(&'static str),
 }
 
@@ -102,6 +102,7 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
         ("access_log", old.access_log != new.access_log),
         ("alerts", old.alerts != new.alerts),
         ("vrrp", old.vrrp != new.vrrp),
+        ("cluster", old.cluster != new.cluster),
     ];
     for (name, changed) in sections {
         if changed {

@@ -18,6 +18,8 @@ pub struct Config {
     pub access_log: Option<AccessLog>,
     /// `[alerts]`
     pub alerts: Alerts,
+    /// `[cluster]`; `None` when the file has none.
+    pub cluster: Option<crate::Cluster>,
     /// `[vrrp]`; `None` when absent: this node holds no virtual IPs.
     pub vrrp: Option<Vrrp>,
 }
@@ -485,6 +487,9 @@ pub struct NamedBackend {
     pub weight: u32,
     pub backup: bool,
 }
+
+/// The highest `weight` a backend can have.
+pub const MAX_BACKEND_WEIGHT: u32 = 1000;
 
 /// `[[pool.backend]]`
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -240,4 +240,23 @@ pub(crate) struct RawConfig {
     pub admin: Slot<RawAdmin>,
     pub listeners: Slot<Vec<RawListener>>,
     pub pools: Slot<Vec<RawPool>>,
+    /// `Missing` when the file has no `[cluster]`.
+    pub cluster: Slot<RawCluster>,
+}
+
+/// `[cluster]`
+#[derive(Debug)]
+pub(crate) struct RawCluster {
+    pub at: Header,
+    pub node: Slot<String>,
+    pub state_dir: Slot<String>,
+    pub etcd: Slot<RawEtcd>,
+}
+
+/// `[cluster.etcd]`
+#[derive(Debug)]
+pub(crate) struct RawEtcd {
+    pub at: Header,
+    pub endpoints: Slot<Vec<Slot<String>>>,
+    pub prefix: Slot<String>,
 }

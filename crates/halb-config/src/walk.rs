@@ -3,6 +3,7 @@
 //! reported, each with its key path and line (serde would stop at the first).
 //! This file holds the generic readers: tables, scalars, arrays, durations.
 
+mod cluster;
 mod schema;
 
 use std::ops::Range;

@@ -1,6 +1,8 @@
 //! The `halb` binary: command line, wiring of data path and admin, signals.
 
+mod cluster;
 mod demo;
+mod fleet;
 mod notify;
 mod resolve;
 mod run;
@@ -53,6 +55,76 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9900")]
         admin: std::net::SocketAddr,
     },
+    /// The fleet's shared config in etcd.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Keep a backend registered in etcd (on a lease) while this process
+    /// lives; SIGTERM/SIGINT remove it at once, a crash after --ttl.
+    Register {
+        /// etcd client URLs, comma-separated.
+        #[arg(long)]
+        etcd: String,
+        #[arg(long, default_value = halb_config::DEFAULT_ETCD_PREFIX)]
+        prefix: String,
+        /// The pool to join.
+        #[arg(long)]
+        pool: String,
+        /// The backend's ip:port.
+        #[arg(long)]
+        address: std::net::SocketAddr,
+        /// The lease's time to live: how long the key outlives a crash.
+        #[arg(long, default_value = "10s")]
+        ttl: String,
+        /// Renew only while GET on this URL answers 2xx.
+        #[arg(long)]
+        check: Option<String>,
+        /// The backend's weight (0..=1000; default 1).
+        #[arg(long)]
+        weight: Option<u32>,
+        /// A backup backend (used only when no primary is usable).
+        #[arg(long)]
+        backup: bool,
+    },
+    /// The fleet as etcd sees it.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate FILE as the shared config (listeners, pools, alerts) and
+    /// store it at <prefix>/config; a bad file is refused with every error.
+    Push {
+        /// etcd client URLs, comma-separated.
+        #[arg(long)]
+        etcd: String,
+        #[arg(long, default_value = halb_config::DEFAULT_ETCD_PREFIX)]
+        prefix: String,
+        /// Show the changes against what is stored; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Every node: the config revision it applied, and whether it runs
+    /// what etcd holds now.
+    Status {
+        /// etcd client URLs, comma-separated.
+        #[arg(long)]
+        etcd: String,
+        #[arg(long, default_value = halb_config::DEFAULT_ETCD_PREFIX)]
+        prefix: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,5 +133,41 @@ fn main() -> ExitCode {
         Command::Run { config, watch } => run::run_file(&config, watch),
         Command::Check { config } => run::check_file(&config),
         Command::Demo { listen, admin } => demo::run(listen, admin),
+        Command::Config {
+            command:
+                ConfigCommand::Push {
+                    etcd,
+                    prefix,
+                    dry_run,
+                    file,
+                },
+        } => fleet::push(fleet::Push {
+            etcd: &etcd,
+            prefix: &prefix,
+            dry_run,
+            file: &file,
+        }),
+        Command::Register {
+            etcd,
+            prefix,
+            pool,
+            address,
+            ttl,
+            check,
+            weight,
+            backup,
+        } => fleet::register(fleet::Register {
+            etcd: &etcd,
+            prefix: &prefix,
+            pool: &pool,
+            address,
+            ttl: &ttl,
+            check: check.as_deref(),
+            weight,
+            backup,
+        }),
+        Command::Cluster {
+            command: ClusterCommand::Status { etcd, prefix, json },
+        } => fleet::cluster_status(&etcd, &prefix, json),
     }
 }

@@ -79,6 +79,13 @@ fn report(path: &Path, errors: &[String]) {
 
 pub fn check_file(path: &Path) -> ExitCode {
     match load(path) {
+        Ok(Loaded { config, .. }) if config.etcd().is_some() => {
+            println!(
+                "{}: OK (node-local; listeners, pools and alerts come from etcd)",
+                path.display()
+            );
+            ExitCode::SUCCESS
+        }
         Ok(Loaded { config, .. }) => {
             println!(
                 "{}: OK ({} listener{}, {} pool{})",
@@ -105,6 +112,9 @@ pub fn run_file(path: &Path, watch: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if loaded.config.etcd().is_some() {
+        return crate::cluster::run(path, loaded);
+    }
     init_tracing(loaded.config.log.level.as_deref());
     let source = Source::File {
         path: path.to_owned(),
@@ -155,6 +165,8 @@ pub enum Source {
     File { path: PathBuf, watch: bool },
     /// Built in memory (the demo): nothing to reload.
     Inline,
+    /// The node's own file and etcd's shared config (`[cluster.etcd]`).
+    Cluster(Box<crate::cluster::ClusterNode>),
 }
 
 /// Where a started node listens.
@@ -168,7 +180,7 @@ pub struct Started {
 /// addresses once everything listens.
 pub async fn serve(
     loaded: Loaded,
-    source: Source,
+    mut source: Source,
     started: Option<watch::Sender<Started>>,
 ) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
@@ -248,6 +260,16 @@ pub async fn serve(
         });
     }
 
+    match &mut source {
+        Source::Cluster(cluster) => cluster.started(&info, admin_address),
+        Source::Inline => info.set_source(halb_admin::SourceInfo {
+            source: "inline".to_owned(),
+            revision: hash.clone(),
+            ..halb_admin::SourceInfo::default()
+        }),
+        Source::File { .. } => {}
+    }
+    let mut etcd = crate::cluster::take_source(&mut source);
     let mut node = Node {
         proxy,
         config,
@@ -283,6 +305,7 @@ pub async fn serve(
                 }
             },
             Some(round) = rounds.recv() => node.resolved(round),
+            snapshot = crate::cluster::changed(&mut etcd) => node.apply_snapshot(snapshot).await,
             _ = watch_tick.tick(), if watching => {
                 if node.file_changed() {
                     tracing::info!("config file changed: reloading");
@@ -313,6 +336,9 @@ pub async fn serve(
         std::process::exit(1);
     });
     let _ = stop_admin.send(true);
+    if let Source::Cluster(cluster) = &mut node.source {
+        cluster.leave().await;
+    }
     let (proxy, access_log) = (node.proxy, node.access_log);
     tokio::task::spawn_blocking(move || {
         proxy.shutdown(drain);
@@ -432,11 +458,15 @@ impl Node {
     /// file changes nothing.
     async fn reload(&mut self) -> ReloadOutcome {
         self.notifier.reloading();
-        let outcome = match &self.source {
+        let outcome = match &mut self.source {
+            Source::Cluster(cluster) => match cluster.reload_local() {
+                Ok((config, hash)) => self.apply(config, hash).await,
+                Err(errors) => ReloadOutcome::Rejected { errors },
+            },
             Source::Inline => ReloadOutcome::Rejected {
                 errors: vec!["this node was not started from a config file".to_owned()],
             },
-            Source::File { path, .. } => match std::fs::read_to_string(path) {
+            Source::File { ref path, .. } => match std::fs::read_to_string(path) {
                 Err(e) => ReloadOutcome::Rejected {
                     errors: vec![format!("cannot read {}: {e}", path.display())],
                 },
@@ -452,6 +482,27 @@ impl Node {
                 }
             },
         };
+        self.settle(outcome)
+    }
+
+    /// A new snapshot from etcd: apply what it makes, or report why not.
+    async fn apply_snapshot(&mut self, snapshot: Arc<halb_cluster::Snapshot>) {
+        let Source::Cluster(cluster) = &mut self.source else {
+            return;
+        };
+        let outcome = match cluster.compose(snapshot) {
+            None => return,
+            Some(Ok((config, hash))) => self.apply(config, hash).await,
+            Some(Err(errors)) => ReloadOutcome::Rejected { errors },
+        };
+        self.settle(outcome);
+    }
+
+    /// Record, log and (when refused) alert a reload's outcome.
+    fn settle(&mut self, outcome: ReloadOutcome) -> ReloadOutcome {
+        if let Source::Cluster(cluster) = &mut self.source {
+            cluster.settled(&outcome, &self.info);
+        }
         self.info.record(&outcome);
         match &outcome {
             ReloadOutcome::Applied { config_hash, .. } => {

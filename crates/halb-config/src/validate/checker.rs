@@ -12,6 +12,9 @@ use crate::{parse_duration, ConfigError};
 /// Collects every validation error; validation goes on after each one.
 pub(super) struct Checker {
     pub errors: Vec<ConfigError>,
+    /// A pool may have no `[[pool.backend]]`: the shared config in etcd,
+    /// whose backends may all be registered at run time.
+    pub backends_optional: bool,
 }
 
 impl Checker {

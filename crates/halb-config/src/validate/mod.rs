@@ -4,6 +4,7 @@
 
 mod alerts;
 mod checker;
+mod cluster;
 mod health;
 mod log;
 mod pool;
@@ -16,8 +17,8 @@ use std::time::Duration;
 
 use crate::raw::{Field, Header, RawAdmin, RawConfig, RawListener, RawRuntime, Slot};
 use crate::{
-    Admin, Alerts, Config, ConfigError, Listener, Log, Protocol, Runtime, DEFAULT_RESOLVE_INTERVAL,
-    DEFAULT_SHUTDOWN_DRAIN, MAX_RESOLVE_INTERVAL, MIN_RESOLVE_INTERVAL,
+    Admin, Alerts, Config, ConfigError, Document, Listener, Log, Protocol, Runtime,
+    DEFAULT_RESOLVE_INTERVAL, DEFAULT_SHUTDOWN_DRAIN, MAX_RESOLVE_INTERVAL, MIN_RESOLVE_INTERVAL,
 };
 use checker::{at_line, duration, int_in, non_empty, one_of, socket_addr, Checker};
 
@@ -33,9 +34,20 @@ const MAX_HEADER_BYTES: i64 = 1024 * 1024;
 pub(crate) fn validate(
     raw: RawConfig,
     errors: Vec<ConfigError>,
+    document: Document,
 ) -> Result<Config, Vec<ConfigError>> {
-    let mut checker = Checker { errors };
+    let mut checker = Checker {
+        errors,
+        backends_optional: document == Document::Shared,
+    };
     let c = &mut checker;
+    // A node whose shared sections come from etcd has none of its own.
+    let local_only = document == Document::Node && cluster::shared_from_etcd(&raw);
+    match document {
+        Document::Node if local_only => cluster::reject_shared_sections(c, &raw),
+        Document::Node => {}
+        Document::Shared => cluster::reject_node_local_sections(c, &raw),
+    }
 
     let runtime = runtime(c, raw.runtime);
     let log = match raw.log {
@@ -64,6 +76,41 @@ pub(crate) fn validate(
         .and_then(|admin| admin.as_ref())
         .and_then(|admin| admin.bind.clone());
 
+    let cluster = match raw.cluster {
+        Slot::Missing => Some(None),
+        Slot::Invalid => None,
+        Slot::Set(field) => cluster::cluster(c, field.value).map(Some),
+    };
+    if local_only {
+        // Reported above; validated no further. The pools that `[vrrp]`
+        // tracks come from etcd: checked when a shared config is applied.
+        let vrrp = match raw.vrrp {
+            Slot::Missing => Some(None),
+            Slot::Invalid => None,
+            Slot::Set(field) => vrrp::vrrp(c, field.value, None).map(Some),
+        };
+        return match (runtime, admin, log, access_log, cluster, vrrp) {
+            (
+                Some(runtime),
+                Some(admin),
+                Some(log),
+                Some(access_log),
+                Some(cluster),
+                Some(vrrp),
+            ) if checker.errors.is_empty() => Ok(Config {
+                runtime,
+                admin: admin.and_then(|admin| admin.valid),
+                listeners: Vec::new(),
+                pools: Vec::new(),
+                log,
+                access_log,
+                alerts: Alerts::default(),
+                cluster,
+                vrrp,
+            }),
+            _ => Err(rejected(checker)),
+        };
+    }
     let raw_pools = match raw.pools {
         Slot::Set(field) => field.value,
         Slot::Missing | Slot::Invalid => Vec::new(),
@@ -72,12 +119,14 @@ pub(crate) fn validate(
     let vrrp = match raw.vrrp {
         Slot::Missing => Some(None),
         Slot::Invalid => None,
-        Slot::Set(field) => vrrp::vrrp(c, field.value, &defined_pools).map(Some),
+        Slot::Set(field) => vrrp::vrrp(c, field.value, Some(&defined_pools)).map(Some),
     };
     let pools = pool::pools(c, raw_pools);
     let listeners = listeners(c, raw.listeners, &raw.root, &defined_pools, admin_bind);
 
-    match (runtime, admin, listeners, pools, log, access_log, alerts) {
+    match (
+        runtime, admin, listeners, pools, log, access_log, alerts, cluster,
+    ) {
         (
             Some(runtime),
             Some(admin),
@@ -86,6 +135,7 @@ pub(crate) fn validate(
             Some(log),
             Some(access_log),
             Some(alerts),
+            Some(cluster),
         ) if checker.errors.is_empty() && vrrp.is_some() => Ok(Config {
             vrrp: vrrp.flatten(),
             runtime,
@@ -95,19 +145,23 @@ pub(crate) fn validate(
             log,
             access_log,
             alerts,
+            cluster,
         }),
-        _ => {
-            if checker.errors.is_empty() {
-                // Every `None` above comes with an error; this is a safety net.
-                checker.error(
-                    String::new(),
-                    None,
-                    "the config was rejected without a reason (a bug in halb-config)",
-                );
-            }
-            Err(checker.errors)
-        }
+        _ => Err(rejected(checker)),
     }
+}
+
+/// The errors of a rejected config (never none).
+fn rejected(mut checker: Checker) -> Vec<ConfigError> {
+    if checker.errors.is_empty() {
+        // Every `None` above comes with an error; this is a safety net.
+        checker.error(
+            String::new(),
+            None,
+            "the config was rejected without a reason (a bug in halb-config)",
+        );
+    }
+    checker.errors
 }
 
 fn runtime(c: &mut Checker, raw: RawRuntime) -> Option<Runtime> {

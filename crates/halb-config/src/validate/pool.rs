@@ -19,7 +19,7 @@ const DEFAULT_RETRIES: u32 = 2;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_RETRIES_PER_SECOND: i64 = 100_000;
-const MAX_WEIGHT: i64 = 1000;
+const MAX_WEIGHT: i64 = crate::MAX_BACKEND_WEIGHT as i64;
 const DEFAULT_WEIGHT: u32 = 1;
 
 /// The names of the pools in the file, for reference checks. Taken from the
@@ -147,6 +147,10 @@ fn pool(
     };
     let backends = match raw.backends {
         Slot::Invalid => None,
+        Slot::Missing if c.backends_optional => Some((Vec::new(), Vec::new())),
+        Slot::Set(field) if field.value.is_empty() && c.backends_optional => {
+            Some((Vec::new(), Vec::new()))
+        }
         Slot::Missing => {
             c.error(at.path_of("backend"), at.line, no_backends());
             None

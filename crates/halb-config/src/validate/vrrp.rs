@@ -14,7 +14,9 @@ const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_secs(1);
 /// Adverts carry the interval in 12 bits of centiseconds.
 const MAX_ADVERT_CENTISECONDS: u128 = 4095;
 
-pub(super) fn vrrp(c: &mut Checker, raw: RawVrrp, pools: &[String]) -> Option<Vrrp> {
+/// `pools`: the defined pool names that `track_pools` may name; `None`
+/// when the pools come from elsewhere (etcd) and are checked there.
+pub(super) fn vrrp(c: &mut Checker, raw: RawVrrp, pools: Option<&[String]>) -> Option<Vrrp> {
     let at = &raw.at;
     let interface = c.required(at, "interface", raw.interface, |name| {
         let name = non_empty(name)?;
@@ -66,7 +68,7 @@ pub(super) fn vrrp(c: &mut Checker, raw: RawVrrp, pools: &[String]) -> Option<Vr
 fn instance(
     c: &mut Checker,
     raw: RawVrrpInstance,
-    pools: &[String],
+    pools: Option<&[String]>,
     seen_vrids: &mut HashMap<u8, (String, Option<usize>)>,
     seen_names: &mut HashMap<String, (String, Option<usize>)>,
 ) -> Option<VrrpInstance> {
@@ -154,16 +156,18 @@ fn instance(
     let track_pools = match raw.track_pools {
         Slot::Missing => Some(Vec::new()),
         Slot::Invalid => None,
-        Slot::Set(field) => each(c, &at.path_of("track_pools"), field.value, |name| {
-            if pools.contains(&name) {
-                Ok(name)
-            } else {
-                Err(format!(
+        Slot::Set(field) => each(
+            c,
+            &at.path_of("track_pools"),
+            field.value,
+            |name| match pools {
+                Some(pools) if !pools.contains(&name) => Err(format!(
                     "names pool {name:?}, which is not defined; defined pools: {}",
                     pools.join(", ")
-                ))
-            }
-        }),
+                )),
+                _ => Ok(name),
+            },
+        ),
     };
     let notify = match raw.notify {
         Slot::Missing => Some(None),

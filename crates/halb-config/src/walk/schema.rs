@@ -18,6 +18,7 @@ const ROOT_KEYS: &[&str] = &[
     "access_log",
     "alerts",
     "vrrp",
+    "cluster",
 ];
 const VRRP_KEYS: &[&str] = &["interface", "unicast_peers", "instance"];
 const VRRP_INSTANCE_KEYS: &[&str] = &[
@@ -113,6 +114,7 @@ impl Walker {
         let pools = self
             .array_of_tables(root, "pool")
             .map(|tables| tables.iter().map(|t| self.pool(t)).collect());
+        let cluster = self.table(root, "cluster").map(|table| self.cluster(table));
         RawConfig {
             root: root.at.clone(),
             runtime,
@@ -123,6 +125,7 @@ impl Walker {
             admin,
             listeners,
             pools,
+            cluster,
         }
     }
 

@@ -15,6 +15,8 @@ mod cli;
 mod dashboard;
 mod dns_backends;
 mod drain;
+mod etcd_config;
+mod etcd_fleet;
 mod failures;
 mod flapping;
 mod health_checks;

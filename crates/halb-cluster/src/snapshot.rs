@@ -1,0 +1,207 @@
+//! What a node knows of the keys under `<prefix>/`: the shared config
+//! document and the dynamic backends, as of one etcd revision. A full read
+//! makes one; watch events move it on.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::etcd::wire::{Event, EventKind, KeyValue};
+
+/// The key of the shared config, under the prefix.
+pub const CONFIG_KEY: &str = "config";
+/// Dynamic backends: `pools/<pool>/backends/<address>`.
+pub const POOLS_DIR: &str = "pools/";
+/// The node registry: `nodes/<node>`.
+pub const NODES_DIR: &str = "nodes/";
+
+/// One key's value and the revision that last wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub value: String,
+    pub mod_revision: i64,
+}
+
+/// The shared config and the dynamic backends as of `revision`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The store's revision this view is current to.
+    pub revision: i64,
+    /// `<prefix>/config`; `None` when the key does not exist.
+    pub config: Option<Entry>,
+    /// `pools/<pool>/backends/<address>` (relative to the prefix) → value.
+    pub backends: BTreeMap<String, Entry>,
+}
+
+impl Snapshot {
+    /// The view of a full read of `<prefix>/` at `revision`.
+    pub fn from_range(prefix: &str, revision: i64, kvs: &[KeyValue]) -> Snapshot {
+        let mut snapshot = Snapshot {
+            revision,
+            ..Snapshot::default()
+        };
+        for kv in kvs {
+            snapshot.put(prefix, kv);
+        }
+        snapshot
+    }
+
+    /// Apply watch events; whether the shared config or a backend changed
+    /// (node registry writes do not count).
+    pub fn apply(&mut self, prefix: &str, events: &[Event]) -> bool {
+        let mut changed = false;
+        for event in events {
+            changed |= match event.kind {
+                EventKind::Put => self.put(prefix, &event.kv),
+                EventKind::Delete => self.delete(prefix, &event.kv),
+            };
+            self.revision = self.revision.max(event.kv.mod_revision);
+        }
+        changed
+    }
+
+    fn put(&mut self, prefix: &str, kv: &KeyValue) -> bool {
+        let Some(key) = relative(prefix, &kv.key) else {
+            return false;
+        };
+        let entry = Entry {
+            value: String::from_utf8_lossy(&kv.value).into_owned(),
+            mod_revision: kv.mod_revision,
+        };
+        if key == CONFIG_KEY {
+            self.config = Some(entry);
+            true
+        } else if key.starts_with(POOLS_DIR) {
+            self.backends.insert(key.to_owned(), entry);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn delete(&mut self, prefix: &str, kv: &KeyValue) -> bool {
+        let Some(key) = relative(prefix, &kv.key) else {
+            return false;
+        };
+        if key == CONFIG_KEY {
+            self.config = None;
+            true
+        } else if key.starts_with(POOLS_DIR) {
+            self.backends.remove(key).is_some()
+        } else {
+            false
+        }
+    }
+
+    /// The revision of the shared config document (0: none).
+    pub fn config_revision(&self) -> i64 {
+        self.config.as_ref().map_or(0, |c| c.mod_revision)
+    }
+
+    /// A short identity of the dynamic backend keys and their values: two
+    /// nodes with the same one see the same backends.
+    pub fn backends_hash(&self) -> String {
+        let mut hash = Fnv::new();
+        for (key, entry) in &self.backends {
+            hash.write(key.as_bytes());
+            hash.write(b"\0");
+            hash.write(entry.value.as_bytes());
+            hash.write(b"\0");
+        }
+        hash.hex()
+    }
+}
+
+/// `key` without `<prefix>/`, if it is under it.
+fn relative<'a>(prefix: &str, key: &'a [u8]) -> Option<&'a str> {
+    let key = std::str::from_utf8(key).ok()?;
+    key.strip_prefix(prefix)?.strip_prefix('/')
+}
+
+/// FNV-1a, 64 bits: short, stable identities of texts (not a defence
+/// against anyone).
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl Fnv {
+    pub fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    /// 16 hex digits.
+    pub fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv::new()
+    }
+}
+
+/// The identity of a text: its FNV-1a hash in hex.
+pub fn text_hash(text: &str) -> String {
+    let mut hash = Fnv::new();
+    hash.write(text.as_bytes());
+    hash.hex()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(key: &str, value: &str, revision: i64) -> KeyValue {
+        KeyValue {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            mod_revision: revision,
+            ..KeyValue::default()
+        }
+    }
+
+    #[test]
+    fn events_move_the_view_on() {
+        let mut snapshot = Snapshot::from_range(
+            "/halb",
+            5,
+            &[
+                kv("/halb/config", "x", 2),
+                kv("/halb/pools/app/backends/127.0.0.1:1", "", 3),
+                kv("/halb/nodes/lb1", "{}", 5),
+                kv("/halbx/config", "other", 4),
+            ],
+        );
+        assert_eq!(snapshot.config_revision(), 2);
+        assert_eq!(snapshot.backends.len(), 1);
+        let before = snapshot.backends_hash();
+        let node_put = Event {
+            kind: EventKind::Put,
+            kv: kv("/halb/nodes/lb2", "{}", 6),
+        };
+        assert!(
+            !snapshot.apply("/halb", &[node_put]),
+            "the registry is not config"
+        );
+        assert_eq!(snapshot.revision, 6);
+        let delete = Event {
+            kind: EventKind::Delete,
+            kv: kv("/halb/pools/app/backends/127.0.0.1:1", "", 7),
+        };
+        assert!(snapshot.apply("/halb", &[delete]));
+        assert_ne!(snapshot.backends_hash(), before);
+        let gone = Event {
+            kind: EventKind::Delete,
+            kv: kv("/halb/config", "", 8),
+        };
+        assert!(snapshot.apply("/halb", &[gone]));
+        assert_eq!(snapshot.config, None);
+        assert_eq!(snapshot.revision, 8);
+    }
+}
