@@ -246,6 +246,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), entry(v, 5)))
                 .collect(),
+            canary: None,
         }
     }
 

@@ -69,6 +69,15 @@ pub struct FleetStatus {
     pub nodes: Vec<NodeStatus>,
     /// Registry entries that are not node records.
     pub unreadable: Vec<String>,
+    /// A revision on trial (`halb config push --canary`), if any.
+    pub canary: Option<CanaryStatus>,
+}
+
+/// The canary on trial: its revision and the nodes that run it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CanaryStatus {
+    pub revision: i64,
+    pub nodes: Vec<String>,
 }
 
 /// Read the registry and the shared config, and compare.
@@ -109,5 +118,9 @@ pub async fn fleet_status(client: &Client, prefix: &str) -> Result<FleetStatus, 
         backends: snapshot.backends.len(),
         nodes,
         unreadable,
+        canary: snapshot.canary().map(|(canary, revision)| CanaryStatus {
+            revision,
+            nodes: canary.nodes,
+        }),
     })
 }

@@ -14,6 +14,20 @@ pub const CONFIG_KEY: &str = "config";
 pub const POOLS_DIR: &str = "pools/";
 /// The node registry: `nodes/<node>`.
 pub const NODES_DIR: &str = "nodes/";
+/// A revision on trial (`halb config push --canary`): a [`Canary`] as JSON.
+pub const CANARY_KEY: &str = "canary";
+
+/// `<prefix>/canary`: the named nodes run `config` instead of
+/// `<prefix>/config` until the push promotes or rolls it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Canary {
+    pub nodes: Vec<String>,
+    /// The shared config document on trial.
+    pub config: String,
+    /// The revision of `<prefix>/config` it would replace.
+    pub base_revision: i64,
+}
 
 /// One key's value and the revision that last wrote it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +45,9 @@ pub struct Snapshot {
     pub config: Option<Entry>,
     /// `pools/<pool>/backends/<address>` (relative to the prefix) → value.
     pub backends: BTreeMap<String, Entry>,
+    /// `<prefix>/canary`, if a push has a revision on trial.
+    #[serde(default)]
+    pub canary: Option<Entry>,
 }
 
 impl Snapshot {
@@ -74,6 +91,9 @@ impl Snapshot {
         } else if key.starts_with(POOLS_DIR) {
             self.backends.insert(key.to_owned(), entry);
             true
+        } else if key == CANARY_KEY {
+            self.canary = Some(entry);
+            true
         } else {
             false
         }
@@ -88,9 +108,38 @@ impl Snapshot {
             true
         } else if key.starts_with(POOLS_DIR) {
             self.backends.remove(key).is_some()
+        } else if key == CANARY_KEY {
+            self.canary.take().is_some()
         } else {
             false
         }
+    }
+
+    /// What `node` runs: this view with the canary's document in place of
+    /// `<prefix>/config` when the canary names the node (its revision is
+    /// the canary key's), and without the canary in any case. A canary
+    /// value that is not a [`Canary`] names no node.
+    pub fn for_node(&self, node: &str) -> Snapshot {
+        let mut view = self.clone();
+        let canary = view.canary.take();
+        let trial = canary.as_ref().and_then(|entry| {
+            let canary = serde_json::from_str::<Canary>(&entry.value).ok()?;
+            canary.nodes.iter().any(|n| n == node).then_some(Entry {
+                value: canary.config,
+                mod_revision: entry.mod_revision,
+            })
+        });
+        if let Some(trial) = trial {
+            view.config = Some(trial);
+        }
+        view
+    }
+
+    /// The canary on trial, if the key holds one.
+    pub fn canary(&self) -> Option<(Canary, i64)> {
+        let entry = self.canary.as_ref()?;
+        let canary = serde_json::from_str(&entry.value).ok()?;
+        Some((canary, entry.mod_revision))
     }
 
     /// The revision of the shared config document (0: none).
@@ -164,6 +213,32 @@ mod tests {
             mod_revision: revision,
             ..KeyValue::default()
         }
+    }
+
+    #[test]
+    fn a_canary_document_is_seen_by_the_nodes_it_names_only() {
+        let canary = r#"{"nodes":["lb1"],"config":"new","base_revision":2}"#;
+        let snapshot = Snapshot::from_range(
+            "/halb",
+            9,
+            &[kv("/halb/config", "old", 2), kv("/halb/canary", canary, 9)],
+        );
+        let (trial, revision) = snapshot.canary().unwrap();
+        assert_eq!((trial.nodes, revision), (vec!["lb1".to_owned()], 9));
+        let lb1 = snapshot.for_node("lb1");
+        assert_eq!(lb1.config.as_ref().map(|c| c.value.as_str()), Some("new"));
+        assert_eq!(lb1.config_revision(), 9);
+        assert_eq!(lb1.canary, None);
+        let lb2 = snapshot.for_node("lb2");
+        assert_eq!(lb2.config.as_ref().map(|c| c.value.as_str()), Some("old"));
+        assert_eq!(lb2.config_revision(), 2);
+        // A value that is not a canary names nobody.
+        let broken = Snapshot::from_range(
+            "/halb",
+            9,
+            &[kv("/halb/config", "old", 2), kv("/halb/canary", "{", 9)],
+        );
+        assert_eq!(broken.for_node("lb1").config_revision(), 2);
     }
 
     #[test]

@@ -264,6 +264,9 @@ impl ClusterNode {
         &mut self,
         snapshot: Arc<Snapshot>,
     ) -> Option<Result<(Config, String), Vec<String>>> {
+        // A canary that names this node puts its document in place of
+        // `<prefix>/config`; every other node never sees it.
+        let snapshot = Arc::new(snapshot.for_node(&self.record.node));
         self.latest = Some(snapshot.clone());
         let identity = halb_cluster::compose::identity(&snapshot);
         if let Some((running, _)) = &self.applied {

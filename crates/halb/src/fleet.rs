@@ -25,6 +25,10 @@ pub struct Push<'a> {
     pub prefix: &'a str,
     pub dry_run: bool,
     pub file: &'a Path,
+    /// Nodes to try the file on first (none: store it for every node).
+    pub canary: Vec<String>,
+    pub watch: &'a str,
+    pub max_error_rate: f64,
 }
 
 /// `halb register`.
@@ -126,6 +130,22 @@ async fn push_valid(args: Push<'_>, text: String, shared: Shared) -> anyhow::Res
     if args.dry_run {
         println!("dry run: nothing written");
         return Ok(ExitCode::SUCCESS);
+    }
+    if !args.canary.is_empty() {
+        let watch =
+            halb_config::parse_duration(args.watch).map_err(|e| anyhow::anyhow!("--watch: {e}"))?;
+        if !(0.0..=1.0).contains(&args.max_error_rate) {
+            anyhow::bail!(
+                "--max-error-rate must be from 0 to 1, got {}",
+                args.max_error_rate
+            );
+        }
+        let trial = crate::canary::Trial {
+            nodes: args.canary,
+            watch,
+            max_error_rate: args.max_error_rate,
+        };
+        return crate::canary::run(&client, args.prefix, &text, expected, trial).await;
     }
     match client
         .put_if_unchanged(&key, text.as_bytes(), expected)
@@ -229,8 +249,18 @@ async fn register_async(args: Register<'_>) -> anyhow::Result<ExitCode> {
 
 /// GET `url`: `Ok` on a 2xx answer within 2 s.
 async fn probe(url: &WebhookUrl) -> Result<(), String> {
+    let (status, _) = get(&format!("{}:{}", url.host, url.port), &url.path).await?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("status {status}"))
+    }
+}
+
+/// GET `path` from `authority` (`host:port`): the status and body, within 2 s.
+pub async fn get(authority: &str, path: &str) -> Result<(http::StatusCode, Bytes), String> {
     let attempt = async {
-        let stream = tokio::net::TcpStream::connect(format!("{}:{}", url.host, url.port))
+        let stream = tokio::net::TcpStream::connect(authority)
             .await
             .map_err(|e| format!("cannot connect: {e}"))?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -239,8 +269,8 @@ async fn probe(url: &WebhookUrl) -> Result<(), String> {
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        let request = http::Request::get(&url.path)
-            .header(http::header::HOST, format!("{}:{}", url.host, url.port))
+        let request = http::Request::get(path)
+            .header(http::header::HOST, authority)
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
         let response = sender
@@ -248,12 +278,13 @@ async fn probe(url: &WebhookUrl) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?;
         let status = response.status();
-        let _ = response.into_body().collect().await;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(format!("status {status}"))
-        }
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, body))
     };
     tokio::time::timeout(Duration::from_secs(2), attempt)
         .await
@@ -306,6 +337,13 @@ pub fn cluster_status(etcd: &str, prefix: &str, json: bool) -> ExitCode {
                 .map(|(cell, width)| format!("{cell:width$}"))
                 .collect();
             println!("{}", line.join("  ").trim_end());
+        }
+        if let Some(canary) = &fleet.canary {
+            println!(
+                "canary on trial: revision {} on {} (`halb config push --canary` decides)",
+                canary.revision,
+                canary.nodes.join(", ")
+            );
         }
         if fleet.nodes.is_empty() {
             println!("(no node is registered under {prefix}/nodes/)");

@@ -1,5 +1,6 @@
 //! The `halb` binary: command line, wiring of data path and admin, signals.
 
+mod canary;
 mod cluster;
 mod demo;
 mod fleet;
@@ -107,6 +108,18 @@ enum ConfigCommand {
         /// Show the changes against what is stored; write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Try the file on these nodes first (comma-separated names): it is
+        /// stored for every node only if their answers stay healthy over
+        /// --watch; otherwise they go back and the push exits 1.
+        #[arg(long, value_name = "NODE[,NODE]", value_delimiter = ',')]
+        canary: Vec<String>,
+        /// How long the canaries are watched before promoting.
+        #[arg(long, default_value = "30s", value_name = "DURATION")]
+        watch: String,
+        /// The largest share of 5xx answers on the canaries that still
+        /// promotes (0 to 1).
+        #[arg(long, default_value_t = 0.01, value_name = "SHARE")]
+        max_error_rate: f64,
         file: PathBuf,
     },
 }
@@ -139,6 +152,9 @@ fn main() -> ExitCode {
                     etcd,
                     prefix,
                     dry_run,
+                    canary,
+                    watch,
+                    max_error_rate,
                     file,
                 },
         } => fleet::push(fleet::Push {
@@ -146,6 +162,9 @@ fn main() -> ExitCode {
             prefix: &prefix,
             dry_run,
             file: &file,
+            canary,
+            watch: &watch,
+            max_error_rate,
         }),
         Command::Register {
             etcd,
