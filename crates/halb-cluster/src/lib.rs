@@ -29,6 +29,6 @@ pub use etcd::{Client, EtcdError};
 pub use etcd_source::{EtcdSource, StoreHealth, StoreStatus};
 pub use lease::KeptKey;
 pub use lkg::LastKnownGood;
-pub use registry::{fleet_status, FleetStatus, NodeRecord};
+pub use registry::{fleet_status, FleetStatus, NodeRecord, VrrpRecord};
 pub use snapshot::Snapshot;
 pub use source::{inline, FileSource, Identity, Versioned};

@@ -27,6 +27,17 @@ pub struct NodeRecord {
     pub backends: String,
     /// Why the latest revision seen was refused (empty: applied).
     pub errors: Vec<String>,
+    /// The node's VRRP instances and their states (`[vrrp]`).
+    #[serde(default)]
+    pub vrrp: Vec<VrrpRecord>,
+}
+
+/// One VRRP instance of a node, as the fleet sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpRecord {
+    pub name: String,
+    /// `init`, `backup`, `master` or `fault`.
+    pub state: String,
 }
 
 impl NodeRecord {

@@ -401,6 +401,22 @@ impl ClusterNode {
         ));
     }
 
+    /// Put the node's VRRP states in its record, and publish it when they
+    /// changed (the main loop calls this a few times a second).
+    pub fn vrrp_states(&mut self, instances: &[halb_vrrp::InstanceStatus]) {
+        let states: Vec<halb_cluster::VrrpRecord> = instances
+            .iter()
+            .map(|i| halb_cluster::VrrpRecord {
+                name: i.name.clone(),
+                state: i.state.as_str().to_owned(),
+            })
+            .collect();
+        if states != self.record.vrrp {
+            self.record.vrrp = states;
+            self.publish_record();
+        }
+    }
+
     fn publish_record(&self) {
         let bytes = serde_json::to_vec(&self.record).expect("a node record serializes");
         self.registry.send_replace(Some(bytes));

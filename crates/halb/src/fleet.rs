@@ -306,13 +306,14 @@ pub fn cluster_status(etcd: &str, prefix: &str, json: bool) -> ExitCode {
             if fleet.backends == 1 { "" } else { "s" },
             fleet.revision
         );
-        let mut rows = vec![[
+        let mut rows: Vec<[String; 8]> = vec![[
             "NODE".to_owned(),
             "ADMIN".to_owned(),
             "VERSION".to_owned(),
             "SOURCE".to_owned(),
             "REVISION".to_owned(),
             "CONVERGED".to_owned(),
+            "VRRP".to_owned(),
             "ERROR".to_owned(),
         ]];
         for node in &fleet.nodes {
@@ -324,10 +325,11 @@ pub fn cluster_status(etcd: &str, prefix: &str, json: bool) -> ExitCode {
                 r.source.clone(),
                 r.config_revision.to_string(),
                 if node.converged { "yes" } else { "no" }.to_owned(),
+                vrrp_column(&r.vrrp),
                 r.errors.first().cloned().unwrap_or_default(),
             ]);
         }
-        let widths: Vec<usize> = (0..7)
+        let widths: Vec<usize> = (0..8)
             .map(|i| rows.iter().map(|row| row[i].len()).max().unwrap_or(0))
             .collect();
         for row in &rows {
@@ -353,4 +355,15 @@ pub fn cluster_status(etcd: &str, prefix: &str, json: bool) -> ExitCode {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `name=state,...` of a node's VRRP instances, or `-`.
+fn vrrp_column(instances: &[halb_cluster::VrrpRecord]) -> String {
+    if instances.is_empty() {
+        return "-".to_owned();
+    }
+    (instances.iter())
+        .map(|i| format!("{}={}", i.name, i.state))
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -27,6 +27,9 @@ use crate::vrrp;
 
 /// How often `--watch` looks at the config file.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a fleet node's record is brought up to date with its VRRP
+/// states.
+const VRRP_RECORD_INTERVAL: Duration = Duration::from_millis(250);
 /// At shutdown, how long the access log may take to write what is queued.
 const ACCESS_LOG_FLUSH: Duration = Duration::from_secs(2);
 
@@ -287,6 +290,12 @@ pub async fn serve(
     let mut watch_tick = tokio::time::interval(WATCH_INTERVAL);
     watch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let watching = matches!(node.source, Source::File { watch: true, .. });
+    // A fleet node's record carries its VRRP states.
+    let fleet_vrrp = match (&node.source, &vrrp) {
+        (Source::Cluster(_), Some(instances)) => Some(instances.registry.clone()),
+        _ => None,
+    };
+    let mut vrrp_tick = tokio::time::interval(VRRP_RECORD_INTERVAL);
     let which = loop {
         tokio::select! {
             _ = terminate.recv() => break "SIGTERM",
@@ -306,6 +315,11 @@ pub async fn serve(
             },
             Some(round) = rounds.recv() => node.resolved(round),
             snapshot = crate::cluster::changed(&mut etcd) => node.apply_snapshot(snapshot).await,
+            _ = vrrp_tick.tick(), if fleet_vrrp.is_some() => {
+                if let (Source::Cluster(cluster), Some(registry)) = (&mut node.source, &fleet_vrrp) {
+                    cluster.vrrp_states(&registry.snapshot());
+                }
+            }
             _ = watch_tick.tick(), if watching => {
                 if node.file_changed() {
                     tracing::info!("config file changed: reloading");

@@ -38,4 +38,5 @@ mod spliced_bodies;
 mod streaming;
 mod tcp;
 mod vrrp;
+mod vrrp_fleet;
 mod websocket;
