@@ -32,21 +32,10 @@ const NODE_TTL: Duration = Duration::from_secs(10);
 pub fn run(path: &Path, local: Loaded) -> ExitCode {
     run::init_tracing(local.config.log.level.as_deref());
     let path = path.to_owned();
-    let result = run::runtime().and_then(|rt| {
-        let result = rt.block_on(async move {
-            let (cluster, loaded) = ClusterNode::start(path, local.config).await;
-            run::serve(loaded, Source::Cluster(Box::new(cluster)), None).await
-        });
-        rt.shutdown_background();
-        result
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("halb: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    run::block_on_main(async move {
+        let (cluster, loaded) = ClusterNode::start(path, local.config).await;
+        run::serve(loaded, Source::Cluster(Box::new(cluster)), None).await
+    })
 }
 
 /// The etcd side of a running node, owned by the main loop.

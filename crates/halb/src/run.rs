@@ -123,8 +123,14 @@ pub fn run_file(path: &Path, watch: bool) -> ExitCode {
         path: path.to_owned(),
         watch,
     };
+    block_on_main(serve(loaded, source, None))
+}
+
+/// Run a node's future on the main runtime until it ends; its error, if
+/// any, on stderr.
+pub fn block_on_main(node: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     let result = runtime().and_then(|rt| {
-        let result = rt.block_on(serve(loaded, source, None));
+        let result = rt.block_on(node);
         // Nothing left to wait for: do not block on idle runtime threads.
         rt.shutdown_background();
         result

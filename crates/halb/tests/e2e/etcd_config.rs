@@ -38,16 +38,28 @@ pub fn configs(
     (local, shared_part(&toml))
 }
 
+/// Node `lb1` serving pool `app` of `backend` from the shared document,
+/// which `etcd` writes (the node talks to `urls`): the node, its front
+/// address, the document and the node's state dir.
+pub async fn serving(
+    etcd: &Etcd,
+    urls: &[String],
+    backend: SocketAddr,
+) -> (Halb, SocketAddr, String, StateDir) {
+    let (front, state) = (free_addr(), StateDir::new());
+    let (local, shared) = configs(front, &[backend], urls, &state, "lb1");
+    etcd.put("/halb/config", &shared);
+    let halb = Halb::start(&local).await;
+    wait_until_up(&halb, &[backend]).await;
+    (halb, front, shared, state)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_key_is_applied_within_a_second_under_load() {
     let _machine = exclusive().await;
     let etcd = Etcd::start().await;
     let (a, b) = (named("a").await, named("b").await);
-    let (front, state) = (free_addr(), StateDir::new());
-    let (local, shared) = configs(front, &[a.addr], &[etcd.url()], &state, "lb1");
-    etcd.put("/halb/config", &shared);
-    let halb = Halb::start(&local).await;
-    wait_until_up(&halb, &[a.addr]).await;
+    let (halb, front, _, _state) = serving(&etcd, &[etcd.url()], a.addr).await;
     let status = halb.status_json().await;
     assert_eq!(status["config_source"], "etcd", "{status:#}");
     assert_eq!(status["node"], "lb1");
@@ -77,11 +89,7 @@ async fn a_backend_key_is_applied_within_a_second_under_load() {
 async fn an_invalid_document_and_a_deleted_key_are_refused() {
     let etcd = Etcd::start().await;
     let (a, b) = (named("a").await, named("b").await);
-    let (front, state) = (free_addr(), StateDir::new());
-    let (local, shared) = configs(front, &[a.addr], &[etcd.url()], &state, "lb1");
-    etcd.put("/halb/config", &shared);
-    let halb = Halb::start(&local).await;
-    wait_until_up(&halb, &[a.addr]).await;
+    let (halb, front, shared, _state) = serving(&etcd, &[etcd.url()], a.addr).await;
     let good_revision = halb.status_json().await["config_revision"].clone();
     let load = Load::start(front, "/", 2, Duration::from_millis(5));
 

@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::etcd_config::configs;
+use crate::etcd_config::{configs, serving};
 use crate::support::backends::{named, Health};
 use crate::support::etcd::{has_backend, wait_status, Etcd, StateDir};
 use crate::support::load::{assert_none_failed, Load};
@@ -103,11 +103,7 @@ async fn a_leased_backend_joins_once_checked_and_drains_when_its_lease_goes() {
     let _machine = exclusive().await;
     let etcd = Etcd::start().await;
     let (a, b) = (named("a").await, named("b").await);
-    let (front, state) = (free_addr(), StateDir::new());
-    let (local, shared) = configs(front, &[a.addr], &[etcd.url()], &state, "lb1");
-    etcd.put("/halb/config", &shared);
-    let halb = Halb::start(&local).await;
-    wait_until_up(&halb, &[a.addr]).await;
+    let (halb, front, _, _state) = serving(&etcd, &[etcd.url()], a.addr).await;
     let load = Load::start(front, "/", 4, Duration::from_millis(5));
 
     // It starts down: no request reaches it before its checks pass.
@@ -191,11 +187,7 @@ async fn a_killed_register_process_leaves_after_its_ttl() {
 async fn etcd_killed_for_a_minute_under_load_fails_nothing() {
     let mut etcd = Etcd::start().await;
     let (a, b) = (named("a").await, named("b").await);
-    let (front, state) = (free_addr(), StateDir::new());
-    let (local, shared) = configs(front, &[a.addr], &[etcd.url()], &state, "lb1");
-    etcd.put("/halb/config", &shared);
-    let halb = Halb::start(&local).await;
-    wait_until_up(&halb, &[a.addr]).await;
+    let (halb, front, _, _state) = serving(&etcd, &[etcd.url()], a.addr).await;
     let load = Load::start(front, "/", 2, Duration::from_millis(10));
 
     etcd.kill();
@@ -224,11 +216,7 @@ async fn a_three_member_cluster_loses_a_member_unnoticed() {
     let mut members = Etcd::start_cluster().await;
     let urls: Vec<String> = members.iter().map(Etcd::url).collect();
     let (a, b) = (named("a").await, named("b").await);
-    let (front, state) = (free_addr(), StateDir::new());
-    let (local, shared) = configs(front, &[a.addr], &urls, &state, "lb1");
-    members[1].put("/halb/config", &shared);
-    let halb = Halb::start(&local).await;
-    wait_until_up(&halb, &[a.addr]).await;
+    let (halb, front, _, _state) = serving(&members[1], &urls, a.addr).await;
     let load = Load::start(front, "/", 2, Duration::from_millis(10));
 
     // The first endpoint is the one the node talks to first.
@@ -348,11 +336,7 @@ async fn a_hundred_backend_changes_in_a_second_fail_nothing() {
     for i in 0..10 {
         churners.push(named(&format!("c{i}")).await);
     }
-    let (front, state) = (free_addr(), StateDir::new());
-    let (local, shared) = configs(front, &[a.addr], &[etcd.url()], &state, "lb1");
-    etcd.put("/halb/config", &shared);
-    let halb = Halb::start(&local).await;
-    wait_until_up(&halb, &[a.addr]).await;
+    let (halb, front, _, _state) = serving(&etcd, &[etcd.url()], a.addr).await;
     let client = halb_cluster::Client::from_urls(&etcd.url()).expect("etcd client");
     let load = Load::start(front, "/", 4, Duration::from_millis(2));
     let (cpu_before, started) = (cpu_seconds(halb.pid()), Instant::now());
