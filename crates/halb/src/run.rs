@@ -245,6 +245,7 @@ pub async fn serve(
                 alerts: Some(alerter.clone()),
                 access_log: Some(access_log_stats.clone()),
                 vrrp: vrrp.as_ref().map(|v| v.registry.clone()),
+                faults: Some(proxy.faults().clone()),
             },
         );
         tokio::spawn(endpoint.serve(listener, admin_stopped));
