@@ -64,15 +64,18 @@ async fn add(faults: &Faults, topology: &Topology, body: Incoming) -> Response<F
             )
         }
     };
-    let names: Vec<String> = topology.pools.iter().map(|p| p.config.name.clone()).collect();
+    let names: Vec<String> = topology
+        .pools
+        .iter()
+        .map(|p| p.config.name.clone())
+        .collect();
     let spec = FaultRequest::from_json(&bytes)
         .and_then(|request| request.validate(|pool| target(topology, pool), &names));
     match spec.and_then(|spec| faults.add(spec)) {
         Ok(fault) => json(StatusCode::CREATED, &fault.to_json()),
-        Err(FaultError::Disallowed) => error(
-            StatusCode::FORBIDDEN,
-            &FaultError::Disallowed.to_string(),
-        ),
+        Err(FaultError::Disallowed) => {
+            error(StatusCode::FORBIDDEN, &FaultError::Disallowed.to_string())
+        }
         Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
     }
 }
@@ -82,7 +85,11 @@ fn target(topology: &Topology, pool: &str) -> Option<PoolTarget> {
     let state = topology.pools.iter().find(|p| p.config.name == pool)?;
     let http = topology.listeners.iter().any(|listener| {
         listener.protocol == Protocol::Http
-            && listener.routes.load().all().any(|route| &*route.pool_name == pool)
+            && listener
+                .routes
+                .load()
+                .all()
+                .any(|route| &*route.pool_name == pool)
     });
     Some(PoolTarget {
         http,

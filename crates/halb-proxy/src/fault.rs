@@ -29,11 +29,7 @@ pub(crate) enum Injected {
 /// to the point of forwarding: waits out a latency, holds a timeout until
 /// the fault ends.
 #[inline]
-pub(crate) async fn before_forward(
-    faults: &Faults,
-    pool: &str,
-    backend: SocketAddr,
-) -> Injected {
+pub(crate) async fn before_forward(faults: &Faults, pool: &str, backend: SocketAddr) -> Injected {
     match faults.pick(pool, Some(backend)) {
         None => Injected::Proceed,
         Some(fault) => Box::pin(apply(fault)).await,

@@ -165,13 +165,10 @@ impl Proxy {
     /// Hand a bound listener to the workers.
     fn open(&self, bound: reload::BoundListener, pools: &[Arc<PoolState>]) -> Arc<ListenerContext> {
         tracing::info!(listener = %bound.config.name, address = %bound.address, protocol = bound.config.protocol.as_str(), "listening");
-        let context = Arc::new(ListenerContext::new(
-            bound.config,
-            bound.address,
-            pools,
-            self.access_log.clone(),
-        )
-        .with_faults(self.faults.clone()));
+        let context = Arc::new(
+            ListenerContext::new(bound.config, bound.address, pools, self.access_log.clone())
+                .with_faults(self.faults.clone()),
+        );
         for (worker, socket) in self.workers.iter().zip(bound.sockets) {
             let _ = worker.commands.send(WorkerCommand::Listen {
                 context: context.clone(),

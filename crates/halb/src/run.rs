@@ -208,6 +208,7 @@ pub async fn serve(
         state.clone(),
         access_log.as_ref().map(AccessLogWriter::sink),
     )?;
+    crate::chaos::spawn_alerts(proxy.faults(), alerter.clone());
     // Listeners are bound (a virtual IP's with IP_FREEBIND): now this node
     // may take part in its VRRP groups.
     let vrrp = match &config.vrrp {

@@ -188,7 +188,8 @@ impl Body for ResponseBody {
             }
             let step = (throttle.rate / 10).clamp(1, 64 * 1024) as usize;
             let data = throttle.pending.split_to(step.min(throttle.pending.len()));
-            let pause = std::time::Duration::from_secs_f64(data.len() as f64 / throttle.rate as f64);
+            let pause =
+                std::time::Duration::from_secs_f64(data.len() as f64 / throttle.rate as f64);
             throttle
                 .pause
                 .as_mut()
@@ -209,7 +210,11 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        if self.throttle.as_ref().is_some_and(|t| !t.pending.is_empty()) {
+        if self
+            .throttle
+            .as_ref()
+            .is_some_and(|t| !t.pending.is_empty())
+        {
             return false;
         }
         match &self.kind {

@@ -196,8 +196,8 @@ impl Handler {
                     Injected::Throttle(rate) => throttle = Some(rate),
                     Injected::Answer(status) => {
                         progress.backend = None;
-                        let status = StatusCode::from_u16(status)
-                            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                        let status =
+                            StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
                         return Err(ProxyError::Injected(status));
                     }
                     Injected::Reset => {
