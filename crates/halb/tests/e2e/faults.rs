@@ -117,7 +117,7 @@ async fn the_api_is_refused_unless_chaos_is_allowed_and_the_token_is_right() {
 
     let backend = a.addr.to_string();
     let bad_backend =
-        format!(r#"{{"pool":"app","backend":"127.0.0.1:1","kind":"reset","duration":"1s"}}"#);
+        r#"{"pool":"app","backend":"127.0.0.1:1","kind":"reset","duration":"1s"}"#.to_owned();
     let cases: Vec<(String, &str)> = vec![
         (
             r#"{"pool":"nope","kind":"reset","duration":"1s"}"#.into(),
