@@ -389,3 +389,94 @@ async fn a_tcp_pool_resets_connections_during_a_fault() {
         "after DELETE: {read:?} {got:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_holds_requests_and_bandwidth_throttles_bodies() {
+    let a = crate::support::backends::download(64 * 1024).await;
+    let listen = free_addr();
+    let config = NodeConfig::new()
+        .chaos_allowed()
+        .listener("front", listen, "app")
+        .pool("app", &[a.addr]);
+    let halb = Halb::start(&config.to_toml()).await;
+
+    let started = Instant::now();
+    let whole = HttpClient::connect(listen).await.get("/", &[]).await;
+    let unthrottled = started.elapsed();
+    assert_eq!((whole.status, whole.body.len()), (200, 64 * 1024));
+
+    let id = add_fault(
+        &halb,
+        r#"{"pool":"app","kind":"bandwidth","value":32768,"duration":"30s"}"#,
+    )
+    .await;
+    let started = Instant::now();
+    let slow = HttpClient::connect(listen).await.get("/", &[]).await;
+    let throttled = started.elapsed();
+    eprintln!("64 KiB: {unthrottled:?} unthrottled, {throttled:?} at 32 KiB/s");
+    assert_eq!((slow.status, slow.body.len()), (200, 64 * 1024));
+    assert!(
+        throttled >= Duration::from_millis(1500),
+        "{throttled:?} at 32 KiB/s"
+    );
+    let deleted = halb
+        .admin_request("DELETE", &format!("/api/v1/faults/{id}"))
+        .await;
+    assert_eq!(deleted.status, 204);
+
+    let before = a.requests();
+    add_fault(&halb, r#"{"pool":"app","kind":"timeout","duration":"2s"}"#).await;
+    let held = tokio::time::timeout(
+        Duration::from_secs(1),
+        crate::support::client::try_get_once(listen, "/"),
+    )
+    .await;
+    assert!(held.is_err(), "answered during a timeout fault: {held:?}");
+    // When the fault ends, what it held is let go with a reset, unanswered.
+    let started = Instant::now();
+    let let_go = crate::support::client::try_get_once(listen, "/").await;
+    assert!(
+        let_go.is_err(),
+        "held request answered: {:?}",
+        let_go.map(|r| r.status)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "held past the fault's end"
+    );
+    assert_eq!(a.requests(), before, "held requests reach no backend");
+    let after = HttpClient::connect(listen).await.get("/", &[]).await;
+    assert_eq!(after.status, 200, "after the fault");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_fault_hits_that_backend_only() {
+    let (a, b) = (named("a").await, named("b").await);
+    let listen = free_addr();
+    let config = NodeConfig::new()
+        .chaos_allowed()
+        .listener("front", listen, "app")
+        .pool("app", &[a.addr, b.addr]);
+    let halb = Halb::start(&config.to_toml()).await;
+    let body = format!(
+        r#"{{"pool":"app","backend":"{}","kind":"abort","value":502,"duration":"30s"}}"#,
+        b.addr
+    );
+    add_fault(&halb, &body).await;
+    let mut client = HttpClient::connect(listen).await;
+    let (mut from_a, mut aborted) = (0, 0);
+    for _ in 0..100 {
+        let reply = client.get("/", &[]).await;
+        match (reply.status, reply.text().as_str()) {
+            (200, "a") => from_a += 1,
+            (502, _) => aborted += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(b.requests(), 0, "b's requests were all aborted");
+    assert_eq!(a.requests(), from_a);
+    assert!(
+        from_a >= 30 && aborted >= 30,
+        "{from_a} from a, {aborted} aborted"
+    );
+}
