@@ -58,7 +58,7 @@ pub enum Alert {
         id: String,
         pool: String,
         kind: String,
-        /// `expired`, `deleted` or `chaos disallowed`.
+        /// `expired`, `deleted`, `chaos disallowed` or `pool removed`.
         reason: String,
         /// Requests or connections it hit.
         applied: u64,

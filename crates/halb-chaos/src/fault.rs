@@ -73,8 +73,10 @@ pub enum EndReason {
     Expired,
     /// `DELETE /api/v1/faults/{id}`.
     Deleted,
-    /// A reload turned `[chaos] allow` off, or removed its pool.
+    /// A reload turned `[chaos] allow` off.
     Disallowed,
+    /// A reload removed its pool.
+    PoolRemoved,
 }
 
 impl EndReason {
@@ -83,6 +85,7 @@ impl EndReason {
             EndReason::Expired => "expired",
             EndReason::Deleted => "deleted",
             EndReason::Disallowed => "chaos disallowed",
+            EndReason::PoolRemoved => "pool removed",
         }
     }
 }
@@ -403,7 +406,7 @@ impl Faults {
     pub fn retain_pools(&self, pools: &[&str]) {
         for fault in self.list() {
             if !pools.contains(&fault.pool.as_str()) {
-                self.end(&fault.id, EndReason::Disallowed);
+                self.end(&fault.id, EndReason::PoolRemoved);
             }
         }
     }

@@ -480,3 +480,61 @@ async fn a_backend_fault_hits_that_backend_only() {
         "{from_a} from a, {aborted} aborted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_are_alerted_and_a_reload_turning_chaos_off_ends_them() {
+    let a = named("a").await;
+    let webhook = crate::support::webhook::WebhookReceiver::start().await;
+    let listen = free_addr();
+    let config = NodeConfig::new()
+        .chaos_allowed()
+        .webhooks(&[webhook.url("/hook")])
+        .listener("front", listen, "app")
+        .pool("app", &[a.addr]);
+    let halb = Halb::start(&config.to_toml()).await;
+    let since = Instant::now();
+    let id = add_fault(
+        &halb,
+        r#"{"pool":"app","kind":"abort","value":503,"duration":"10m"}"#,
+    )
+    .await;
+    let started = webhook
+        .wait_for(since, Duration::from_secs(5), "fault_started", |d| {
+            d.event() == "fault_started"
+        })
+        .await;
+    assert_eq!(started.json["id"], id.as_str());
+    assert_eq!(started.json["pool"], "app");
+    assert_eq!(started.json["kind"], "abort");
+    assert_eq!(started.json["value"], "503");
+    assert_eq!(started.json["severity"], "warning");
+    assert_eq!(get_status(listen).await, 503);
+
+    // The same config without [chaos]: the reload ends the fault at once.
+    let off = NodeConfig::new()
+        .admin_bind(config.admin)
+        .webhooks(&[webhook.url("/hook")])
+        .listener("front", listen, "app")
+        .pool("app", &[a.addr]);
+    halb.rewrite_config(&off.to_toml());
+    let (status, outcome) = crate::support::reload::reload_via_api(&halb, &[]).await;
+    assert_eq!(status, 200, "{outcome}");
+    let ended = webhook
+        .wait_for(since, Duration::from_secs(5), "fault_ended", |d| {
+            d.event() == "fault_ended"
+        })
+        .await;
+    assert_eq!(ended.json["id"], id.as_str());
+    assert_eq!(ended.json["reason"], "chaos disallowed");
+    assert_eq!(
+        get_status(listen).await,
+        200,
+        "the fault ended with the reload"
+    );
+    let refused = halb.admin_request("GET", "/api/v1/faults").await;
+    assert_eq!(refused.status, 403);
+}
+
+async fn get_status(listen: SocketAddr) -> u16 {
+    HttpClient::connect(listen).await.get("/", &[]).await.status
+}
