@@ -220,6 +220,7 @@
   function render(status, now) {
     setText($('version'), status.version ? 'v' + status.version : '');
     renderListeners(status.listeners || []);
+    renderFaults(status.faults || []);
     const totals = { rps: 0, requests: 0, failures: 0, measured: false, inFlight: 0, up: 0, backends: 0, retries: 0 };
     const seen = new Set();
     const container = $('pools');
@@ -241,6 +242,19 @@
     setText($('total-up'), totals.up + ' / ' + totals.backends);
     $('total-up').dataset.level = totals.up === totals.backends ? 'ok' : totals.up === 0 ? 'bad' : 'warn';
     setText($('total-retries'), formatCount(totals.retries));
+  }
+
+  // Active faults (POST /api/v1/faults), each with its countdown.
+  function renderFaults(faults) {
+    $('faults-card').hidden = faults.length === 0;
+    const tbody = $('faults').tBodies[0];
+    tbody.replaceChildren(...faults.map((f) => h('tr', { 'data-fault': f.id },
+      h('td', {}, h('span', { class: 'chip fault', text: f.kind + (f.value === null || f.value === undefined ? '' : ' ' + f.value) })),
+      h('td', {}, h('a', { href: '#pool-' + f.pool, text: f.pool })),
+      h('td', { class: 'mono', text: f.backend || 'all' }),
+      h('td', { class: 'num', text: f.percent + ' %' }),
+      h('td', { class: 'num', text: formatCount(f.applied || 0) }),
+      h('td', { class: 'num countdown', text: Math.ceil(f.remaining_s) + ' s' }))));
   }
 
   function renderListeners(listeners) {

@@ -4,6 +4,7 @@
 
 mod control;
 mod dashboard;
+mod faults;
 mod metrics;
 mod status;
 
@@ -96,6 +97,21 @@ impl Admin {
     }
 
     async fn route(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = request.uri().path();
+        let fault_id = match path.strip_prefix("/api/v1/faults") {
+            Some("") => Some(String::new()),
+            Some(rest) => rest.strip_prefix('/').map(str::to_owned),
+            None => None,
+        };
+        if let Some(id) = fault_id {
+            if let Some(refused) = self.refuse_without_token(&request) {
+                return refused;
+            }
+            let method = request.method().clone();
+            let topology = self.topology.load_full();
+            let faults = self.metrics.faults.as_ref();
+            return faults::serve(faults, &topology, &method, &id, request.into_body()).await;
+        }
         if request.uri().path() == "/api/v1/reload" {
             if let Some(refused) = self.refuse_without_token(&request) {
                 return refused;
@@ -224,6 +240,9 @@ impl Admin {
                 let mut status = Status::of(&self.topology.load(), &self.config);
                 if let Some(vrrp) = &self.metrics.vrrp {
                     status.vrrp = vrrp.snapshot();
+                }
+                if let Some(faults) = &self.metrics.faults {
+                    status.faults = faults::list(faults)["faults"].take();
                 }
                 json(StatusCode::OK, &status)
             }

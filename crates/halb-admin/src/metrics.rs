@@ -37,6 +37,25 @@ pub struct MetricSources {
     pub access_log: Option<Arc<AccessLogStats>>,
     /// The VRRP instances' states and counts, when `[vrrp]` is set.
     pub vrrp: Option<Arc<halb_vrrp::Registry>>,
+    /// The injected faults (`/api/v1/faults`).
+    pub faults: Option<Arc<halb_chaos::Faults>>,
+}
+
+fn fault_metrics(text: &mut Exposition, faults: &halb_chaos::Faults) {
+    text.family(
+        "halb_faults_active",
+        Kind::Gauge,
+        "Injected faults now active (/api/v1/faults).",
+    )
+    .sample(&[], faults.list().len() as u64);
+    let mut applied = text.family(
+        "halb_faults_applied_total",
+        Kind::Counter,
+        "Requests (HTTP) or connections (TCP) an injected fault hit, by pool and kind.",
+    );
+    for ((pool, kind), count) in faults.applied_totals() {
+        applied.sample(&[("pool", &pool), ("kind", kind)], count);
+    }
 }
 
 fn vrrp_metrics(text: &mut Exposition, instances: &[halb_vrrp::InstanceStatus]) {
@@ -88,6 +107,9 @@ pub fn render(topology: &Topology, config: &ConfigInfo, sources: &MetricSources)
     backends(&mut text, topology);
     health_checks(&mut text, topology);
     pools(&mut text, topology);
+    if let Some(faults) = &sources.faults {
+        fault_metrics(&mut text, faults);
+    }
     text.into_string()
 }
 

@@ -30,6 +30,8 @@ pub struct Status {
     pub pools: Vec<PoolStatus>,
     /// Each VRRP instance (empty without `[vrrp]`).
     pub vrrp: Vec<halb_vrrp::InstanceStatus>,
+    /// The injected faults now active (as `GET /api/v1/faults` lists them).
+    pub faults: serde_json::Value,
 }
 
 #[derive(Debug, Serialize)]
@@ -116,6 +118,7 @@ impl Status {
                 .collect(),
             pools: topology.pools.iter().map(|p| pool_status(p)).collect(),
             vrrp: Vec::new(),
+            faults: serde_json::Value::Array(Vec::new()),
         }
     }
 }

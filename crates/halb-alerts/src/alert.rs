@@ -37,6 +37,32 @@ pub enum Alert {
         /// Every validation error, with its key path.
         errors: Vec<String>,
     },
+    /// An injected fault (`POST /api/v1/faults`) started: requests or
+    /// connections of the pool are now hurt on purpose.
+    FaultStarted {
+        id: String,
+        pool: String,
+        /// Only this backend's share, when the fault names one.
+        backend: Option<SocketAddr>,
+        /// `latency`, `abort`, `reset`, `timeout` or `bandwidth`.
+        kind: String,
+        /// The kind's value as given (`"200ms"`, `"503"`, bytes per second).
+        value: Option<String>,
+        /// The share hit, e.g. `"100"`.
+        percent: String,
+        /// How long it lasts, e.g. `"3s"`.
+        duration: String,
+    },
+    /// An injected fault ended: expired, deleted, or chaos turned off.
+    FaultEnded {
+        id: String,
+        pool: String,
+        kind: String,
+        /// `expired`, `deleted`, `chaos disallowed` or `pool removed`.
+        reason: String,
+        /// Requests or connections it hit.
+        applied: u64,
+    },
 }
 
 /// How urgently a human should look: receivers route on it.
@@ -61,6 +87,8 @@ impl Alert {
             Alert::PoolAvailable { .. } => "pool_available",
             Alert::ReloadFailed { .. } => "reload_failed",
             Alert::VrrpTransition { .. } => "vrrp_transition",
+            Alert::FaultStarted { .. } => "fault_started",
+            Alert::FaultEnded { .. } => "fault_ended",
         }
     }
 
@@ -68,8 +96,12 @@ impl Alert {
     pub fn severity(&self) -> Severity {
         match self {
             Alert::PoolUnavailable { .. } => Severity::Critical,
-            Alert::BackendDown { .. } | Alert::ReloadFailed { .. } => Severity::Warning,
-            Alert::BackendUp { .. } | Alert::PoolAvailable { .. } => Severity::Info,
+            Alert::BackendDown { .. } | Alert::ReloadFailed { .. } | Alert::FaultStarted { .. } => {
+                Severity::Warning
+            }
+            Alert::BackendUp { .. } | Alert::PoolAvailable { .. } | Alert::FaultEnded { .. } => {
+                Severity::Info
+            }
             Alert::VrrpTransition { to, .. } if to == "fault" => Severity::Critical,
             Alert::VrrpTransition { .. } => Severity::Warning,
         }
@@ -134,6 +166,22 @@ mod tests {
             Alert::PoolAvailable { pool: "p".into() },
             Alert::ReloadFailed {
                 errors: vec!["e".into()],
+            },
+            Alert::FaultStarted {
+                id: "1".into(),
+                pool: "p".into(),
+                backend: None,
+                kind: "abort".into(),
+                value: Some("503".into()),
+                percent: "100".into(),
+                duration: "3s".into(),
+            },
+            Alert::FaultEnded {
+                id: "1".into(),
+                pool: "p".into(),
+                kind: "abort".into(),
+                reason: "expired".into(),
+                applied: 7,
             },
         ];
         for alert in alerts {

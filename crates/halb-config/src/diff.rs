@@ -37,7 +37,7 @@ pub enum Change {
         keys: Vec<&'static str>,
     },
     /// A node-local section changed: `runtime`, `admin`, `log`,
-    /// `access_log`, `alerts` or `cluster`.
+    /// `access_log`, `alerts`, `cluster` or `chaos`.
     Section(&'static str),
 }
 
@@ -103,6 +103,7 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
         ("alerts", old.alerts != new.alerts),
         ("vrrp", old.vrrp != new.vrrp),
         ("cluster", old.cluster != new.cluster),
+        ("chaos", old.chaos != new.chaos),
     ];
     for (name, changed) in sections {
         if changed {

@@ -22,6 +22,16 @@ pub struct Config {
     pub cluster: Option<crate::Cluster>,
     /// `[vrrp]`; `None` when absent: this node holds no virtual IPs.
     pub vrrp: Option<Vrrp>,
+    /// `[chaos]`
+    pub chaos: Chaos,
+}
+
+/// `[chaos]`: fault injection through the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Chaos {
+    /// `POST /api/v1/faults` answers 403 unless true (default false): a
+    /// production node takes no fault by mistake.
+    pub allow: bool,
 }
 
 /// `[vrrp]`: the VRRPv3 speaker (RFC 5798) that moves virtual IPs between

@@ -242,6 +242,15 @@ pub(crate) struct RawConfig {
     pub pools: Slot<Vec<RawPool>>,
     /// `Missing` when the file has no `[cluster]`.
     pub cluster: Slot<RawCluster>,
+    /// `Missing` when the file has no `[chaos]`.
+    pub chaos: Slot<RawChaos>,
+}
+
+/// `[chaos]`
+#[derive(Debug)]
+pub(crate) struct RawChaos {
+    pub at: Header,
+    pub allow: Slot<bool>,
 }
 
 /// `[cluster]`

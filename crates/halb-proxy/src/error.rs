@@ -35,6 +35,9 @@ pub enum ProxyError {
     ResponseTimeout,
     #[error("the backend failed: {0}")]
     Upstream(#[source] crate::http::BackendError),
+    /// An abort fault (`/api/v1/faults`) answered this status.
+    #[error("fault injected: answered {0}")]
+    Injected(StatusCode),
 }
 
 impl ProxyError {
@@ -45,7 +48,7 @@ impl ProxyError {
             | ProxyError::HeadTooLarge
             | ProxyError::NotImplemented(_)
             | ProxyError::ClientTimeout => Side::Downstream,
-            ProxyError::NoBackend => Side::Internal,
+            ProxyError::NoBackend | ProxyError::Injected(_) => Side::Internal,
             ProxyError::Connect(_)
             | ProxyError::ConnectTimeout
             | ProxyError::ResponseTimeout
@@ -62,6 +65,7 @@ impl ProxyError {
             ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Injected(status) => *status,
             ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -74,6 +78,7 @@ impl ProxyError {
             ProxyError::HeadTooLarge => "request header fields too large\n",
             ProxyError::ClientTimeout => "request timed out\n",
             ProxyError::NoBackend => "no backend is available to serve this request\n",
+            ProxyError::Injected(_) => "fault injected\n",
             ProxyError::Connect(_) | ProxyError::Upstream(_) => {
                 "no backend could be reached or it failed to answer\n"
             }

@@ -16,6 +16,7 @@
 //! atomic adds and a non-blocking queue, no lock.
 
 mod error;
+mod fault;
 mod http;
 mod in_flight;
 mod listener;
@@ -84,6 +85,8 @@ pub struct Proxy {
     checkers: HashMap<String, HashMap<SocketAddr, Checker>>,
     /// Where every listener's access log records go; `None` = no access log.
     access_log: Option<AccessLogSink>,
+    /// Injected faults, checked per request and connection.
+    faults: Arc<halb_chaos::Faults>,
 }
 
 struct Worker {
@@ -130,7 +133,9 @@ impl Proxy {
             running: config.clone(),
             checkers: HashMap::new(),
             access_log,
+            faults: halb_chaos::Faults::new(),
         };
+        proxy.faults.set_allowed(config.chaos.allow);
         for pool in &pools {
             proxy.start_checks(pool, pool.backends.iter().map(|b| b.address));
         }
@@ -146,6 +151,12 @@ impl Proxy {
         self.topology.clone()
     }
 
+    /// The injected faults (`/api/v1/faults` adds them; `[chaos] allow`
+    /// follows the running config).
+    pub fn faults(&self) -> &Arc<halb_chaos::Faults> {
+        &self.faults
+    }
+
     /// Every backend's health and the stream of its changes.
     pub fn state(&self) -> &Arc<State> {
         &self.state
@@ -154,12 +165,10 @@ impl Proxy {
     /// Hand a bound listener to the workers.
     fn open(&self, bound: reload::BoundListener, pools: &[Arc<PoolState>]) -> Arc<ListenerContext> {
         tracing::info!(listener = %bound.config.name, address = %bound.address, protocol = bound.config.protocol.as_str(), "listening");
-        let context = Arc::new(ListenerContext::new(
-            bound.config,
-            bound.address,
-            pools,
-            self.access_log.clone(),
-        ));
+        let context = Arc::new(
+            ListenerContext::new(bound.config, bound.address, pools, self.access_log.clone())
+                .with_faults(self.faults.clone()),
+        );
         for (worker, socket) in self.workers.iter().zip(bound.sockets) {
             let _ = worker.commands.send(WorkerCommand::Listen {
                 context: context.clone(),

@@ -26,6 +26,8 @@ pub struct ListenerContext {
     /// Read once per request (HTTP) or connection (TCP).
     pub routes: ArcSwap<Routes>,
     pub metrics: Arc<ListenerMetrics>,
+    /// Injected faults: asked once per request (HTTP) or connection (TCP).
+    pub(crate) faults: Arc<halb_chaos::Faults>,
     closing: watch::Sender<bool>,
 }
 
@@ -44,8 +46,15 @@ impl ListenerContext {
             config: ArcSwap::from_pointee(config),
             routes: ArcSwap::from_pointee(routes),
             metrics,
+            faults: halb_chaos::Faults::new(),
             closing: watch::Sender::new(false),
         }
+    }
+
+    /// Apply the node's faults (a listener starts with none).
+    pub(crate) fn with_faults(mut self, faults: Arc<halb_chaos::Faults>) -> Self {
+        self.faults = faults;
+        self
     }
 
     /// Route by the listener's current settings over `pools` from now on

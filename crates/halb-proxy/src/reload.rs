@@ -252,6 +252,11 @@ impl Proxy {
         self.topology.store(Arc::new(Topology { listeners, pools }));
         self.forget_idle_connections(&old, config);
         self.running = config.clone();
+        // `[chaos]` takes effect with the rest: turning it off ends every
+        // fault, and a removed pool takes its faults with it.
+        self.faults.set_allowed(config.chaos.allow);
+        let names: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
+        self.faults.retain_pools(&names);
         Ok(changes)
     }
 

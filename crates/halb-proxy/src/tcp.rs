@@ -10,6 +10,7 @@ use halb_access_log::{AccessRecord, Exchange};
 use halb_config::Algorithm;
 use tokio::net::TcpStream;
 
+use crate::fault::Injected;
 use crate::http::ip_key;
 use crate::listener::ListenerContext;
 use crate::relay::{relay, Relayed};
@@ -29,10 +30,22 @@ pub(crate) async fn serve(client: TcpStream, peer: SocketAddr, listener: Arc<Lis
     // The backend tried last, the attempts beyond the first, and the time
     // to connect to the backend that took the connection.
     let (mut backend_index, mut retries, mut connect_time) = (None, 0, None);
+    let mut throttle = None;
     for attempt in 0..=pool.config.retries {
         let Some((index, backend)) = pool.next_try(key, &mut tried, attempt) else {
             break;
         };
+        if attempt == 0 {
+            let faults = &listener.faults;
+            match crate::fault::before_forward(faults, &pool.config.name, backend.address).await {
+                Injected::Proceed => {}
+                Injected::Throttle(rate) => throttle = Some(rate),
+                Injected::Answer(_) | Injected::Reset => {
+                    crate::fault::reset_on_close(&client);
+                    break;
+                }
+            }
+        }
         (backend_index, retries) = (Some(index), attempt);
         let in_flight = backend.begin();
         let connecting = Instant::now();
@@ -43,7 +56,14 @@ pub(crate) async fn serve(client: TcpStream, peer: SocketAddr, listener: Arc<Lis
                 route.backends[index].connections.inc();
                 pool.record_outcome(backend, false);
                 let _ = upstream.set_nodelay(true);
-                let relay = relay(&client, &upstream, &relayed);
+                let relay = async {
+                    match throttle {
+                        None => relay(&client, &upstream, &relayed).await,
+                        Some(rate) => {
+                            crate::fault::throttled_relay(&client, &upstream, rate, &relayed).await
+                        }
+                    }
+                };
                 tokio::select! {
                     copied = relay => {
                         if let Err(e) = copied {

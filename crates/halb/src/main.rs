@@ -1,6 +1,7 @@
 //! The `halb` binary: command line, wiring of data path and admin, signals.
 
 mod canary;
+mod chaos;
 mod cluster;
 mod demo;
 mod fleet;

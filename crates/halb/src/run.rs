@@ -217,6 +217,7 @@ pub async fn serve(
         state.clone(),
         access_log.as_ref().map(AccessLogWriter::sink),
     )?;
+    crate::chaos::spawn_alerts(proxy.faults(), alerter.clone());
     // Listeners are bound (a virtual IP's with IP_FREEBIND): now this node
     // may take part in its VRRP groups.
     let vrrp = match &config.vrrp {
@@ -254,6 +255,7 @@ pub async fn serve(
                 alerts: Some(alerter.clone()),
                 access_log: Some(access_log_stats.clone()),
                 vrrp: vrrp.as_ref().map(|v| v.registry.clone()),
+                faults: Some(proxy.faults().clone()),
             },
         );
         tokio::spawn(endpoint.serve(listener, admin_stopped));

@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// What a node's own file may hold when `[cluster.etcd]` is set.
-const NODE_LOCAL: &str = "[runtime], [admin], [cluster], [vrrp], [log], [access_log]";
+const NODE_LOCAL: &str = "[runtime], [admin], [cluster], [vrrp], [log], [access_log], [chaos]";
 
 pub(super) fn cluster(c: &mut Checker, raw: RawCluster) -> Option<Cluster> {
     let at = &raw.at;
@@ -163,6 +163,7 @@ pub(super) fn reject_node_local_sections(c: &mut Checker, raw: &RawConfig) {
         ("access_log", slot_line(&raw.access_log)),
         ("cluster", slot_line(&raw.cluster)),
         ("vrrp", slot_line(&raw.vrrp)),
+        ("chaos", slot_line(&raw.chaos)),
     ];
     for (key, line) in present {
         if let Some(line) = line {

@@ -15,9 +15,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::raw::{Field, Header, RawAdmin, RawConfig, RawListener, RawRuntime, Slot};
+use crate::raw::{Field, Header, RawAdmin, RawChaos, RawConfig, RawListener, RawRuntime, Slot};
 use crate::{
-    Admin, Alerts, Config, ConfigError, Document, Listener, Log, Protocol, Runtime,
+    Admin, Alerts, Chaos, Config, ConfigError, Document, Listener, Log, Protocol, Runtime,
     DEFAULT_RESOLVE_INTERVAL, DEFAULT_SHUTDOWN_DRAIN, MAX_RESOLVE_INTERVAL, MIN_RESOLVE_INTERVAL,
 };
 use checker::{at_line, duration, int_in, non_empty, one_of, socket_addr, Checker};
@@ -76,6 +76,11 @@ pub(crate) fn validate(
         .and_then(|admin| admin.as_ref())
         .and_then(|admin| admin.bind.clone());
 
+    let chaos = match raw.chaos {
+        Slot::Missing => Some(Chaos::default()),
+        Slot::Invalid => None,
+        Slot::Set(field) => chaos(c, field.value),
+    };
     let cluster = match raw.cluster {
         Slot::Missing => Some(None),
         Slot::Invalid => None,
@@ -89,7 +94,7 @@ pub(crate) fn validate(
             Slot::Invalid => None,
             Slot::Set(field) => vrrp::vrrp(c, field.value, None).map(Some),
         };
-        return match (runtime, admin, log, access_log, cluster, vrrp) {
+        return match (runtime, admin, log, access_log, cluster, vrrp, chaos) {
             (
                 Some(runtime),
                 Some(admin),
@@ -97,7 +102,9 @@ pub(crate) fn validate(
                 Some(access_log),
                 Some(cluster),
                 Some(vrrp),
+                Some(chaos),
             ) if checker.errors.is_empty() => Ok(Config {
+                chaos,
                 runtime,
                 admin: admin.and_then(|admin| admin.valid),
                 listeners: Vec::new(),
@@ -136,7 +143,8 @@ pub(crate) fn validate(
             Some(access_log),
             Some(alerts),
             Some(cluster),
-        ) if checker.errors.is_empty() && vrrp.is_some() => Ok(Config {
+        ) if checker.errors.is_empty() && vrrp.is_some() && chaos.is_some() => Ok(Config {
+            chaos: chaos.unwrap_or_default(),
             vrrp: vrrp.flatten(),
             runtime,
             admin: admin.and_then(|admin| admin.valid),
@@ -193,6 +201,11 @@ fn runtime(c: &mut Checker, raw: RawRuntime) -> Option<Runtime> {
         drain_timeout: drain_timeout?.value,
         resolve_interval: resolve_interval?.value,
     })
+}
+
+fn chaos(c: &mut Checker, raw: RawChaos) -> Option<Chaos> {
+    let allow = c.optional(&raw.at, "allow", raw.allow, false, Ok)?;
+    Some(Chaos { allow: allow.value })
 }
 
 /// The admin table, valid or not; its bind address is needed to check

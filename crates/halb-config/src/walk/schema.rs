@@ -4,9 +4,9 @@
 
 use super::{Table, Walker};
 use crate::raw::{
-    Header, RawAccessLog, RawAdmin, RawAlerts, RawBackend, RawConfig, RawHealthCheck, RawListener,
-    RawLog, RawOutlierDetection, RawPool, RawRetryBudget, RawRoute, RawRouteHeader, RawRuntime,
-    RawVrrp, RawVrrpInstance, Slot,
+    Header, RawAccessLog, RawAdmin, RawAlerts, RawBackend, RawChaos, RawConfig, RawHealthCheck,
+    RawListener, RawLog, RawOutlierDetection, RawPool, RawRetryBudget, RawRoute, RawRouteHeader,
+    RawRuntime, RawVrrp, RawVrrpInstance, Slot,
 };
 
 const ROOT_KEYS: &[&str] = &[
@@ -19,6 +19,7 @@ const ROOT_KEYS: &[&str] = &[
     "alerts",
     "vrrp",
     "cluster",
+    "chaos",
 ];
 const VRRP_KEYS: &[&str] = &["interface", "unicast_peers", "instance"];
 const VRRP_INSTANCE_KEYS: &[&str] = &[
@@ -36,6 +37,7 @@ const LOG_KEYS: &[&str] = &["level"];
 const ACCESS_LOG_KEYS: &[&str] = &["format", "path"];
 const ALERTS_KEYS: &[&str] = &["webhooks", "timeout", "max_attempts"];
 const ADMIN_KEYS: &[&str] = &["bind", "token"];
+const CHAOS_KEYS: &[&str] = &["allow"];
 const LISTENER_KEYS: &[&str] = &[
     "name",
     "bind",
@@ -115,7 +117,9 @@ impl Walker {
             .array_of_tables(root, "pool")
             .map(|tables| tables.iter().map(|t| self.pool(t)).collect());
         let cluster = self.table(root, "cluster").map(|table| self.cluster(table));
+        let chaos = self.table(root, "chaos").map(|table| self.chaos(table));
         RawConfig {
+            chaos,
             root: root.at.clone(),
             runtime,
             log,
@@ -190,6 +194,14 @@ impl Walker {
             virtual_ips: self.string_array(table, "virtual_ips"),
             track_pools: self.string_array(table, "track_pools"),
             notify: self.string(table, "notify"),
+        }
+    }
+
+    fn chaos(&mut self, table: &Table<'_>) -> RawChaos {
+        self.reject_unknown_keys(table, CHAOS_KEYS);
+        RawChaos {
+            at: table.at.clone(),
+            allow: self.boolean(table, "allow"),
         }
     }
 

@@ -19,6 +19,7 @@ use super::headers::{encode_request, ClientAddress};
 use super::server::ClientBody;
 use super::upstream::UpstreamPool;
 use crate::error::{ProxyError, Side};
+use crate::fault::Injected;
 use crate::listener::ListenerContext;
 use crate::state::{InFlight, PoolState, Tried};
 
@@ -32,6 +33,8 @@ pub(crate) struct Handler {
     /// The forwarding headers for this client, made at the connection's
     /// first request.
     pub(crate) client: std::cell::OnceCell<ClientAddress>,
+    /// A fault asked for the client connection to be reset.
+    pub(crate) reset: std::cell::Cell<bool>,
 }
 
 /// A request as the server side hands it over.
@@ -90,9 +93,9 @@ impl Handler {
         let mut exchange = Exchange::start(route, self.peer, &request.method, &request.uri);
         let (route, progress) = exchange.route_and_progress();
         match self.forward(request, &route.pool, progress).await {
-            Ok(Forwarded::Response(status, fields, body)) => {
+            Ok(Forwarded::Response(status, fields, body, throttle)) => {
                 exchange.answered(status, true);
-                let body = ResponseBody::upstream(body, exchange);
+                let body = ResponseBody::upstream(body, exchange).throttled(throttle);
                 let reply = Reply {
                     status,
                     fields,
@@ -111,6 +114,17 @@ impl Handler {
                     body,
                 };
                 (reply, Some(upgrade))
+            }
+            Err(_) if self.reset.get() => {
+                // Reset by a fault: no answer to count, the client saw none.
+                let body = ResponseBody::full(Bytes::new(), exchange);
+                let reply = Reply {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    fields: Fields::from_pairs(&[]),
+                    close: true,
+                    body,
+                };
+                (reply, None)
             }
             Err(error) => {
                 tracing::debug!(listener = %self.config.name, side = ?error.side(), %error, "request failed");
@@ -162,6 +176,7 @@ impl Handler {
         let mut tried = Tried::default();
         let mut last_error = ProxyError::NoBackend;
         let mut sent = false;
+        let mut throttle = None;
         for attempt in 0..=pool.config.retries {
             if sent && !resendable {
                 break;
@@ -173,6 +188,25 @@ impl Handler {
             };
             progress.backend = Some(index);
             progress.retries = attempt;
+            if attempt == 0 {
+                let faults = &self.listener.faults;
+                match crate::fault::before_forward(faults, &pool.config.name, backend.address).await
+                {
+                    Injected::Proceed => {}
+                    Injected::Throttle(rate) => throttle = Some(rate),
+                    Injected::Answer(status) => {
+                        progress.backend = None;
+                        let status =
+                            StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                        return Err(ProxyError::Injected(status));
+                    }
+                    Injected::Reset => {
+                        progress.backend = None;
+                        self.reset.set(true);
+                        return Err(ProxyError::Injected(StatusCode::SERVICE_UNAVAILABLE));
+                    }
+                }
+            }
             let in_flight = backend.begin();
             match self.attempt(pool, &in_flight, &mut request).await {
                 Ok((head, connection, sent, took)) => {
@@ -217,7 +251,7 @@ impl Handler {
                         pool.config.timeout,
                         in_flight,
                     );
-                    return Ok(Forwarded::Response(status, fields, body));
+                    return Ok(Forwarded::Response(status, fields, body, throttle));
                 }
                 Err(failed) => {
                     if failed.error.side() == Side::Downstream {
@@ -327,7 +361,8 @@ impl Handler {
 }
 
 enum Forwarded {
-    Response(StatusCode, Fields, BackendBody),
+    /// With the bandwidth (bytes per second) a fault allows, if any.
+    Response(StatusCode, Fields, BackendBody, Option<u64>),
     Upgraded(StatusCode, Fields, BackendUpgrade),
 }
 

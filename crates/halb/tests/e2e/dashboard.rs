@@ -38,6 +38,9 @@ workers = 2
 bind = "{admin}"
 token = "{TOKEN}"
 
+[chaos]
+allow = true
+
 [[listener]]
 name = "web"
 bind = "{web}"
@@ -252,6 +255,77 @@ async fn the_dashboard_shows_backends_live_and_drains_and_enables_them() {
     click(browser, "app", a.addr, "enable").await;
     wait_for_state(browser, "app", a.addr, "up", CLICK_SHOWS_WITHIN).await;
     assert_eq!(api_state(at.admin, a.addr).await, "up");
+
+    // An injected fault shows with its countdown, and goes when deleted.
+    let bearer = format!("Bearer {TOKEN}");
+    let body = r#"{"pool":"app","kind":"latency","value":"1ms","duration":"90s"}"#;
+    let added = crate::support::process::admin_request_with_body(
+        at.admin,
+        "POST",
+        "/api/v1/faults",
+        &[("Authorization", bearer.as_str())],
+        body,
+    )
+    .await
+    .expect("POST a fault");
+    assert_eq!(added.status, 201, "{}", added.text());
+    let id = serde_json::from_slice::<serde_json::Value>(&added.body).expect("JSON")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let selector = format!("#faults tr[data-fault='{id}'] .countdown");
+    let first = wait_for(browser, "the fault on the page", CLICK_SHOWS_WITHIN, || {
+        let selector = selector.clone();
+        async move {
+            let Some(cell) = browser.find(&selector).await? else {
+                return Ok(None);
+            };
+            Ok(Some(browser.text(&cell).await?))
+        }
+    })
+    .await;
+    let seconds = |text: &str| -> u64 {
+        text.trim_end_matches(" s")
+            .parse()
+            .unwrap_or_else(|_| panic!("countdown {text:?}"))
+    };
+    let start = seconds(&first);
+    assert!((80..=90).contains(&start), "countdown {first:?}");
+    wait_for(
+        browser,
+        "the countdown to go down",
+        Duration::from_secs(4),
+        || {
+            let selector = selector.clone();
+            async move {
+                let Some(cell) = browser.find(&selector).await? else {
+                    return Ok(None);
+                };
+                let now = seconds(&browser.text(&cell).await?);
+                Ok((now < start).then_some(()))
+            }
+        },
+    )
+    .await;
+    let deleted = crate::support::process::admin_request_with(
+        at.admin,
+        "DELETE",
+        &format!("/api/v1/faults/{id}"),
+        &[("Authorization", bearer.as_str())],
+    )
+    .await
+    .expect("DELETE the fault");
+    assert_eq!(deleted.status, 204);
+    wait_for(
+        browser,
+        "the fault to leave the page",
+        CLICK_SHOWS_WITHIN,
+        || {
+            let selector = selector.clone();
+            async move { Ok(browser.find(&selector).await?.is_none().then_some(())) }
+        },
+    )
+    .await;
 
     // Everything the page loaded came from halb itself.
     let resources = browser

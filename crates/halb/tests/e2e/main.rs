@@ -19,6 +19,7 @@ mod etcd_canary;
 mod etcd_config;
 mod etcd_fleet;
 mod failures;
+mod faults;
 mod flapping;
 mod health_checks;
 mod http_semantics;

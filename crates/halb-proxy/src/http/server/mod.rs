@@ -196,6 +196,7 @@ pub(crate) async fn serve(
         upstream,
         peer,
         client: std::cell::OnceCell::new(),
+        reset: std::cell::Cell::new(false),
     };
     let connection = Rc::new(ClientConnection::new(stream));
     // One timer for the connection's life, pushed back at each idle spell
@@ -309,6 +310,12 @@ async fn serve_busy(
             body,
         };
         let (response, backend_upgrade) = handler.handle(request).await;
+        if handler.reset.get() {
+            // A fault: the client sees its connection reset, no answer.
+            crate::fault::reset_on_close(&connection.stream);
+            drop(response);
+            return Next::Close { linger: false };
+        }
 
         let switching = response.status == StatusCode::SWITCHING_PROTOCOLS;
         let answering = Answering {

@@ -15,6 +15,8 @@ pub struct NodeConfig {
     /// Where halb's admin API will answer.
     pub admin: SocketAddr,
     token: Option<String>,
+    /// `[chaos] allow = true` when set.
+    chaos: bool,
     runtime_keys: Vec<(String, String)>,
     alerts_keys: Vec<(String, String)>,
     listeners: Vec<ListenerEntry>,
@@ -49,6 +51,7 @@ impl NodeConfig {
         NodeConfig {
             admin: free_addr(),
             token: None,
+            chaos: false,
             runtime_keys: vec![("workers".into(), "2".into())],
             alerts_keys: Vec::new(),
             listeners: Vec::new(),
@@ -65,6 +68,12 @@ impl NodeConfig {
     /// Sets `[admin] token`.
     pub fn token(mut self, token: &str) -> Self {
         self.token = Some(token.to_owned());
+        self
+    }
+
+    /// Sets `[chaos] allow = true`: the faults API works.
+    pub fn chaos_allowed(mut self) -> Self {
+        self.chaos = true;
         self
     }
 
@@ -190,6 +199,9 @@ impl NodeConfig {
         let _ = write!(toml, "\n[admin]\nbind = \"{}\"\n", self.admin);
         if let Some(token) = &self.token {
             let _ = writeln!(toml, "token = {token:?}");
+        }
+        if self.chaos {
+            toml.push_str("\n[chaos]\nallow = true\n");
         }
         if !self.alerts_keys.is_empty() {
             toml.push_str("\n[alerts]\n");
