@@ -22,6 +22,10 @@ const REFRESH_EVERY: Duration = Duration::from_millis(250);
 /// Gratuitous ARPs sent on takeover, as keepalived does (5 by default).
 const GARP_REPEAT: usize = 5;
 const GARP_SPACING: Duration = Duration::from_millis(100);
+/// At SIGTERM, how long a master waits for the next master's advert.
+const HANDOVER_WAIT: Duration = Duration::from_secs(1);
+/// Then, how long it keeps the addresses while clients learn the new MAC.
+const HANDOVER_GRACE: Duration = Duration::from_millis(200);
 /// How often the interface's carrier is looked at: a lost link is a fault.
 const CARRIER_EVERY: Duration = Duration::from_millis(20);
 
@@ -239,6 +243,9 @@ impl Runner {
                         if self.machine.state() == VrrpState::Master {
                             tracing::info!(instance = %self.settings.name, "stopping: sending a priority-0 advert and giving the virtual IPs up");
                         }
+                        if self.machine.state() == VrrpState::Master {
+                            self.hand_over(&mut buffer).await;
+                        }
                         let actions = self.machine.shutdown();
                         self.carry_out(actions).await;
                         self.publish();
@@ -257,6 +264,33 @@ impl Runner {
             }
             self.publish();
         }
+    }
+
+    /// A leaving master: priority 0 at once, so that a backup takes over
+    /// after its skew only, while this node keeps the addresses and serves
+    /// what still reaches it until the new master is heard (bounded), plus
+    /// a grace for its gratuitous ARP to reach the clients.
+    async fn hand_over(&mut self, buffer: &mut [u8]) {
+        self.advertise(0).await;
+        let until = Instant::now() + HANDOVER_WAIT;
+        let heard = loop {
+            let received = tokio::select! {
+                _ = tokio::time::sleep_until(until) => break false,
+                received = self.socket.recv(buffer) => received,
+            };
+            if let Ok(n) = received {
+                if let Ok(advert) = Advert::decode(&buffer[..n]) {
+                    if advert.source != self.primary
+                        && advert.advert.vrid == self.settings.vrid
+                        && advert.advert.priority > 0
+                    {
+                        break true;
+                    }
+                }
+            }
+        };
+        tracing::info!(instance = %self.settings.name, new_master_heard = heard, "handing the virtual IPs over");
+        tokio::time::sleep(HANDOVER_GRACE).await;
     }
 
     /// Enters or leaves fault from the link and the tracked pools together;
