@@ -48,6 +48,19 @@ impl Interface {
     }
 }
 
+impl Interface {
+    /// Whether the link is up with a carrier (`/sys/class/net/NAME/carrier`);
+    /// unreadable counts as up, so that a missing file never causes a fault.
+    pub fn has_carrier(&self) -> bool {
+        let path = std::path::Path::new("/sys/class/net")
+            .join(&self.name)
+            .join("carrier");
+        std::fs::read_to_string(path)
+            .map(|s| s.trim() != "0")
+            .unwrap_or(true)
+    }
+}
+
 /// The raw socket of protocol 112 for one interface.
 pub struct AdvertSocket {
     fd: AsyncFd<OwnedFd>,

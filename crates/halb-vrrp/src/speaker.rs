@@ -22,6 +22,12 @@ const REFRESH_EVERY: Duration = Duration::from_millis(250);
 /// Gratuitous ARPs sent on takeover, as keepalived does (5 by default).
 const GARP_REPEAT: usize = 5;
 const GARP_SPACING: Duration = Duration::from_millis(100);
+/// At SIGTERM, how long a master waits for the next master's advert.
+const HANDOVER_WAIT: Duration = Duration::from_secs(1);
+/// Then, how long it keeps the addresses while clients learn the new MAC.
+const HANDOVER_GRACE: Duration = Duration::from_millis(200);
+/// How often the interface's carrier is looked at: a lost link is a fault.
+const CARRIER_EVERY: Duration = Duration::from_millis(20);
 
 /// One `[[vrrp.instance]]`, as the speaker needs it.
 #[derive(Debug, Clone)]
@@ -150,6 +156,8 @@ pub fn start(
         counters: Counters::default(),
         origin: Instant::now(),
         reason: String::new(),
+        pool_fault: None,
+        link_down: false,
     };
     tokio::spawn(runner.run(orders, fault));
     Ok(control)
@@ -168,6 +176,11 @@ struct Runner {
     counters: Counters,
     origin: Instant,
     reason: String,
+    /// Why a tracked pool puts the instance in fault, if one does.
+    pool_fault: Option<String>,
+    /// The interface has no carrier: a node cut off must not keep the
+    /// addresses (it could not tell neighbours when its link returns).
+    link_down: bool,
 }
 
 impl Runner {
@@ -179,13 +192,14 @@ impl Runner {
         let now = self.now();
         let actions = self.machine.start(now);
         self.carry_out(actions).await;
-        if let Some(reason) = fault {
-            let actions = self.machine.set_fault(now, true, reason);
-            self.carry_out(actions).await;
-        }
+        self.pool_fault = fault;
+        self.link_down = !self.interface.has_carrier();
+        let actions = self.refault(now, String::new());
+        self.carry_out(actions).await;
         self.publish();
         let mut buffer = vec![0u8; 2048];
         let mut refresh = tokio::time::interval(REFRESH_EVERY);
+        let mut carrier = tokio::time::interval(CARRIER_EVERY);
         loop {
             let deadline = self
                 .machine
@@ -201,6 +215,16 @@ impl Runner {
                     self.refresh_vips();
                     Vec::new()
                 }
+                _ = carrier.tick() => {
+                    let down = !self.interface.has_carrier();
+                    if down == self.link_down {
+                        Vec::new()
+                    } else {
+                        self.link_down = down;
+                        let now = self.now();
+                        self.refault(now, "every tracked pool has a usable backend".to_owned())
+                    }
+                }
                 received = self.socket.recv(&mut buffer) => match received {
                     Ok(n) => self.on_packet(&buffer[..n]),
                     Err(e) => {
@@ -212,11 +236,15 @@ impl Runner {
                 order = orders.recv() => match order {
                     Some(Control::Fault(fault, reason)) => {
                         let now = self.now();
-                        self.machine.set_fault(now, fault, reason)
+                        self.pool_fault = fault.then(|| reason.clone());
+                        self.refault(now, reason)
                     }
                     Some(Control::Shutdown(done)) => {
                         if self.machine.state() == VrrpState::Master {
                             tracing::info!(instance = %self.settings.name, "stopping: sending a priority-0 advert and giving the virtual IPs up");
+                        }
+                        if self.machine.state() == VrrpState::Master {
+                            self.hand_over(&mut buffer).await;
                         }
                         let actions = self.machine.shutdown();
                         self.carry_out(actions).await;
@@ -235,6 +263,56 @@ impl Runner {
                 self.carry_out(actions).await;
             }
             self.publish();
+        }
+    }
+
+    /// A leaving master: priority 0 at once, so that a backup takes over
+    /// after its skew only, while this node keeps the addresses and serves
+    /// what still reaches it until the new master is heard (bounded), plus
+    /// a grace for its gratuitous ARP to reach the clients.
+    async fn hand_over(&mut self, buffer: &mut [u8]) {
+        self.advertise(0).await;
+        let until = Instant::now() + HANDOVER_WAIT;
+        let heard = loop {
+            let received = tokio::select! {
+                _ = tokio::time::sleep_until(until) => break false,
+                received = self.socket.recv(buffer) => received,
+            };
+            if let Ok(n) = received {
+                if let Ok(advert) = Advert::decode(&buffer[..n]) {
+                    if advert.source != self.primary
+                        && advert.advert.vrid == self.settings.vrid
+                        && advert.advert.priority > 0
+                    {
+                        break true;
+                    }
+                }
+            }
+        };
+        tracing::info!(instance = %self.settings.name, new_master_heard = heard, "handing the virtual IPs over");
+        tokio::time::sleep(HANDOVER_GRACE).await;
+    }
+
+    /// Enters or leaves fault from the link and the tracked pools together;
+    /// `cleared` is the reason given when neither holds any more.
+    fn refault(&mut self, now: Duration, cleared: String) -> Vec<Action> {
+        let interface = &self.interface.name;
+        let reason = match (&self.pool_fault, self.link_down) {
+            (_, true) => Some(format!("interface {interface} has no carrier")),
+            (Some(pool), false) => Some(pool.clone()),
+            (None, false) => None,
+        };
+        match reason {
+            Some(reason) => self.machine.set_fault(now, true, reason),
+            None if self.machine.state() == VrrpState::Fault => {
+                let reason = if cleared.is_empty() {
+                    format!("interface {interface} has its carrier back")
+                } else {
+                    cleared
+                };
+                self.machine.set_fault(now, false, reason)
+            }
+            None => Vec::new(),
         }
     }
 

@@ -174,6 +174,36 @@ fn a_cut_link_moves_the_virtual_ip_to_the_backup() {
     assert!(to_vip < Duration::from_secs(2), "{to_vip:?}");
     assert!(to_served.expect("served by the backup") < Duration::from_secs(3));
     assert_eq!(two.state(&lab), "master");
+
+    // The link returns: node 1 preempts, node 2 gives the VIP up, and the
+    // client follows node 1 at once.
+    let back = Instant::now();
+    lab.set_link(1, true);
+    let mut both_since: Option<Instant> = None;
+    let mut both_longest = Duration::ZERO;
+    let returned = wait_until(Duration::from_secs(5), || {
+        let holders = lab.holders(VIP);
+        if holders.len() > 1 {
+            let since = *both_since.get_or_insert_with(Instant::now);
+            both_longest = both_longest.max(since.elapsed());
+        } else {
+            both_since = None;
+        }
+        holders == [1] && served_by(&lab, Duration::from_millis(300)) == Ok(node_ip(1))
+    })
+    .map(|_| back.elapsed());
+    println!("link back: node 1 holds the VIP alone and serves after {returned:?}; two holders for at most {both_longest:?}");
+    assert!(
+        returned.is_some(),
+        "node 1 serves again: holders {:?}, client neighbours:\n{}\n{}\n{}",
+        lab.holders(VIP),
+        lab.neighbours("cl"),
+        _one.log.read(),
+        two.log.read()
+    );
+    assert!(both_longest < Duration::from_secs(1), "{both_longest:?}");
+    assert_eq!(two.state(&lab), "backup");
+    assert_eq!(lab.holders(VIP), [1]);
 }
 
 #[test]

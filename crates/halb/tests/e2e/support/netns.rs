@@ -133,6 +133,15 @@ impl Lab {
         String::from_utf8_lossy(&output.stdout).contains(&format!(" {address}/"))
     }
 
+    /// `ip neigh` of namespace `short`, for failure messages.
+    pub fn neighbours(&self, short: &str) -> String {
+        let output = Command::new("ip")
+            .args(["-n", &self.ns(short), "neigh", "show"])
+            .output()
+            .expect("run ip");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// The nodes that hold `address` now.
     pub fn holders(&self, address: &str) -> Vec<usize> {
         (1..=self.nodes)
