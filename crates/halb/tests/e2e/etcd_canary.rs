@@ -17,11 +17,12 @@ use crate::support::{free_addr, Halb};
 const LIMIT: Duration = Duration::from_secs(15);
 
 /// Two nodes, lb1 and lb2, on one shared document; both listen on its
-/// front address (the kernel spreads connections over both).
+/// front address (the kernel spreads connections over both), returned
+/// with the document.
 async fn fleet(
     etcd: &Etcd,
     shared_backend: std::net::SocketAddr,
-) -> (Halb, Halb, String, [StateDir; 2]) {
+) -> (Halb, Halb, std::net::SocketAddr, String, [StateDir; 2]) {
     let states = [StateDir::new(), StateDir::new()];
     let front = free_addr();
     let (local1, shared) = configs(front, &[shared_backend], &[etcd.url()], &states[0], "lb1");
@@ -36,7 +37,7 @@ async fn fleet(
         etcd.get("/halb/nodes/lb1").is_some() && etcd.get("/halb/nodes/lb2").is_some()
     })
     .await;
-    (lb1, lb2, shared, states)
+    (lb1, lb2, front, shared, states)
 }
 
 /// `halb config push --canary lb1 --watch WATCH FILE`, off the runtime.
@@ -69,12 +70,7 @@ async fn push_canary(etcd: &Etcd, document: &str, watch: &str) -> Finished {
 async fn a_canary_that_fails_requests_is_rolled_back_and_others_never_see_it() {
     let etcd = Etcd::start().await;
     let a = named("a").await;
-    let (lb1, lb2, shared, _states) = fleet(&etcd, a.addr).await;
-    let front: std::net::SocketAddr = lb1.status_json().await["listeners"][0]["bind"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (lb1, lb2, front, shared, _states) = fleet(&etcd, a.addr).await;
     let before = lb2.status_json().await;
     let revision = before["config_revision"].clone();
 
@@ -134,12 +130,7 @@ async fn a_canary_that_fails_requests_is_rolled_back_and_others_never_see_it() {
 async fn a_healthy_canary_is_promoted_to_every_node() {
     let etcd = Etcd::start().await;
     let (a, b) = (named("a").await, named("b").await);
-    let (lb1, lb2, shared, _states) = fleet(&etcd, a.addr).await;
-    let front: std::net::SocketAddr = lb1.status_json().await["listeners"][0]["bind"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (lb1, lb2, front, shared, _states) = fleet(&etcd, a.addr).await;
     let load = Load::start(front, "/", 4, Duration::from_millis(5));
     let good = format!("{shared}\n[[pool.backend]]\naddress = \"{}\"\n", b.addr);
     let out = push_canary(&etcd, &good, "2s").await;

@@ -65,6 +65,17 @@ fn median(times: &mut [Duration]) -> Duration {
     times[times.len() / 2]
 }
 
+/// halb with `[chaos] allow = true`, listener `front` on a fresh address
+/// for pool `app` of `backends`; the node and where it listens.
+async fn chaos_node(backends: &[SocketAddr]) -> (Halb, SocketAddr) {
+    let listen = free_addr();
+    let config = NodeConfig::new()
+        .chaos_allowed()
+        .listener("front", listen, "app")
+        .pool("app", backends);
+    (Halb::start(&config.to_toml()).await, listen)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_is_refused_unless_chaos_is_allowed_and_the_token_is_right() {
     let a = named("a").await;
@@ -199,12 +210,7 @@ async fn the_api_is_refused_unless_chaos_is_allowed_and_the_token_is_right() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_slows_requests_until_the_fault_expires() {
     let a = named("a").await;
-    let listen = free_addr();
-    let config = NodeConfig::new()
-        .chaos_allowed()
-        .listener("front", listen, "app")
-        .pool("app", &[a.addr]);
-    let halb = Halb::start(&config.to_toml()).await;
+    let (halb, listen) = chaos_node(&[a.addr]).await;
 
     let id = add_fault(
         &halb,
@@ -251,12 +257,7 @@ async fn latency_slows_requests_until_the_fault_expires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_answers_without_the_backend_and_metrics_agree() {
     let a = named("a").await;
-    let listen = free_addr();
-    let config = NodeConfig::new()
-        .chaos_allowed()
-        .listener("front", listen, "app")
-        .pool("app", &[a.addr]);
-    let halb = Halb::start(&config.to_toml()).await;
+    let (halb, listen) = chaos_node(&[a.addr]).await;
 
     let load = tokio::spawn(requests_for(listen, Duration::from_secs(5)));
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -296,12 +297,7 @@ async fn abort_answers_without_the_backend_and_metrics_agree() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_percent_hits_about_that_share_and_delete_ends_it_early() {
     let a = named("a").await;
-    let listen = free_addr();
-    let config = NodeConfig::new()
-        .chaos_allowed()
-        .listener("front", listen, "app")
-        .pool("app", &[a.addr]);
-    let halb = Halb::start(&config.to_toml()).await;
+    let (halb, listen) = chaos_node(&[a.addr]).await;
 
     let id = add_fault(
         &halb,
@@ -393,12 +389,7 @@ async fn a_tcp_pool_resets_connections_during_a_fault() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_holds_requests_and_bandwidth_throttles_bodies() {
     let a = crate::support::backends::download(64 * 1024).await;
-    let listen = free_addr();
-    let config = NodeConfig::new()
-        .chaos_allowed()
-        .listener("front", listen, "app")
-        .pool("app", &[a.addr]);
-    let halb = Halb::start(&config.to_toml()).await;
+    let (halb, listen) = chaos_node(&[a.addr]).await;
 
     let started = Instant::now();
     let whole = HttpClient::connect(listen).await.get("/", &[]).await;
@@ -452,12 +443,7 @@ async fn timeout_holds_requests_and_bandwidth_throttles_bodies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_fault_hits_that_backend_only() {
     let (a, b) = (named("a").await, named("b").await);
-    let listen = free_addr();
-    let config = NodeConfig::new()
-        .chaos_allowed()
-        .listener("front", listen, "app")
-        .pool("app", &[a.addr, b.addr]);
-    let halb = Halb::start(&config.to_toml()).await;
+    let (halb, listen) = chaos_node(&[a.addr, b.addr]).await;
     let body = format!(
         r#"{{"pool":"app","backend":"{}","kind":"abort","value":502,"duration":"30s"}}"#,
         b.addr
