@@ -121,16 +121,15 @@ impl Snapshot {
     /// value that is not a [`Canary`] names no node.
     pub fn for_node(&self, node: &str) -> Snapshot {
         let mut view = self.clone();
-        let canary = view.canary.take();
-        let trial = canary.as_ref().and_then(|entry| {
-            let canary = serde_json::from_str::<Canary>(&entry.value).ok()?;
-            canary.nodes.iter().any(|n| n == node).then_some(Entry {
+        view.canary = None;
+        let trial = self
+            .canary()
+            .filter(|(canary, _)| canary.nodes.iter().any(|n| n == node));
+        if let Some((canary, mod_revision)) = trial {
+            view.config = Some(Entry {
                 value: canary.config,
-                mod_revision: entry.mod_revision,
-            })
-        });
-        if let Some(trial) = trial {
-            view.config = Some(trial);
+                mod_revision,
+            });
         }
         view
     }

@@ -255,7 +255,10 @@ impl ClusterNode {
     ) -> Option<Result<(Config, String), Vec<String>>> {
         // A canary that names this node puts its document in place of
         // `<prefix>/config`; every other node never sees it.
-        let snapshot = Arc::new(snapshot.for_node(&self.record.node));
+        let snapshot = match snapshot.canary {
+            Some(_) => Arc::new(snapshot.for_node(&self.record.node)),
+            None => snapshot,
+        };
         self.latest = Some(snapshot.clone());
         let identity = halb_cluster::compose::identity(&snapshot);
         if let Some((running, _)) = &self.applied {
