@@ -76,6 +76,13 @@ async fn chaos_node(backends: &[SocketAddr]) -> (Halb, SocketAddr) {
     (Halb::start(&config.to_toml()).await, listen)
 }
 
+/// Every method and path of the faults API.
+const FAULT_ENDPOINTS: [(&str, &str); 3] = [
+    ("GET", "/api/v1/faults"),
+    ("POST", "/api/v1/faults"),
+    ("DELETE", "/api/v1/faults/abc"),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_is_refused_unless_chaos_is_allowed_and_the_token_is_right() {
     let a = named("a").await;
@@ -85,11 +92,7 @@ async fn the_api_is_refused_unless_chaos_is_allowed_and_the_token_is_right() {
         .pool("app", &[a.addr]);
     let halb = Halb::start(&off.to_toml()).await;
     let body = r#"{"pool":"app","kind":"abort","value":503,"duration":"3s"}"#;
-    for (method, path) in [
-        ("GET", "/api/v1/faults"),
-        ("POST", "/api/v1/faults"),
-        ("DELETE", "/api/v1/faults/abc"),
-    ] {
+    for (method, path) in FAULT_ENDPOINTS {
         let response = admin_request_with_body(halb.admin(), method, path, &[], body)
             .await
             .expect("admin answer");
@@ -110,11 +113,7 @@ async fn the_api_is_refused_unless_chaos_is_allowed_and_the_token_is_right() {
     let halb = Halb::start(&on.to_toml()).await;
     let bearer = format!("Bearer {TOKEN}");
     let auth = [("Authorization", bearer.as_str())];
-    for (method, path) in [
-        ("GET", "/api/v1/faults"),
-        ("POST", "/api/v1/faults"),
-        ("DELETE", "/api/v1/faults/abc"),
-    ] {
+    for (method, path) in FAULT_ENDPOINTS {
         let response = admin_request_with_body(halb.admin(), method, path, &[], body)
             .await
             .expect("admin answer");
