@@ -4,6 +4,7 @@ mod canary;
 mod chaos;
 mod cluster;
 mod demo;
+mod drill;
 mod fleet;
 mod notify;
 mod resolve;
@@ -93,6 +94,21 @@ enum Command {
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,
+    },
+    /// Run a chaos / disaster-recovery drill under steady load and write its
+    /// report. Exit 0: SLO met and every step done; 1: SLO missed or a step
+    /// failed; 2: the drill could not run.
+    Drill {
+        /// The scenario file (drills/ has examples).
+        #[arg(long, value_name = "FILE")]
+        scenario: PathBuf,
+        /// Where report.json and report.html go
+        /// (default drill-reports/NAME-TIME).
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
+        /// Print what the drill would do and do nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -189,5 +205,10 @@ fn main() -> ExitCode {
         Command::Cluster {
             command: ClusterCommand::Status { etcd, prefix, json },
         } => fleet::cluster_status(&etcd, &prefix, json),
+        Command::Drill {
+            scenario,
+            report,
+            dry_run,
+        } => drill::drill(&scenario, report, dry_run),
     }
 }

@@ -27,7 +27,14 @@ struct Series<'a> {
 }
 
 /// A line chart over the drill's time with step and detection markers.
-fn chart(report: &Report, title: &str, unit: &str, y_max: f64, series: &[Series]) -> String {
+fn chart(
+    report: &Report,
+    title: &str,
+    unit: &str,
+    y_max: f64,
+    threshold: Option<(f64, &str)>,
+    series: &[Series],
+) -> String {
     let x = |t: f64| LEFT + (W - LEFT - RIGHT) * (t / report.duration_s.max(0.001)).clamp(0.0, 1.0);
     let y = |v: f64| TOP + (H - TOP - BOTTOM) * (1.0 - (v / y_max).clamp(0.0, 1.0));
     let mut s = String::new();
@@ -61,6 +68,17 @@ fn chart(report: &Report, title: &str, unit: &str, y_max: f64, series: &[Series]
             trim(t)
         );
         t += step_s;
+    }
+    if let Some((v, label)) = threshold.filter(|(v, _)| *v <= y_max) {
+        let _ = write!(
+            s,
+            "<line class=\"slo\" x1=\"{LEFT}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/><text class=\"slolabel\" x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            W - RIGHT,
+            W - RIGHT - 4.0,
+            y(v) - 4.0,
+            esc(label),
+            y = y(v)
+        );
     }
     // Steps: dashed lines, numbered.
     for (i, step) in report.steps.iter().enumerate() {
@@ -144,13 +162,15 @@ fn nice_step(duration_s: f64) -> f64 {
     .unwrap_or(600.0)
 }
 
-/// A ceiling for the latency axis: the largest p99 point, rounded up.
+/// A ceiling for the latency axis: the largest p99 point, rounded up (the
+/// SLO's line is drawn only when it falls inside).
 fn latency_ceiling(report: &Report) -> f64 {
     let top = report
         .timeline
         .iter()
         .filter_map(|p| p.p99_ms)
-        .fold(report.slo.p99_ms, f64::max);
+        .fold(0.0, f64::max)
+        * 1.1;
     let mut decade = 1.0;
     loop {
         for m in [1.0, 2.0, 5.0] {
@@ -175,7 +195,7 @@ figure{margin:16px 0}figcaption{font-weight:600;margin-bottom:4px}
 svg{width:100%;height:auto;background:#fbfcfe;border:1px solid #e3e6ee;border-radius:4px}
 .grid{stroke:#e3e6ee}.tick{font-size:11px;fill:#5b6478}
 .step{stroke:#7b3fe4;stroke-dasharray:4 3;stroke-width:1.2}.steplabel{font-size:11px;fill:#7b3fe4}
-.detection{fill:#e67e22}
+.detection{fill:#e67e22}.slo{stroke:#c0392b;stroke-dasharray:2 4;stroke-width:1}.slolabel{font-size:11px;fill:#c0392b}
 .legend span{margin-right:16px;font-size:12px}.legend i{display:inline-block;width:14px;height:4px;margin-right:5px;vertical-align:middle}
 .stepkey{border-top:2px dashed #7b3fe4;height:0!important}.detkey{background:#e67e22;height:8px!important;width:8px!important}
 code{font:12px ui-monospace,monospace;background:#f5f7fb;padding:1px 4px;border-radius:3px;word-break:break-all}
@@ -194,7 +214,7 @@ pub fn render(report: &Report) -> String {
     };
     let _ = write!(
         s,
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>halb drill: {name}</title><meta name=\"viewport\" content=\"width=device-width\"><style>{STYLE}</style></head><body>\
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\"><title>halb drill: {name}</title><meta name=\"viewport\" content=\"width=device-width\"><style>{STYLE}</style></head><body>\
 <h1>Drill <code>{name}</code></h1><div>{verdict}</div>\
 <p>{scenario}: {rate} requests/s for {dur}s over {conc} connections (open loop; latency from each request's due time); SLO: {slo_s} answered 2xx/3xx and p99 ≤ {slo_p} ms; seed {seed}.</p>\
 <div class=\"kpi\"><div>requests<b>{req}</b></div><div>failed<b class=\"{fclass}\">{failed}</b></div><div>success ratio<b>{ratio:.4}</b></div><div>longest stretch below SLO<b>{rto:.1} s</b></div>\
@@ -222,6 +242,7 @@ pub fn render(report: &Report) -> String {
         "Success ratio per 100 ms",
         "",
         1.0,
+        None,
         &[Series {
             label: "share answered 2xx/3xx",
             color: "#1f6feb",
@@ -233,6 +254,7 @@ pub fn render(report: &Report) -> String {
         "Latency per 100 ms",
         " ms",
         latency_ceiling(report),
+        Some((report.slo.p99_ms, "SLO p99")),
         &[
             Series {
                 label: "p50",

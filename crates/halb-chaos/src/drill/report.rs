@@ -78,6 +78,11 @@ pub struct Report {
     pub slo_missed: Vec<String>,
     /// The longest stretch with the success ratio below the SLO.
     pub rto_s: f64,
+    /// Whether every step did what it was asked (a drill whose fault was
+    /// refused proved nothing, whatever the SLO says).
+    pub steps_ok: bool,
+    /// SLO met and every step done: `halb drill` exits 0.
+    pub passed: bool,
     pub steps: Vec<StepReport>,
     pub detections: Vec<Detection>,
     pub timeline: Vec<Point>,
@@ -193,7 +198,10 @@ pub fn build(
             inputs.slo.p99_ms
         ));
     }
+    let steps_ok = steps.iter().all(|s| s.ok);
     Report {
+        passed: slo_missed.is_empty() && steps_ok,
+        steps_ok,
         name: inputs.name,
         scenario: inputs.scenario,
         started_unix_s: inputs.started_unix_s,

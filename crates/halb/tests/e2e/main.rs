@@ -15,6 +15,7 @@ mod cli;
 mod dashboard;
 mod dns_backends;
 mod drain;
+mod drill;
 mod etcd_canary;
 mod etcd_config;
 mod etcd_fleet;
