@@ -107,24 +107,26 @@ fn points(report: &Value, from: f64, to: f64) -> Vec<Value> {
 fn python_backend(dir: &Path) -> (KillOnDrop, SocketAddr) {
     std::fs::write(dir.join(CHECK_PATH.trim_start_matches('/')), "ok").expect("check file");
     let addr = free_addr();
-    let child = Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            &addr.port().to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .arg("--directory")
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 -m http.server");
+    let child = KillOnDrop(
+        Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &addr.port().to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server"),
+    );
     for _ in 0..200 {
         if std::net::TcpStream::connect(addr).is_ok() {
-            return (KillOnDrop(child), addr);
+            return (child, addr);
         }
         std::thread::sleep(Duration::from_millis(25));
     }
