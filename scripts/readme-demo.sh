@@ -2,7 +2,8 @@
 # Runs the README's first command (the demo) exactly as written, as a new
 # user would from the top of a checkout, and checks that the demo answers:
 # the balancer spreads requests over the three demo backends, and the
-# dashboard and the status API answer. With --fresh it first clones the
+# dashboard and the status API answer, and drills/demo.toml passes against
+# it. With --fresh it first clones the
 # checkout's HEAD into a temporary directory and runs there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,4 +61,19 @@ if [ "$distinct" -ne 3 ]; then
 fi
 curl -fsS --max-time 5 "$dashboard" | grep -q '<title>halb dashboard</title>'
 curl -fsS --max-time 5 "${dashboard}api/v1/status" | grep -q '"listeners"'
-echo "the README's demo works: $balancer, dashboard $dashboard"
+
+# The drill the demo suggests, against the demo's own addresses: it passes
+# and writes its report.
+drill_dir=$(mktemp -d)
+sed -e "s|http://127.0.0.1:8080/|$balancer|" -e "s|http://127.0.0.1:9900|${dashboard%/}|" \
+  drills/demo.toml >"$drill_dir/demo.toml"
+if ! cargo run --release --quiet -- drill --scenario "$drill_dir/demo.toml" --report "$drill_dir" \
+  2>"$drill_dir/progress"; then
+  cat "$drill_dir/progress" >&2
+  echo "the demo drill did not pass" >&2
+  exit 1
+fi
+grep -q '"passed": true' "$drill_dir/report.json"
+test -s "$drill_dir/report.html"
+rm -rf "$drill_dir"
+echo "the README's demo works: $balancer, dashboard $dashboard, and its drill passes"

@@ -42,7 +42,7 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     let listen = free_or_any(listen);
     let admin = free_or_any(admin);
     let mut config = format!(
-        "[admin]\nbind = \"{admin}\"\n\n\
+        "[admin]\nbind = \"{admin}\"\n\n[chaos]\nallow = true\n\n\
          [[listener]]\nname = \"demo\"\nbind = \"{listen}\"\nprotocol = \"http\"\npool = \"demo\"\n\n\
          [[pool]]\nname = \"demo\"\nalgorithm = \"round_robin\"\n"
     );
@@ -70,6 +70,7 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
         println!("  backend    http://{address}/   (demo-backend-{})", n + 1);
     }
     println!("Try: curl http://{balancer}/   — press Ctrl-C to stop.");
+    println!("A drill against it: cargo run --release -- drill --scenario drills/demo.toml");
     node.await?
 }
 
