@@ -24,6 +24,24 @@ pub struct Cluster {
     pub state_dir: PathBuf,
     /// `[cluster.etcd]`; `None` when absent: the config comes from the file.
     pub etcd: Option<Etcd>,
+    /// `[cluster.peers]`; `None`: no state is shared with other nodes.
+    pub peers: Option<Peers>,
+}
+
+/// The shortest `[cluster.peers] secret` accepted: it authenticates the
+/// peer links and signs sticky cookies.
+pub const MIN_PEER_SECRET: usize = 16;
+
+/// `[cluster.peers]`: links to the other nodes of an active-active fleet,
+/// which share sticky entries, operator actions and health verdicts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peers {
+    /// `bind`: where this node listens for its peers.
+    pub bind: std::net::SocketAddr,
+    /// `peers`: the other nodes' `bind` addresses, `host:port`.
+    pub peers: Vec<String>,
+    /// `secret`: shared by every node; a peer without it is refused.
+    pub secret: String,
 }
 
 /// `[cluster.etcd]`: listeners, pools and alerts come from

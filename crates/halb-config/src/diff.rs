@@ -114,7 +114,7 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
 }
 
 fn pool_changes(old: &Pool, new: &Pool, changes: &mut Vec<Change>) {
-    let settings: [(&'static str, bool); 11] = [
+    let settings: [(&'static str, bool); 12] = [
         ("algorithm", old.algorithm != new.algorithm),
         ("hash_key", old.hash_key != new.hash_key),
         ("retries", old.retries != new.retries),
@@ -131,6 +131,7 @@ fn pool_changes(old: &Pool, new: &Pool, changes: &mut Vec<Change>) {
         ("retry_budget", old.retry_budget != new.retry_budget),
         ("drain_timeout", old.drain_timeout != new.drain_timeout),
         ("slow_start", old.slow_start != new.slow_start),
+        ("sticky", old.sticky != new.sticky),
         (
             "panic_threshold",
             old.panic_threshold != new.panic_threshold,

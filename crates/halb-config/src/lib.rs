@@ -10,19 +10,23 @@ mod duration;
 mod model;
 mod raw;
 mod resolved;
+mod sticky;
 mod suggest;
 mod validate;
 mod walk;
 mod webhook;
 
 pub use cluster::{
-    check_etcd_prefix, check_node_name, Cluster, Etcd, EtcdEndpoint, DEFAULT_ETCD_PORT,
-    DEFAULT_ETCD_PREFIX, DEFAULT_STATE_DIR,
+    check_etcd_prefix, check_node_name, Cluster, Etcd, EtcdEndpoint, Peers, DEFAULT_ETCD_PORT,
+    DEFAULT_ETCD_PREFIX, DEFAULT_STATE_DIR, MIN_PEER_SECRET,
 };
 pub use diff::{diff, Change};
 pub use duration::{parse_duration, MAX_DURATION};
 pub use model::*;
 pub use resolved::Answers;
+pub use sticky::{
+    Sticky, StickyKind, DEFAULT_STICKY_COOKIE, DEFAULT_STICKY_SIZE, DEFAULT_STICKY_TTL,
+};
 pub use webhook::WebhookUrl;
 
 /// One problem found in a config file.

@@ -306,6 +306,8 @@ pub struct Pool {
     /// leave fewer than this share of the pool's checked-up primaries,
     /// ejections are ignored and traffic spreads over all of them.
     pub panic_threshold: u32,
+    /// `[pool.sticky]`: session affinity; `None` = none.
+    pub sticky: Option<crate::Sticky>,
     /// Backends by IP address, and (at run time) those a host name resolved to.
     pub backends: Vec<Backend>,
     /// Backends by host name (`address = "app.internal:8080"`): every

@@ -147,7 +147,20 @@ pub(crate) struct RawPool {
     pub drain_timeout: Slot<String>,
     pub slow_start: Slot<String>,
     pub panic_threshold: Slot<i64>,
+    pub sticky: Slot<RawSticky>,
     pub backends: Slot<Vec<RawBackend>>,
+}
+
+/// `[pool.sticky]`
+#[derive(Debug)]
+pub(crate) struct RawSticky {
+    pub at: Header,
+    pub kind: Slot<String>,
+    pub cookie: Slot<String>,
+    pub key: Slot<String>,
+    pub ttl: Slot<String>,
+    pub size: Slot<i64>,
+    pub secret: Slot<String>,
 }
 
 /// `[pool.health_check]`
@@ -260,6 +273,16 @@ pub(crate) struct RawCluster {
     pub node: Slot<String>,
     pub state_dir: Slot<String>,
     pub etcd: Slot<RawEtcd>,
+    pub peers: Slot<RawPeers>,
+}
+
+/// `[cluster.peers]`
+#[derive(Debug)]
+pub(crate) struct RawPeers {
+    pub at: Header,
+    pub bind: Slot<String>,
+    pub peers: Slot<Vec<Slot<String>>>,
+    pub secret: Slot<String>,
 }
 
 /// `[cluster.etcd]`

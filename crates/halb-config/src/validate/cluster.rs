@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 
 use super::checker::{non_empty, Checker};
-use crate::raw::{Header, RawCluster, RawConfig, RawEtcd, Slot};
+use super::checker::socket_addr;
+use crate::raw::{Header, RawCluster, RawConfig, RawEtcd, RawPeers, Slot};
 use crate::{
-    check_etcd_prefix, check_node_name, Cluster, Etcd, EtcdEndpoint, DEFAULT_ETCD_PREFIX,
-    DEFAULT_STATE_DIR,
+    check_etcd_prefix, check_node_name, Cluster, Etcd, EtcdEndpoint, Peers, DEFAULT_ETCD_PREFIX,
+    DEFAULT_STATE_DIR, MIN_PEER_SECRET,
 };
 
 /// What a node's own file may hold when `[cluster.etcd]` is set.
@@ -45,10 +46,86 @@ pub(super) fn cluster(c: &mut Checker, raw: RawCluster) -> Option<Cluster> {
         Slot::Invalid => None,
         Slot::Set(field) => etcd(c, field.value).map(Some),
     };
+    let peers = match raw.peers {
+        Slot::Missing => Some(None),
+        Slot::Invalid => None,
+        Slot::Set(field) => peers(c, field.value).map(Some),
+    };
     Some(Cluster {
         node: node?,
         state_dir: state_dir?.value,
         etcd: etcd?,
+        peers: peers?,
+    })
+}
+
+fn peers(c: &mut Checker, raw: RawPeers) -> Option<Peers> {
+    let at = &raw.at;
+    let bind = c.required(at, "bind", raw.bind, socket_addr);
+    let secret = c.required(at, "secret", raw.secret, |s| {
+        if s.chars().count() < MIN_PEER_SECRET {
+            Err(format!(
+                "the secret must be at least {MIN_PEER_SECRET} characters: it authenticates \
+                 the peer links and signs sticky cookies"
+            ))
+        } else {
+            Ok(s)
+        }
+    });
+    let list = match raw.peers {
+        Slot::Invalid => None,
+        Slot::Missing => Some(Vec::new()),
+        Slot::Set(field) => {
+            let path = at.path_of("peers");
+            let mut valid = Some(Vec::new());
+            let mut seen: Vec<String> = Vec::new();
+            for (i, slot) in field.value.into_iter().enumerate() {
+                let Slot::Set(peer) = slot else {
+                    valid = None;
+                    continue;
+                };
+                let element = format!("{path}[{i}]");
+                let ok = peer
+                    .value
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+                if !ok {
+                    c.error(
+                        element,
+                        peer.line,
+                        format!(
+                            "expected a peer's host:port such as \"198.18.0.12:7400\", got {:?}",
+                            peer.value
+                        ),
+                    );
+                    valid = None;
+                } else if seen.contains(&peer.value) {
+                    c.error(element, peer.line, format!("duplicate peer {}", peer.value));
+                    valid = None;
+                } else {
+                    seen.push(peer.value.clone());
+                    if let Some(v) = valid.as_mut() {
+                        v.push(peer.value);
+                    }
+                }
+            }
+            valid
+        }
+    };
+    if let (Some(bind), Some(list)) = (&bind, &list) {
+        if list.contains(&bind.value.to_string()) {
+            c.error(
+                at.path_of("peers"),
+                bind.line,
+                format!("{} is this node's own bind address", bind.value),
+            );
+            return None;
+        }
+    }
+    Some(Peers {
+        bind: bind?.value,
+        peers: list?,
+        secret: secret?.value,
     })
 }
 

@@ -9,6 +9,7 @@ mod health;
 mod log;
 mod pool;
 mod route;
+mod sticky;
 mod vrrp;
 
 use std::collections::HashMap;

@@ -132,6 +132,11 @@ fn pool(
         Slot::Invalid => None,
         Slot::Set(table) => outlier_detection(c, table.value),
     };
+    let sticky = match raw.sticky {
+        Slot::Missing => Some(None),
+        Slot::Invalid => None,
+        Slot::Set(table) => super::sticky::sticky(c, table.value).map(Some),
+    };
     let retry_budget = match raw.retry_budget {
         Slot::Missing => Some(RetryBudget::default()),
         Slot::Invalid => None,
@@ -175,13 +180,14 @@ fn pool(
         drain_timeout: drain_timeout?.value,
         slow_start: slow_start?.value,
         panic_threshold: panic_threshold?.value,
+        sticky: sticky?,
         backends: backends.as_ref()?.0.clone(),
         named_backends: backends?.1,
     })
 }
 
 /// `client_ip`, `path`, `header:NAME` or `cookie:NAME`.
-fn hash_key(s: String) -> Result<HashKey, String> {
+pub(super) fn hash_key(s: String) -> Result<HashKey, String> {
     match s.as_str() {
         "client_ip" => return Ok(HashKey::ClientIp),
         "path" => return Ok(HashKey::Path),

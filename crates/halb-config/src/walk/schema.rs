@@ -6,7 +6,7 @@ use super::{Table, Walker};
 use crate::raw::{
     Header, RawAccessLog, RawAdmin, RawAlerts, RawBackend, RawChaos, RawConfig, RawHealthCheck,
     RawListener, RawLog, RawOutlierDetection, RawPool, RawRetryBudget, RawRoute, RawRouteHeader,
-    RawRuntime, RawVrrp, RawVrrpInstance, Slot,
+    RawRuntime, RawSticky, RawVrrp, RawVrrpInstance, Slot,
 };
 
 const ROOT_KEYS: &[&str] = &[
@@ -64,6 +64,7 @@ const POOL_KEYS: &[&str] = &[
     "outlier_detection",
     "retry_budget",
     "backend",
+    "sticky",
 ];
 const HEALTH_CHECK_KEYS: &[&str] = &[
     "kind",
@@ -86,6 +87,7 @@ const OUTLIER_DETECTION_KEYS: &[&str] = &[
     "count_5xx",
 ];
 const RETRY_BUDGET_KEYS: &[&str] = &["percent", "min_per_second"];
+const STICKY_KEYS: &[&str] = &["kind", "cookie", "key", "ttl", "size", "secret"];
 const BACKEND_KEYS: &[&str] = &["address", "weight", "backup"];
 
 impl Walker {
@@ -275,6 +277,7 @@ impl Walker {
             drain_timeout: self.duration(table, "drain_timeout"),
             slow_start: self.duration(table, "slow_start"),
             panic_threshold: self.integer(table, "panic_threshold"),
+            sticky: self.table(table, "sticky").map(|t| self.sticky(t)),
             backends: self
                 .array_of_tables(table, "backend")
                 .map(|tables| tables.iter().map(|t| self.backend(t)).collect()),
@@ -308,6 +311,19 @@ impl Walker {
             max_ejection_percent: self.integer(table, "max_ejection_percent"),
             max_ejection: self.duration(table, "max_ejection"),
             count_5xx: self.boolean(table, "count_5xx"),
+        }
+    }
+
+    fn sticky(&mut self, table: &Table<'_>) -> RawSticky {
+        self.reject_unknown_keys(table, STICKY_KEYS);
+        RawSticky {
+            at: table.at.clone(),
+            kind: self.string(table, "kind"),
+            cookie: self.string(table, "cookie"),
+            key: self.string(table, "key"),
+            ttl: self.duration(table, "ttl"),
+            size: self.integer(table, "size"),
+            secret: self.string(table, "secret"),
         }
     }
 
