@@ -238,6 +238,9 @@ impl Admin {
         match (request.method(), path) {
             (&Method::GET, "/api/v1/status") => {
                 let mut status = Status::of(&self.topology.load(), &self.config);
+                if let Some(peers) = &self.metrics.peers {
+                    status.peers = peers.status();
+                }
                 if let Some(vrrp) = &self.metrics.vrrp {
                     status.vrrp = vrrp.snapshot();
                 }

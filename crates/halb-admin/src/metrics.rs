@@ -39,6 +39,8 @@ pub struct MetricSources {
     pub vrrp: Option<Arc<halb_vrrp::Registry>>,
     /// The injected faults (`/api/v1/faults`).
     pub faults: Option<Arc<halb_chaos::Faults>>,
+    /// The peer links, when `[cluster.peers]` is set.
+    pub peers: Option<Arc<halb_cluster::Peers>>,
 }
 
 fn fault_metrics(text: &mut Exposition, faults: &halb_chaos::Faults) {
@@ -110,7 +112,37 @@ pub fn render(topology: &Topology, config: &ConfigInfo, sources: &MetricSources)
     if let Some(faults) = &sources.faults {
         fault_metrics(&mut text, faults);
     }
+    if let Some(peers) = &sources.peers {
+        peer_metrics(&mut text, peers);
+    }
     text.into_string()
+}
+
+fn peer_metrics(text: &mut Exposition, peers: &halb_cluster::Peers) {
+    let links = peers.status();
+    type Value = fn(&halb_cluster::LinkStatus) -> u64;
+    let families: [(&str, Kind, &str, Value); 8] = [
+        ("halb_peer_connected", Kind::Gauge, "1 while the link to the peer is authenticated and sending.", |l| u64::from(l.connected)),
+        ("halb_peer_lag_ms", Kind::Gauge, "How long the oldest update not yet acknowledged by the peer has waited (or the last one took), ms.", |l| l.lag_ms),
+        ("halb_peer_sent_bytes_total", Kind::Counter, "Bytes sent to the peer.", |l| l.bytes_sent),
+        ("halb_peer_received_bytes_total", Kind::Counter, "Bytes of updates received from the peer.", |l| l.bytes_received),
+        ("halb_peer_sent_updates_total", Kind::Counter, "Sticky entries, operator actions and verdicts sent to the peer.", |l| l.updates_sent),
+        ("halb_peer_received_updates_total", Kind::Counter, "Updates received from the peer.", |l| l.updates_received),
+        ("halb_peer_resyncs_total", Kind::Counter, "Full resyncs sent to the peer (at connect, and when it fell behind).", |l| l.resyncs),
+        ("halb_peer_refused_total", Kind::Counter, "Handshakes with the peer refused.", |l| l.refused),
+    ];
+    for (name, kind, help, value) in families {
+        let mut family = text.family(name, kind, help);
+        for link in &links {
+            family.sample(&[("peer", &link.address)], value(link));
+        }
+    }
+    text.family(
+        "halb_peer_refused_inbound_total",
+        Kind::Counter,
+        "Connections to the peer port refused: wrong secret, another protocol version, no handshake.",
+    )
+    .sample(&[], peers.refused_inbound());
 }
 
 fn node(text: &mut Exposition, config: &ConfigInfo, sources: &MetricSources) {

@@ -30,6 +30,8 @@ pub struct Status {
     pub pools: Vec<PoolStatus>,
     /// Each VRRP instance (empty without `[vrrp]`).
     pub vrrp: Vec<halb_vrrp::InstanceStatus>,
+    /// Each peer link (empty without `[cluster.peers]`).
+    pub peers: Vec<halb_cluster::LinkStatus>,
     /// The injected faults now active (as `GET /api/v1/faults` lists them).
     pub faults: serde_json::Value,
 }
@@ -118,6 +120,7 @@ impl Status {
                 .collect(),
             pools: topology.pools.iter().map(|p| pool_status(p)).collect(),
             vrrp: Vec::new(),
+            peers: Vec::new(),
             faults: serde_json::Value::Array(Vec::new()),
         }
     }

@@ -10,6 +10,9 @@
 //!   on disk ([`lkg`]); keys kept on leases ([`lease`]) and the node
 //!   registry `<prefix>/nodes/<node>` ([`registry`]).
 //!
+//! - Peer links between active-active nodes ([`peers`]): sticky entries,
+//!   operator actions and health verdicts shared node to node.
+//!
 //! etcd is never on the data path: nodes serve what they last applied
 //! while it is away.
 
@@ -20,6 +23,7 @@ pub mod etcd;
 pub mod etcd_source;
 pub mod lease;
 pub mod lkg;
+pub mod peers;
 pub mod registry;
 pub mod snapshot;
 pub mod source;
@@ -29,6 +33,7 @@ pub use etcd::{Client, EtcdError};
 pub use etcd_source::{EtcdSource, StoreHealth, StoreStatus};
 pub use lease::KeptKey;
 pub use lkg::LastKnownGood;
+pub use peers::{LinkStatus, Peers};
 pub use registry::{fleet_status, FleetStatus, NodeRecord, VrrpRecord};
 pub use snapshot::Snapshot;
 pub use source::{inline, FileSource, Identity, Versioned};

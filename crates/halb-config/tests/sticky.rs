@@ -15,7 +15,12 @@ fn with_sticky(keys: &str) -> String {
 fn sticky_kinds_and_their_defaults() {
     let config = parse(&with_sticky("kind = \"cookie\"")).unwrap();
     let sticky = config.pools[0].sticky.clone().unwrap();
-    assert_eq!(sticky.kind, StickyKind::Cookie { name: "HALB".into() });
+    assert_eq!(
+        sticky.kind,
+        StickyKind::Cookie {
+            name: "HALB".into()
+        }
+    );
     assert_eq!(sticky.secret, None);
 
     let config = parse(&with_sticky(
@@ -34,7 +39,10 @@ fn sticky_kinds_and_their_defaults() {
     let StickyKind::Table { key, ttl, size } = config.pools[0].sticky.clone().unwrap().kind else {
         panic!("a table");
     };
-    assert_eq!((key, ttl, size), (HashKey::ClientIp, Duration::from_secs(1800), 1_000_000));
+    assert_eq!(
+        (key, ttl, size),
+        (HashKey::ClientIp, Duration::from_secs(1800), 1_000_000)
+    );
 }
 
 #[test]

@@ -51,6 +51,9 @@ impl Checker {
     }
 }
 
+/// Between the checks that confirm a peer's verdict.
+const HINTED_SPACING: Duration = Duration::from_millis(50);
+
 /// A delay of `interval` ± 10%.
 fn jittered(interval: Duration) -> Duration {
     let spread = interval.as_secs_f64() * 0.1;
@@ -71,6 +74,7 @@ async fn check_loop(
         CheckState::Down | CheckState::Pending => Verdict::Down,
     };
     let mut rise_fall = RiseFall::new(start, check.rise, check.fall);
+    let mut confirming = 0u32;
     // Spread the first checks of a pool over a tenth of the interval.
     tokio::time::sleep(check.interval.mul_f64(fastrand::f64() * 0.1)).await;
     loop {
@@ -102,6 +106,19 @@ async fn check_loop(
             // The backend left its pool; this check is about to stop.
             return;
         }
-        tokio::time::sleep(jittered(check.interval).saturating_sub(took)).await;
+        // After a peer's hint, check again quickly until rise/fall has had
+        // its say; otherwise at the interval, or at once on a hint.
+        let wait = if confirming > 0 {
+            confirming -= 1;
+            HINTED_SPACING.min(check.interval)
+        } else {
+            jittered(check.interval).saturating_sub(took)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = health.check_requested() => {
+                confirming = check.rise.max(check.fall);
+            }
+        }
     }
 }

@@ -25,6 +25,7 @@ mod reload;
 mod route;
 mod sock;
 mod state;
+mod sticky;
 mod tcp;
 mod worker;
 

@@ -168,6 +168,8 @@ pub struct PoolState {
     state: Arc<State>,
     /// The pool's name, for the state and for logs.
     pub name: Arc<str>,
+    /// `[pool.sticky]`, over this snapshot's backends.
+    pub(crate) affinity: Option<crate::sticky::Affinity>,
 }
 
 impl std::fmt::Debug for PoolState {
@@ -270,7 +272,12 @@ impl PoolState {
             Some(p) if p.config.retry_budget == config.retry_budget => p.retry_budget.clone(),
             _ => Arc::new(RetryBudget::new(&config.retry_budget)),
         };
+        let affinity = config
+            .sticky
+            .as_ref()
+            .map(|s| crate::sticky::Affinity::build(&config.name, s, &backends, state));
         PoolState {
+            affinity,
             name: config.name.as_str().into(),
             outlier,
             retry_budget,
@@ -319,6 +326,7 @@ impl PoolState {
                 now,
                 ignore_ejections,
                 slow_start: self.slow_start,
+                key,
             };
             if let Some(i) = self.balancer.pick(&candidates, key) {
                 return Some((i, &self.backends[i]));
@@ -331,6 +339,53 @@ impl PoolState {
             }
         }
         None
+    }
+
+    /// The first try of a request with a sticky preference: the backend it
+    /// is tied to while that one can take it (in slow start too); else,
+    /// when it was tied to one, the usable backend ranking highest for its
+    /// key (the same on every node); else the balancer's pick.
+    pub(crate) fn first_try_sticky(
+        &self,
+        key: Option<u64>,
+        preference: &crate::sticky::Preference,
+        tried: &mut Tried,
+    ) -> Option<(usize, &Arc<BackendState>)> {
+        let now = clock::now();
+        let ignore_ejections = self.outlier.any_ejected(now) && self.in_panic(now);
+        let candidates = |backups| Candidates {
+            backends: &self.backends,
+            in_flight: &self.in_flight,
+            tried,
+            backups,
+            now,
+            ignore_ejections,
+            slow_start: 0,
+            key,
+        };
+        let mut chosen = preference
+            .wanted
+            .filter(|&i| candidates(self.backends[i].backup).usable(i));
+        if chosen.is_none() && (preference.wanted.is_some() || preference.stale) {
+            if let Some(hash) = preference.key_hash {
+                for backups in [false, true] {
+                    let set = candidates(backups);
+                    chosen = (0..self.backends.len())
+                        .filter(|&i| set.usable(i))
+                        .max_by_key(|&i| crate::sticky::score(hash, self.backends[i].address));
+                    if chosen.is_some() {
+                        break;
+                    }
+                }
+            }
+        }
+        match chosen {
+            Some(index) => {
+                tried.insert(index);
+                Some((index, &self.backends[index]))
+            }
+            None => self.next_try(key, tried, 0),
+        }
     }
 
     /// The backend for a request's next try: one it has not tried yet, and,
@@ -434,6 +489,10 @@ struct Candidates<'a> {
     ignore_ejections: bool,
     /// Slow-start window in clock nanos; 0 = admit every usable backend.
     slow_start: u64,
+    /// The request's hash key: slow start then admits the same keys each
+    /// time (more as the ramp rises), so a hashing balancer keeps its
+    /// affinity during a ramp.
+    key: Option<u64>,
 }
 
 impl BackendSet for Candidates<'_> {
@@ -451,7 +510,14 @@ impl BackendSet for Candidates<'_> {
             && !self.tried.contains(index)
             && (self.slow_start == 0 || {
                 let ramp = health.ramp(self.now, self.slow_start);
-                ramp >= 1.0 || fastrand::f64() < ramp
+                let draw = match self.key {
+                    Some(key) => {
+                        let mixed = halb_balance::hash_bytes(&(key ^ index as u64).to_le_bytes());
+                        (mixed % 1_000_000) as f64 / 1_000_000.0
+                    }
+                    None => fastrand::f64(),
+                };
+                ramp >= 1.0 || draw < ramp
             })
     }
 

@@ -31,8 +31,17 @@ pub(crate) async fn serve(client: TcpStream, peer: SocketAddr, listener: Arc<Lis
     // to connect to the backend that took the connection.
     let (mut backend_index, mut retries, mut connect_time) = (None, 0, None);
     let mut throttle = None;
+    // A stick table on the client's address holds in TCP too.
+    let preference = pool
+        .affinity
+        .as_ref()
+        .map(|affinity| affinity.prefer(&pool.backends, peer.ip(), |_| None, |_| None));
     for attempt in 0..=pool.config.retries {
-        let Some((index, backend)) = pool.next_try(key, &mut tried, attempt) else {
+        let next = match (&preference, attempt) {
+            (Some(preference), 0) => pool.first_try_sticky(key, preference, &mut tried),
+            _ => pool.next_try(key, &mut tried, attempt),
+        };
+        let Some((index, backend)) = next else {
             break;
         };
         if attempt == 0 {
@@ -55,6 +64,9 @@ pub(crate) async fn serve(client: TcpStream, peer: SocketAddr, listener: Arc<Lis
                 connect_time = Some(connecting.elapsed());
                 route.backends[index].connections.inc();
                 pool.record_outcome(backend, false);
+                if let (Some(preference), Some(affinity)) = (&preference, &pool.affinity) {
+                    affinity.served(preference, index, backend.address);
+                }
                 let _ = upstream.set_nodelay(true);
                 let relay = async {
                     match throttle {

@@ -25,6 +25,8 @@ pub enum Origin {
     Operator,
     /// A config change (a backend removed from the config drains).
     Config,
+    /// Another node of the fleet, over a peer link.
+    Peer,
 }
 
 impl Origin {
@@ -35,6 +37,7 @@ impl Origin {
             Origin::Outlier => "outlier",
             Origin::Operator => "operator",
             Origin::Config => "config",
+            Origin::Peer => "peer",
         }
     }
 }

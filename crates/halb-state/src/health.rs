@@ -85,6 +85,8 @@ pub struct BackendHealth {
     drain_started: AtomicU64,
     /// Woken when the operator state changes.
     admin_changed: Notify,
+    /// Woken when a peer's verdict asks this node to check now.
+    check_now: Notify,
     /// State changes of the active check verdict.
     transitions: AtomicU64,
     /// The last check's outcome, for the status API and logs.
@@ -116,6 +118,18 @@ impl CheckMetrics {
 }
 
 impl BackendHealth {
+    /// Asks this backend's active checker to check now (a peer saw its
+    /// verdict change): the node confirms with its own checks rather than
+    /// taking another node's word.
+    pub fn request_check(&self) {
+        self.check_now.notify_one();
+    }
+
+    /// Returns when a check is asked for.
+    pub async fn check_requested(&self) {
+        self.check_now.notified().await;
+    }
+
     /// `checked`: the pool runs active checks, so the backend starts pending.
     pub fn new(checked: bool) -> Self {
         BackendHealth {
@@ -132,6 +146,7 @@ impl BackendHealth {
             back_since: AtomicU64::new(0),
             drain_started: AtomicU64::new(0),
             admin_changed: Notify::new(),
+            check_now: Notify::new(),
             transitions: AtomicU64::new(0),
             last_check: Mutex::new(if checked {
                 "not checked yet".to_owned()

@@ -18,6 +18,7 @@ use tokio::sync::broadcast;
 use crate::clock;
 use crate::event::{clock_to_unix_ms, unix_ms, Event, Origin};
 use crate::health::{AdminState, BackendHealth, CheckState};
+use crate::sticky::{StickyEntry, StickyTable};
 
 /// Events kept for a subscriber that falls behind; one that falls further
 /// behind is told it lagged and should read the state afresh.
@@ -98,10 +99,18 @@ impl PoolMembers {
     }
 }
 
+/// Sticky entries kept for a peer link that falls behind; one that falls
+/// further behind resyncs.
+const STICKY_BACKLOG: usize = 65_536;
+
 /// The node's runtime state: see the module docs.
 pub struct State {
     pools: Mutex<HashMap<Arc<str>, PoolMembers>>,
     events: broadcast::Sender<Event>,
+    node: Mutex<Arc<str>>,
+    fleet_secret: Mutex<Option<Arc<str>>>,
+    sticky: Mutex<HashMap<Arc<str>, Arc<StickyTable>>>,
+    sticky_learned: broadcast::Sender<StickyEntry>,
 }
 
 impl std::fmt::Debug for State {
@@ -115,6 +124,10 @@ impl Default for State {
         State {
             pools: Mutex::new(HashMap::new()),
             events: broadcast::Sender::new(EVENT_BACKLOG),
+            node: Mutex::new("halb".into()),
+            fleet_secret: Mutex::new(None),
+            sticky: Mutex::new(HashMap::new()),
+            sticky_learned: broadcast::Sender::new(STICKY_BACKLOG),
         }
     }
 }
@@ -132,6 +145,87 @@ impl State {
     /// thousand events behind gets `Lagged` and should re-read the state.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
+    }
+
+    /// Names this node: sticky entries it learns carry the name.
+    pub fn set_node(&self, node: &str) {
+        *self.node.lock().unwrap_or_else(|e| e.into_inner()) = node.into();
+    }
+
+    /// The fleet's shared secret (`[cluster.peers] secret`), which signs
+    /// sticky cookies so that every node honours every node's.
+    pub fn set_fleet_secret(&self, secret: Option<&str>) {
+        *self.fleet_secret.lock().unwrap_or_else(|e| e.into_inner()) = secret.map(Into::into);
+    }
+
+    /// The fleet's shared secret, if the node has one.
+    pub fn fleet_secret(&self) -> Option<Arc<str>> {
+        self.fleet_secret
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> Arc<str> {
+        self.node.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The stick table of `pool`, made (or made again, empty, when its
+    /// settings changed) as the pool's config says. A reload that keeps the
+    /// settings keeps the entries.
+    pub fn sticky_table(&self, pool: &str, ttl_ms: u64, size: usize) -> Arc<StickyTable> {
+        let node = self.node();
+        let mut tables = self.sticky.lock().unwrap_or_else(|e| e.into_inner());
+        match tables.get(pool) {
+            Some(table) if table.has_settings(ttl_ms, size) => table.clone(),
+            _ => {
+                let table = Arc::new(StickyTable::new(pool, &node, ttl_ms, size));
+                tables.insert(pool.into(), table.clone());
+                table
+            }
+        }
+    }
+
+    /// Forgets the stick tables of pools not in `keep`.
+    pub fn retain_sticky(&self, keep: &[&str]) {
+        self.sticky
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|pool, _| keep.contains(&&**pool));
+    }
+
+    /// Every stick table, for a peer's full resync.
+    pub fn sticky_tables(&self) -> Vec<Arc<StickyTable>> {
+        self.sticky
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Publishes an entry this node learned, for the peer links.
+    pub fn publish_sticky(&self, entry: StickyEntry) {
+        let _ = self.sticky_learned.send(entry);
+    }
+
+    /// Every entry this node learns from now on. A receiver that falls
+    /// behind gets `Lagged` and should resync from [`State::sticky_tables`].
+    pub fn subscribe_sticky(&self) -> broadcast::Receiver<StickyEntry> {
+        self.sticky_learned.subscribe()
+    }
+
+    /// Applies an entry a peer learned; `false` when this node has no stick
+    /// table for its pool or has a later entry.
+    pub fn apply_sticky(&self, entry: &StickyEntry) -> bool {
+        let table = self
+            .sticky
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(entry.pool.as_str())
+            .cloned();
+        table.is_some_and(|t| t.apply(entry, unix_ms()))
     }
 
     fn publish(&self, event: Event) {
@@ -253,6 +347,18 @@ impl State {
     /// `None` for a pool this node does not have.
     pub fn pool_usable(&self, pool: &str) -> Option<bool> {
         self.lock().get(pool).map(|entry| entry.usable)
+    }
+
+    /// Every backend's operator state, for a peer's resync.
+    pub fn admin_states(&self) -> Vec<(Arc<str>, SocketAddr, AdminState)> {
+        self.lock()
+            .values()
+            .flat_map(|pool| {
+                pool.members
+                    .iter()
+                    .map(|m| (pool.name.clone(), m.address, m.health.admin_state()))
+            })
+            .collect()
     }
 
     /// Applies one change to one backend of one pool.

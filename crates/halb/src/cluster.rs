@@ -479,7 +479,7 @@ async fn write_last_known_good(
 }
 
 /// This machine's host name (the default node name).
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|name| name.trim().to_owned())

@@ -7,6 +7,7 @@ mod demo;
 mod drill;
 mod fleet;
 mod notify;
+mod peers;
 mod resolve;
 mod run;
 mod vrrp;

@@ -201,6 +201,7 @@ pub async fn serve(
     let access_log_stats = Arc::new(AccessLogStats::default());
     let access_log = start_access_log(config.access_log.as_ref(), &access_log_stats)?;
     let state = State::new();
+    crate::peers::prepare(&config, &state);
     tokio::spawn(alert_on_events(state.clone(), alerter.clone()));
     // Host-name backends are looked up before anything listens, so that a
     // pool of names serves from the first request.
@@ -218,6 +219,13 @@ pub async fn serve(
         access_log.as_ref().map(AccessLogWriter::sink),
     )?;
     crate::chaos::spawn_alerts(proxy.faults(), alerter.clone());
+    let peer_links = match crate::peers::start(&config, &state).await {
+        Ok(links) => links,
+        Err(e) => {
+            proxy.shutdown(Duration::ZERO);
+            return Err(e);
+        }
+    };
     // Listeners are bound (a virtual IP's with IP_FREEBIND): now this node
     // may take part in its VRRP groups.
     let vrrp = match &config.vrrp {
@@ -256,6 +264,7 @@ pub async fn serve(
                 access_log: Some(access_log_stats.clone()),
                 vrrp: vrrp.as_ref().map(|v| v.registry.clone()),
                 faults: Some(proxy.faults().clone()),
+                peers: peer_links.clone(),
             },
         );
         tokio::spawn(endpoint.serve(listener, admin_stopped));
@@ -554,6 +563,10 @@ impl Node {
         }
         if config.vrrp != self.config.vrrp {
             tracing::warn!("[vrrp] changed; it takes effect at the next restart");
+        }
+        let peers = |c: &Config| c.cluster.as_ref().and_then(|c| c.peers.clone());
+        if peers(&config) != peers(&self.config) {
+            tracing::warn!("[cluster.peers] changed; it takes effect at the next restart");
         }
         // A reload reopens an access log file even when `[access_log]` is
         // unchanged, so that a reload after rotating the file writes to the

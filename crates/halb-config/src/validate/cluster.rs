@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use super::checker::{non_empty, Checker};
 use super::checker::socket_addr;
+use super::checker::{non_empty, Checker};
 use crate::raw::{Header, RawCluster, RawConfig, RawEtcd, RawPeers, Slot};
 use crate::{
     check_etcd_prefix, check_node_name, Cluster, Etcd, EtcdEndpoint, Peers, DEFAULT_ETCD_PREFIX,

@@ -19,7 +19,10 @@ pub(super) fn sticky(c: &mut Checker, raw: RawSticky) -> Option<Sticky> {
             c.error(
                 at.path_of(key),
                 at.line,
-                format!("`{key}` is for kind = \"{other}\"; this one is kind = \"{}\"", kind.value),
+                format!(
+                    "`{key}` is for kind = \"{other}\"; this one is kind = \"{}\"",
+                    kind.value
+                ),
             );
         }
     };

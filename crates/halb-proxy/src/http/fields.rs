@@ -139,6 +139,25 @@ impl FieldsBuilder {
 }
 
 impl Fields {
+    /// These fields and one more at the end (a header halb adds to a
+    /// backend's answer, such as a sticky cookie).
+    pub(crate) fn with_field(self, name: &str, value: &str) -> Fields {
+        let mut bytes = BytesMut::with_capacity(self.bytes.len() + name.len() + value.len());
+        bytes.put_slice(&self.bytes);
+        let at = bytes.len();
+        bytes.put_slice(name.as_bytes());
+        bytes.put_slice(value.as_bytes());
+        let bytes = bytes.freeze();
+        let mut list = self.list;
+        let name_end = at + name.len();
+        list.push(Field {
+            name: Span::of(&bytes, &bytes[at..name_end]),
+            value: Span::of(&bytes, &bytes[name_end..]),
+            known: Known::of(name.as_bytes()),
+        });
+        Fields { bytes, list }
+    }
+
     /// Fields halb writes itself (its own responses), from name-value pairs.
     pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Fields {
         let mut bytes = BytesMut::with_capacity(pairs.iter().map(|(n, v)| n.len() + v.len()).sum());

@@ -140,6 +140,15 @@ impl Handler {
         progress: &mut Progress,
     ) -> Result<Forwarded, ProxyError> {
         let key = super::hash_key::request_key(pool, &request, self.peer);
+        let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+        let preference = pool.affinity.as_ref().map(|affinity| {
+            affinity.prefer(
+                &pool.backends,
+                self.peer.ip(),
+                |name| request.fields.get_named(name).map(text),
+                |name| super::hash_key::cookie_value(&request.fields, name).map(text),
+            )
+        });
         let ClientRequest {
             method,
             uri,
@@ -183,7 +192,11 @@ impl Handler {
             }
             // Only a request that can be sent (again) takes a backend's turn
             // and, for a retry, the retry budget.
-            let Some((index, backend)) = pool.next_try(key, &mut tried, attempt) else {
+            let next = match (&preference, attempt) {
+                (Some(preference), 0) => pool.first_try_sticky(key, preference, &mut tried),
+                _ => pool.next_try(key, &mut tried, attempt),
+            };
+            let Some((index, backend)) = next else {
                 break;
             };
             progress.backend = Some(index);
@@ -237,6 +250,13 @@ impl Handler {
                         return Ok(Forwarded::Upgraded(status, fields, upgrade));
                     }
                     fields.drop_connection_named();
+                    if let (Some(preference), Some(affinity), false) =
+                        (&preference, &pool.affinity, failed)
+                    {
+                        if let Some(cookie) = affinity.served(preference, index, backend.address) {
+                            fields = fields.with_field("set-cookie", &cookie);
+                        }
+                    }
                     let (complete, upload) = match sent {
                         Sent::Whole => (true, None),
                         Sent::Cut => (false, None),

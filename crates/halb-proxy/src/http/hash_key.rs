@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::fields::Known;
+use super::fields::{Fields, Known};
 use super::forward::ClientRequest;
 use crate::state::PoolState;
 use halb_balance::hash_bytes;
@@ -22,16 +22,20 @@ pub(crate) fn request_key(
         HashKey::ClientIp => Some(ip_key(peer.ip())),
         HashKey::Path => Some(hash_bytes(request.uri.path().as_bytes())),
         HashKey::Header(name) => request.fields.get_named(name).map(hash_bytes),
-        HashKey::Cookie(name) => request
-            .fields
-            .values(Known::Cookie)
-            .flat_map(|value| value.split(|b| *b == b';'))
-            .find_map(|pair| {
-                let pair = pair.trim_ascii();
-                let at = pair.iter().position(|b| *b == b'=')?;
-                (&pair[..at] == name.as_bytes()).then(|| hash_bytes(&pair[at + 1..]))
-            }),
+        HashKey::Cookie(name) => cookie_value(&request.fields, name).map(hash_bytes),
     }
+}
+
+/// The value of the request's cookie `name`, if it has one.
+pub(crate) fn cookie_value<'a>(fields: &'a Fields, name: &str) -> Option<&'a [u8]> {
+    fields
+        .values(Known::Cookie)
+        .flat_map(|value| value.split(|b| *b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let at = pair.iter().position(|b| *b == b'=')?;
+            (&pair[..at] == name.as_bytes()).then(|| &pair[at + 1..])
+        })
 }
 
 /// The hash of a client address, shared by HTTP and TCP listeners.

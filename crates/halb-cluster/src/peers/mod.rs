@@ -1,0 +1,721 @@
+//! Peer links: active-active nodes share their sticky entries, operator
+//! actions and health verdicts directly, node to node.
+//!
+//! Each node dials every peer and sends its own changes on that link; it
+//! applies what its peers send on the links they dial to it. A link starts
+//! with an authenticated handshake on the shared secret (a peer without it
+//! is refused, and both sides log why), then a full resync of the dialer's
+//! state, then incremental updates, each acknowledged so that the lag is
+//! known. Updates wait in a bounded queue: a peer too slow to keep up is
+//! sent a full resync rather than an ever longer queue.
+//!
+//! Conflicts: a sticky entry's later write wins (ties to the greater node
+//! name), the same on every node. A peer's health verdict is a hint: this
+//! node checks the backend at once with its own checks and decides by its
+//! own rise and fall, so a backend one node cannot reach is not taken out
+//! of service on the nodes that can.
+
+pub mod wire;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use halb_state::{AdminState, Change, Event, Origin, State, StickyEntry};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
+
+use wire::{AdminEntry, Message, WireError, PROTOCOL};
+
+/// How long a handshake may take.
+const HANDSHAKE_WITHIN: Duration = Duration::from_secs(3);
+/// Between attempts to reach a peer.
+const REDIAL: Duration = Duration::from_millis(500);
+/// A link that has not had an ack for this long is dropped and redialled.
+const SILENT_LIMIT: Duration = Duration::from_secs(3);
+/// Between pings on an idle link.
+const PING_EVERY: Duration = Duration::from_secs(1);
+/// Entries per message, in resyncs and batches.
+const BATCH: usize = 1000;
+
+/// One outgoing link's state, for the status API and metrics.
+#[derive(Debug, Default)]
+pub struct Link {
+    /// The peer as configured, `host:port`.
+    pub address: String,
+    node: Mutex<Option<String>>,
+    connected: AtomicBool,
+    lag_ms: AtomicU64,
+    bytes_sent: AtomicU64,
+    updates_sent: AtomicU64,
+    resyncs: AtomicU64,
+    refused: AtomicU64,
+    last_error: Mutex<String>,
+}
+
+/// One link as the status API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkStatus {
+    pub address: String,
+    /// The peer's node name, once it said it.
+    pub node: Option<String>,
+    /// Authenticated and sending.
+    pub connected: bool,
+    /// How long the oldest update not yet acknowledged has waited (or the
+    /// last acknowledged one took).
+    pub lag_ms: u64,
+    /// The peer is connected to this node too (its updates arrive).
+    pub inbound: bool,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub updates_sent: u64,
+    pub updates_received: u64,
+    pub resyncs: u64,
+    /// Handshakes refused (either way).
+    pub refused: u64,
+    /// Why the link is down, when it is.
+    pub last_error: String,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Inbound {
+    connected: bool,
+    bytes: u64,
+    updates: u64,
+}
+
+/// The node's peer links.
+#[derive(Debug)]
+pub struct Peers {
+    links: Vec<Arc<Link>>,
+    inbound: Arc<Mutex<BTreeMap<String, Inbound>>>,
+    refused_inbound: Arc<AtomicU64>,
+    stop: watch::Sender<bool>,
+}
+
+impl Peers {
+    /// Listens on `config.bind` and dials every peer.
+    pub async fn start(
+        config: &halb_config::Peers,
+        node: &str,
+        state: Arc<State>,
+    ) -> std::io::Result<Arc<Peers>> {
+        let listener = TcpListener::bind(config.bind).await?;
+        tracing::info!(address = %config.bind, peers = ?config.peers, "peer links listening");
+        let (stop, stopped) = watch::channel(false);
+        let peers = Arc::new(Peers {
+            links: config
+                .peers
+                .iter()
+                .map(|address| {
+                    Arc::new(Link {
+                        address: address.clone(),
+                        ..Link::default()
+                    })
+                })
+                .collect(),
+            inbound: Arc::default(),
+            refused_inbound: Arc::default(),
+            stop,
+        });
+        let secret: Arc<str> = config.secret.as_str().into();
+        let node: Arc<str> = node.into();
+        tokio::spawn(accept(
+            listener,
+            secret.clone(),
+            node.clone(),
+            state.clone(),
+            peers.clone(),
+            stopped.clone(),
+        ));
+        for link in &peers.links {
+            tokio::spawn(dial(
+                link.clone(),
+                secret.clone(),
+                node.clone(),
+                state.clone(),
+                stopped.clone(),
+            ));
+        }
+        Ok(peers)
+    }
+
+    /// Every link, for the status API.
+    pub fn status(&self) -> Vec<LinkStatus> {
+        let inbound = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
+        self.links
+            .iter()
+            .map(|link| {
+                let node = link.node.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let from = node
+                    .as_ref()
+                    .and_then(|n| inbound.get(n))
+                    .cloned()
+                    .unwrap_or_default();
+                LinkStatus {
+                    address: link.address.clone(),
+                    connected: link.connected.load(Relaxed),
+                    lag_ms: link.lag_ms.load(Relaxed),
+                    inbound: from.connected,
+                    bytes_sent: link.bytes_sent.load(Relaxed),
+                    bytes_received: from.bytes,
+                    updates_sent: link.updates_sent.load(Relaxed),
+                    updates_received: from.updates,
+                    resyncs: link.resyncs.load(Relaxed),
+                    refused: link.refused.load(Relaxed),
+                    last_error: link
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone(),
+                    node,
+                }
+            })
+            .collect()
+    }
+
+    /// Connections from unknown or unauthenticated peers refused so far.
+    pub fn refused_inbound(&self) -> u64 {
+        self.refused_inbound.load(Relaxed)
+    }
+
+    /// Stops every link.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+fn set_error(link: &Link, error: impl std::fmt::Display) {
+    *link.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error.to_string();
+}
+
+/// The dialer's side of the handshake; the peer's node name.
+async fn handshake_as_dialer<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    secret: &str,
+    node: &str,
+) -> Result<String, String> {
+    let mine = wire::nonce();
+    wire::write(
+        stream,
+        &Message::Hello {
+            protocol: PROTOCOL,
+            node: node.to_owned(),
+            nonce: mine.clone(),
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let (peer, theirs) = match wire::read(stream).await.map_err(|e| e.to_string())? {
+        Message::Challenge {
+            node: peer,
+            nonce,
+            proof,
+        } => {
+            let expected = wire::proof(secret, "listener", (&mine, &nonce), (node, &peer));
+            if !wire::same_proof(&proof, &expected) {
+                let reason = "the peer does not know the shared secret".to_owned();
+                let _ = wire::write(
+                    stream,
+                    &Message::Refused {
+                        reason: reason.clone(),
+                    },
+                )
+                .await;
+                return Err(reason);
+            }
+            (peer, nonce)
+        }
+        Message::Refused { reason } => return Err(format!("refused by the peer: {reason}")),
+        other => return Err(format!("unexpected {other:?} in the handshake")),
+    };
+    let proof = wire::proof(secret, "dialer", (&theirs, &mine), (&peer, node));
+    wire::write(stream, &Message::Proof { proof })
+        .await
+        .map_err(|e| e.to_string())?;
+    match wire::read(stream).await.map_err(|e| e.to_string())? {
+        Message::Welcome => Ok(peer),
+        Message::Refused { reason } => Err(format!("refused by the peer: {reason}")),
+        other => Err(format!("unexpected {other:?} in the handshake")),
+    }
+}
+
+/// The listener's side of the handshake; the dialer's node name.
+async fn handshake_as_listener<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    secret: &str,
+    node: &str,
+) -> Result<String, String> {
+    let (peer, theirs) = match wire::read(stream).await.map_err(|e| e.to_string())? {
+        Message::Hello {
+            protocol,
+            node: peer,
+            nonce,
+        } => {
+            if protocol != PROTOCOL {
+                let reason = format!(
+                    "peer protocol version {protocol}; this node speaks version {PROTOCOL}"
+                );
+                let _ = wire::write(
+                    stream,
+                    &Message::Refused {
+                        reason: reason.clone(),
+                    },
+                )
+                .await;
+                return Err(reason);
+            }
+            (peer, nonce)
+        }
+        other => return Err(format!("expected a hello, got {other:?}")),
+    };
+    if peer == node {
+        let reason = format!("the peer calls itself {peer:?}, this node's own name");
+        let _ = wire::write(
+            stream,
+            &Message::Refused {
+                reason: reason.clone(),
+            },
+        )
+        .await;
+        return Err(reason);
+    }
+    let mine = wire::nonce();
+    let proof = wire::proof(secret, "listener", (&theirs, &mine), (&peer, node));
+    wire::write(
+        stream,
+        &Message::Challenge {
+            node: node.to_owned(),
+            nonce: mine.clone(),
+            proof,
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    match wire::read(stream).await.map_err(|e| e.to_string())? {
+        Message::Proof { proof } => {
+            let expected = wire::proof(secret, "dialer", (&mine, &theirs), (node, &peer));
+            if !wire::same_proof(&proof, &expected) {
+                let reason = "wrong secret".to_owned();
+                let _ = wire::write(
+                    stream,
+                    &Message::Refused {
+                        reason: reason.clone(),
+                    },
+                )
+                .await;
+                return Err(format!("{peer}: {reason}"));
+            }
+        }
+        Message::Refused { reason } => return Err(format!("{peer} refused this node: {reason}")),
+        other => return Err(format!("expected a proof, got {other:?}")),
+    }
+    wire::write(stream, &Message::Welcome)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(peer)
+}
+
+/// This node's shareable state: every sticky entry and every backend an
+/// operator took out of rotation.
+fn resync_messages(state: &State) -> Vec<Message> {
+    let now = halb_state::unix_ms();
+    let sticky: Vec<StickyEntry> = state
+        .sticky_tables()
+        .iter()
+        .flat_map(|t| t.entries(now))
+        .collect();
+    let admin: Vec<AdminEntry> = state
+        .admin_states()
+        .into_iter()
+        .filter(|(_, _, s)| *s != AdminState::Enabled)
+        .map(|(pool, backend, s)| AdminEntry {
+            pool: pool.to_string(),
+            backend,
+            state: s.as_str().to_owned(),
+            at_ms: now,
+        })
+        .collect();
+    let mut out: Vec<Message> = sticky
+        .chunks(BATCH)
+        .map(|c| Message::Resync {
+            sticky: c.to_vec(),
+            admin: Vec::new(),
+            done: false,
+        })
+        .collect();
+    out.push(Message::Resync {
+        sticky: Vec::new(),
+        admin,
+        done: true,
+    });
+    out
+}
+
+async fn dial(
+    link: Arc<Link>,
+    secret: Arc<str>,
+    node: Arc<str>,
+    state: Arc<State>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        if *stopped.borrow() {
+            return;
+        }
+        let outcome = tokio::select! {
+            outcome = run_link(&link, &secret, &node, &state) => outcome,
+            _ = stopped.changed() => return,
+        };
+        link.connected.store(false, Relaxed);
+        if let Err(error) = outcome {
+            let first = {
+                let last = link.last_error.lock().unwrap_or_else(|e| e.into_inner());
+                *last != error
+            };
+            if first {
+                tracing::warn!(peer = %link.address, %error, "peer link down");
+            }
+            set_error(&link, &error);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(REDIAL) => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// One connection's life: handshake, resync, then updates until it fails.
+async fn run_link(link: &Link, secret: &str, node: &str, state: &State) -> Result<(), String> {
+    let mut stream = TcpStream::connect(&link.address)
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let peer = match tokio::time::timeout(
+        HANDSHAKE_WITHIN,
+        handshake_as_dialer(&mut stream, secret, node),
+    )
+    .await
+    {
+        Err(_) => return Err("no handshake within 3 s".to_owned()),
+        Ok(Err(e)) => {
+            link.refused.fetch_add(1, Relaxed);
+            return Err(e);
+        }
+        Ok(Ok(peer)) => peer,
+    };
+    *link.node.lock().unwrap_or_else(|e| e.into_inner()) = Some(peer.clone());
+    let (mut reader, mut writer) = stream.into_split();
+    // Subscribed before the snapshot is read: nothing learned in between
+    // is missed (an entry may arrive twice, which is harmless).
+    let mut learned = state.subscribe_sticky();
+    let mut events = state.subscribe();
+    let send = |bytes: usize| {
+        link.bytes_sent.fetch_add(bytes as u64, Relaxed);
+    };
+    let mut seq = 0u64;
+    // seq → when it was sent, until acknowledged.
+    let mut pending: BTreeMap<u64, Instant> = BTreeMap::new();
+    let resync = |pending: &mut BTreeMap<u64, Instant>, seq: &mut u64| {
+        link.resyncs.fetch_add(1, Relaxed);
+        *seq += 1;
+        pending.insert(*seq, Instant::now());
+        resync_messages(state)
+    };
+    for message in resync(&mut pending, &mut seq) {
+        send(
+            wire::write(&mut writer, &message)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    send(
+        wire::write(&mut writer, &Message::Ping { seq })
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    link.connected.store(true, Relaxed);
+    set_error(link, "");
+    tracing::info!(peer = %link.address, node = %peer, "peer link up");
+    let (acks_tx, mut acks) = tokio::sync::mpsc::channel::<Result<u64, WireError>>(64);
+    let reading = tokio::spawn(async move {
+        loop {
+            let message = wire::read(&mut reader).await;
+            let ack = match message {
+                Ok(Message::Ack { seq }) => Ok(seq),
+                Ok(other) => Err(WireError::Bad(format!(
+                    "unexpected {other:?} from the listener"
+                ))),
+                Err(e) => Err(e),
+            };
+            let stop = ack.is_err();
+            if acks_tx.send(ack).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+    let _reading = AbortOnDrop(reading);
+    let mut last_ack = Instant::now();
+    let mut ping = tokio::time::interval(PING_EVERY);
+    loop {
+        let message = tokio::select! {
+            entry = learned.recv() => match entry {
+                Ok(first) => {
+                    let mut entries = vec![first];
+                    while entries.len() < BATCH {
+                        match learned.try_recv() {
+                            Ok(e) => entries.push(e),
+                            Err(_) => break,
+                        }
+                    }
+                    link.updates_sent.fetch_add(entries.len() as u64, Relaxed);
+                    seq += 1;
+                    Message::Sticky { seq, entries }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(peer = %link.address, missed, "peer link fell behind; full resync");
+                    for message in resync(&mut pending, &mut seq) {
+                        send(wire::write(&mut writer, &message).await.map_err(|e| e.to_string())?);
+                    }
+                    Message::Ping { seq }
+                }
+                Err(RecvError::Closed) => return Ok(()),
+            },
+            event = events.recv() => match event {
+                Ok(Event::Admin { pool, backend, to, origin: Origin::Operator, at_ms, .. }) => {
+                    link.updates_sent.fetch_add(1, Relaxed);
+                    seq += 1;
+                    Message::Admin {
+                        seq,
+                        entry: AdminEntry {
+                            pool: pool.to_string(),
+                            backend,
+                            state: to.as_str().to_owned(),
+                            at_ms,
+                        },
+                    }
+                }
+                Ok(Event::Verdict { pool, backend, up, origin: Origin::Check, at_ms, .. }) => {
+                    link.updates_sent.fetch_add(1, Relaxed);
+                    seq += 1;
+                    Message::Verdict { seq, pool: pool.to_string(), backend, up, at_ms }
+                }
+                Ok(_) => continue,
+                Err(RecvError::Lagged(_)) => {
+                    for message in resync(&mut pending, &mut seq) {
+                        send(wire::write(&mut writer, &message).await.map_err(|e| e.to_string())?);
+                    }
+                    Message::Ping { seq }
+                }
+                Err(RecvError::Closed) => return Ok(()),
+            },
+            ack = acks.recv() => {
+                match ack {
+                    Some(Ok(acked)) => {
+                        last_ack = Instant::now();
+                        let mut took = None;
+                        while let Some((&s, &at)) = pending.first_key_value() {
+                            if s > acked {
+                                break;
+                            }
+                            took = Some(at.elapsed());
+                            pending.remove(&s);
+                        }
+                        if let Some(took) = took {
+                            link.lag_ms.store(took.as_millis() as u64, Relaxed);
+                        }
+                    }
+                    Some(Err(e)) => return Err(format!("the peer's answer: {e}")),
+                    None => return Err("the peer closed the link".to_owned()),
+                }
+                continue;
+            }
+            _ = ping.tick() => {
+                if let Some((_, &oldest)) = pending.first_key_value() {
+                    link.lag_ms.fetch_max(oldest.elapsed().as_millis() as u64, Relaxed);
+                }
+                if last_ack.elapsed() > SILENT_LIMIT {
+                    return Err(format!("no answer for {} s", SILENT_LIMIT.as_secs()));
+                }
+                Message::Ping { seq }
+            }
+        };
+        if !matches!(message, Message::Ping { .. }) {
+            pending.insert(seq, Instant::now());
+        }
+        send(
+            wire::write(&mut writer, &message)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn accept(
+    listener: TcpListener,
+    secret: Arc<str>,
+    node: Arc<str>,
+    state: Arc<State>,
+    peers: Arc<Peers>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, from) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "peer listener cannot accept");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stopped.changed() => return,
+        };
+        let (secret, node, state, peers) =
+            (secret.clone(), node.clone(), state.clone(), peers.clone());
+        tokio::spawn(async move {
+            if let Err(error) = serve_peer(stream, from, &secret, &node, &state, &peers).await {
+                tracing::debug!(%from, %error, "peer connection ended");
+            }
+        });
+    }
+}
+
+/// Applies what one peer sends until it goes.
+async fn serve_peer(
+    mut stream: TcpStream,
+    from: SocketAddr,
+    secret: &str,
+    node: &str,
+    state: &State,
+    peers: &Peers,
+) -> Result<(), String> {
+    let _ = stream.set_nodelay(true);
+    let peer = match tokio::time::timeout(
+        HANDSHAKE_WITHIN,
+        handshake_as_listener(&mut stream, secret, node),
+    )
+    .await
+    {
+        Ok(Ok(peer)) => peer,
+        Ok(Err(reason)) => {
+            peers.refused_inbound.fetch_add(1, Relaxed);
+            tracing::warn!(%from, %reason, "peer refused");
+            return Err(reason);
+        }
+        Err(_) => {
+            peers.refused_inbound.fetch_add(1, Relaxed);
+            tracing::warn!(%from, "peer refused: no handshake within 3 s");
+            return Err("no handshake".to_owned());
+        }
+    };
+    tracing::info!(%from, node = %peer, "peer connected");
+    let mark = |f: &dyn Fn(&mut Inbound)| {
+        let mut inbound = peers.inbound.lock().unwrap_or_else(|e| e.into_inner());
+        f(inbound.entry(peer.clone()).or_default());
+    };
+    mark(&|i| i.connected = true);
+    let outcome = async {
+        loop {
+            let (message, size) = wire::read_counted(&mut stream)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (seq, updates) = apply(state, &peer, message)?;
+            mark(&|i| {
+                i.updates += updates;
+                i.bytes += size as u64;
+            });
+            if let Some(seq) = seq {
+                wire::write(&mut stream, &Message::Ack { seq })
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    .await;
+    mark(&|i| i.connected = false);
+    if let Err(error) = &outcome {
+        tracing::warn!(node = %peer, %error, "peer link from it ended");
+    }
+    outcome
+}
+
+fn admin_state(word: &str) -> Result<AdminState, String> {
+    match word {
+        "enabled" => Ok(AdminState::Enabled),
+        "draining" => Ok(AdminState::Draining),
+        "disabled" => Ok(AdminState::Disabled),
+        other => Err(format!("unknown operator state {other:?}")),
+    }
+}
+
+/// Applies one message from `peer`: the seq to acknowledge, if any, and
+/// how many updates it held.
+fn apply(state: &State, peer: &str, message: Message) -> Result<(Option<u64>, u64), String> {
+    Ok(match message {
+        Message::Resync {
+            sticky,
+            admin,
+            done,
+        } => {
+            let n = (sticky.len() + admin.len()) as u64;
+            for entry in &sticky {
+                state.apply_sticky(entry);
+            }
+            for entry in admin {
+                apply_admin(state, peer, &entry)?;
+            }
+            if done {
+                tracing::info!(node = %peer, "resync from peer applied");
+            }
+            (None, n)
+        }
+        Message::Sticky { seq, entries } => {
+            for entry in &entries {
+                state.apply_sticky(entry);
+            }
+            (Some(seq), entries.len() as u64)
+        }
+        Message::Admin { seq, entry } => {
+            apply_admin(state, peer, &entry)?;
+            (Some(seq), 1)
+        }
+        Message::Verdict {
+            seq,
+            pool,
+            backend,
+            up,
+            ..
+        } => {
+            // A hint: check now, decide by this node's own checks.
+            if let Ok(health) = state.health(&pool, backend) {
+                tracing::debug!(node = %peer, %pool, %backend, up, "peer verdict: checking now");
+                health.request_check();
+            }
+            (Some(seq), 1)
+        }
+        Message::Ping { seq } => (Some(seq), 0),
+        other => return Err(format!("unexpected {other:?} on a peer link")),
+    })
+}
+
+fn apply_admin(state: &State, peer: &str, entry: &AdminEntry) -> Result<(), String> {
+    let to = admin_state(&entry.state)?;
+    if let Err(unknown) = state.apply(&entry.pool, entry.backend, Origin::Peer, Change::Admin(to)) {
+        tracing::debug!(node = %peer, %unknown, "peer's operator action is for a backend this node does not have");
+    }
+    Ok(())
+}
