@@ -341,15 +341,17 @@ impl PoolState {
         None
     }
 
-    /// The first try of a request with a sticky preference: the backend it
-    /// is tied to while that one can take it (in slow start too); else,
-    /// when it was tied to one, the usable backend ranking highest for its
-    /// key (the same on every node); else the balancer's pick.
-    pub(crate) fn first_try_sticky(
+    /// A try of a request with a sticky preference: the backend it is tied
+    /// to while that one can take it (in slow start too); else, when it was
+    /// tied to one (or that one failed this request), the untried usable
+    /// backend ranking highest for its key, the same choice on every node;
+    /// else the balancer's pick. A retry (`attempt > 0`) needs the budget.
+    pub(crate) fn try_sticky(
         &self,
         key: Option<u64>,
         preference: &crate::sticky::Preference,
         tried: &mut Tried,
+        attempt: u32,
     ) -> Option<(usize, &Arc<BackendState>)> {
         let now = clock::now();
         let ignore_ejections = self.outlier.any_ejected(now) && self.in_panic(now);
@@ -381,10 +383,13 @@ impl PoolState {
         }
         match chosen {
             Some(index) => {
+                if attempt > 0 && !self.retry_budget.try_retry() {
+                    return None;
+                }
                 tried.insert(index);
                 Some((index, &self.backends[index]))
             }
-            None => self.next_try(key, tried, 0),
+            None => self.next_try(key, tried, attempt),
         }
     }
 

@@ -38,7 +38,7 @@ pub(crate) async fn serve(client: TcpStream, peer: SocketAddr, listener: Arc<Lis
         .map(|affinity| affinity.prefer(&pool.backends, peer.ip(), |_| None, |_| None));
     for attempt in 0..=pool.config.retries {
         let next = match (&preference, attempt) {
-            (Some(preference), 0) => pool.first_try_sticky(key, preference, &mut tried),
+            (Some(preference), _) => pool.try_sticky(key, preference, &mut tried, attempt),
             _ => pool.next_try(key, &mut tried, attempt),
         };
         let Some((index, backend)) = next else {

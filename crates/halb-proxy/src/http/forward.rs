@@ -193,7 +193,7 @@ impl Handler {
             // Only a request that can be sent (again) takes a backend's turn
             // and, for a retry, the retry budget.
             let next = match (&preference, attempt) {
-                (Some(preference), 0) => pool.first_try_sticky(key, preference, &mut tried),
+                (Some(preference), _) => pool.try_sticky(key, preference, &mut tried, attempt),
                 _ => pool.next_try(key, &mut tried, attempt),
             };
             let Some((index, backend)) = next else {

@@ -27,6 +27,7 @@ mod http_semantics;
 mod hung_backend;
 mod metrics;
 mod outlier;
+mod peers;
 mod reload;
 mod reload_diff;
 mod reload_watch;

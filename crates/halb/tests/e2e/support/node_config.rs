@@ -21,6 +21,8 @@ pub struct NodeConfig {
     alerts_keys: Vec<(String, String)>,
     listeners: Vec<ListenerEntry>,
     pools: Vec<PoolEntry>,
+    /// Sections written as they are (`[cluster]`, `[cluster.peers]`...).
+    sections: String,
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +38,7 @@ struct PoolEntry {
     name: String,
     keys: Vec<(String, String)>,
     health_check_keys: Vec<(String, String)>,
+    sticky_keys: Vec<(String, String)>,
     backends: Vec<SocketAddr>,
 }
 
@@ -56,7 +59,24 @@ impl NodeConfig {
             alerts_keys: Vec::new(),
             listeners: Vec::new(),
             pools: Vec::new(),
+            sections: String::new(),
         }
+    }
+
+    /// Adds `text` (whole sections, such as `[cluster.peers]` and its keys)
+    /// to the config as it is.
+    pub fn section(mut self, text: &str) -> Self {
+        self.sections.push('\n');
+        self.sections.push_str(text);
+        self
+    }
+
+    /// `[pool.sticky]` of `pool` with these keys (values as TOML).
+    pub fn sticky(mut self, pool: &str, keys: &[(&str, &str)]) -> Self {
+        self.pool_mut(pool)
+            .sticky_keys
+            .extend(keys.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self
     }
 
     /// Sets `[admin] bind`.
@@ -127,6 +147,7 @@ impl NodeConfig {
             name: name.to_owned(),
             keys: Vec::new(),
             health_check_keys: Vec::new(),
+            sticky_keys: Vec::new(),
             backends: backends.to_vec(),
         });
         self
@@ -203,6 +224,7 @@ impl NodeConfig {
         if self.chaos {
             toml.push_str("\n[chaos]\nallow = true\n");
         }
+        toml.push_str(&self.sections);
         if !self.alerts_keys.is_empty() {
             toml.push_str("\n[alerts]\n");
             push_keys(&mut toml, &self.alerts_keys);
@@ -223,6 +245,10 @@ impl NodeConfig {
             if !pool.health_check_keys.is_empty() {
                 toml.push_str("\n[pool.health_check]\n");
                 push_keys(&mut toml, &pool.health_check_keys);
+            }
+            if !pool.sticky_keys.is_empty() {
+                toml.push_str("\n[pool.sticky]\n");
+                push_keys(&mut toml, &pool.sticky_keys);
             }
             for backend in &pool.backends {
                 let _ = write!(toml, "\n[[pool.backend]]\naddress = \"{backend}\"\n");
