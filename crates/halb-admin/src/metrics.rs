@@ -137,6 +137,16 @@ fn peer_metrics(text: &mut Exposition, peers: &halb_cluster::Peers) {
             family.sample(&[("peer", &link.address)], value(link));
         }
     }
+    let mut ack = text.family(
+        "halb_peer_ack_seconds",
+        Kind::Gauge,
+        "Send to acknowledgement of the peer's last few thousand updates, by quantile.",
+    );
+    for link in &links {
+        for (q, v) in [("0.5", link.ack_p50_ms), ("0.99", link.ack_p99_ms)] {
+            ack.sample(&[("peer", &link.address), ("quantile", q)], v / 1000.0);
+        }
+    }
     text.family(
         "halb_peer_refused_inbound_total",
         Kind::Counter,
@@ -491,6 +501,16 @@ fn pools(text: &mut Exposition, topology: &Topology) {
         let mut family = text.family(name, Kind::Counter, help);
         for pool in &topology.pools {
             family.sample(&[("pool", &pool.config.name)], value(pool));
+        }
+    }
+    let mut sticky = text.family(
+        "halb_sticky_entries",
+        Kind::Gauge,
+        "Entries in the pool's stick table ([pool.sticky] kind = \"table\"), learned here or from peers.",
+    );
+    for pool in &topology.pools {
+        if let Some(entries) = pool.sticky_entries() {
+            sticky.sample(&[("pool", &pool.config.name)], entries as u64);
         }
     }
     let now = clock::now();

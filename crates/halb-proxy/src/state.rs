@@ -341,6 +341,11 @@ impl PoolState {
         None
     }
 
+    /// Entries in the pool's stick table, when it has one.
+    pub fn sticky_entries(&self) -> Option<usize> {
+        self.affinity.as_ref().and_then(|a| a.entries())
+    }
+
     /// A try of a request with a sticky preference: the backend it is tied
     /// to while that one can take it (in slow start too); else, when it was
     /// tied to one (or that one failed this request), the untried usable

@@ -112,6 +112,14 @@ impl Affinity {
         }
     }
 
+    /// Entries in the stick table (`None` for cookies: nothing is stored).
+    pub(crate) fn entries(&self) -> Option<usize> {
+        match self {
+            Affinity::Cookie { .. } => None,
+            Affinity::Table { table, .. } => Some(table.len()),
+        }
+    }
+
     /// The preference of a request, given how to read its headers.
     pub(crate) fn prefer(
         &self,

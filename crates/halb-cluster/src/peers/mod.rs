@@ -56,6 +56,41 @@ pub struct Link {
     resyncs: AtomicU64,
     refused: AtomicU64,
     last_error: Mutex<String>,
+    /// The last acknowledged updates' times from send to ack, µs.
+    recent: Mutex<std::collections::VecDeque<u32>>,
+}
+
+/// Acknowledgement times kept for the percentiles.
+const RECENT: usize = 4096;
+
+impl Link {
+    fn observe(&self, took: Duration) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(took.as_micros().min(u32::MAX as u128) as u32);
+    }
+
+    /// The p50 and p99 of the recent acknowledgement times, ms.
+    fn percentiles(&self) -> (f64, f64) {
+        let mut v: Vec<u32> = self
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        if v.is_empty() {
+            return (0.0, 0.0);
+        }
+        v.sort_unstable();
+        let at = |q: f64| {
+            let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+            f64::from(v[rank - 1]) / 1000.0
+        };
+        (at(0.50), at(0.99))
+    }
 }
 
 /// One link as the status API shows it.
@@ -69,6 +104,9 @@ pub struct LinkStatus {
     /// How long the oldest update not yet acknowledged has waited (or the
     /// last acknowledged one took).
     pub lag_ms: u64,
+    /// Send to acknowledgement of the last few thousand updates: p50, p99.
+    pub ack_p50_ms: f64,
+    pub ack_p99_ms: f64,
     /// The peer is connected to this node too (its updates arrive).
     pub inbound: bool,
     pub bytes_sent: u64,
@@ -157,7 +195,10 @@ impl Peers {
                     .and_then(|n| inbound.get(n))
                     .cloned()
                     .unwrap_or_default();
+                let (ack_p50_ms, ack_p99_ms) = link.percentiles();
                 LinkStatus {
+                    ack_p50_ms,
+                    ack_p99_ms,
                     address: link.address.clone(),
                     connected: link.connected.load(Relaxed),
                     lag_ms: link.lag_ms.load(Relaxed),
@@ -524,6 +565,7 @@ async fn run_link(link: &Link, secret: &str, node: &str, state: &State) -> Resul
                                 break;
                             }
                             took = Some(at.elapsed());
+                            link.observe(at.elapsed());
                             pending.remove(&s);
                         }
                         if let Some(took) = took {
