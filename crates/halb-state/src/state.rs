@@ -187,14 +187,6 @@ impl State {
         }
     }
 
-    /// Forgets the stick tables of pools not in `keep`.
-    pub fn retain_sticky(&self, keep: &[&str]) {
-        self.sticky
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|pool, _| keep.contains(&&**pool));
-    }
-
     /// Every stick table, for a peer's full resync.
     pub fn sticky_tables(&self) -> Vec<Arc<StickyTable>> {
         self.sticky
@@ -303,8 +295,12 @@ impl State {
         healths
     }
 
-    /// Forgets a pool that the config no longer has.
+    /// Forgets a pool that the config no longer has, with its stick table.
     pub fn remove_pool(&self, pool: &str) {
+        self.sticky
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(pool);
         let mut pools = self.lock();
         if let Some(entry) = pools.remove(pool) {
             let at_ms = unix_ms();

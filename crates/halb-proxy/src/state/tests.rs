@@ -143,3 +143,42 @@ fn least_connections_sees_requests_that_began_before_a_reload() {
     drop(busy);
     assert_eq!(in_flight(&after), [0, 1, 1]);
 }
+
+/// Slow start with a hashing balancer: while a backend ramps up, each key
+/// keeps one answer from pick to pick (admission is drawn from the key, not
+/// at random), so Maglev's affinity holds during the ramp.
+#[test]
+fn slow_start_admits_the_same_keys_each_time() {
+    let toml = "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\npool = \"app\"\n\
+         [[pool]]\nname = \"app\"\nalgorithm = \"maglev\"\nslow_start = \"60s\"\n\
+         [[pool.backend]]\naddress = \"127.0.0.1:1\"\n[[pool.backend]]\naddress = \"127.0.0.1:2\"\n\
+         [[pool.backend]]\naddress = \"127.0.0.1:3\"\n";
+    let config = halb_config::parse(toml).expect("a valid config");
+    let state = State::new();
+    let pool = PoolState::new(config.pools[0].clone(), &state);
+    let first = pool.backends[0].address;
+    for up in [false, true] {
+        let change = halb_state::Change::Verdict {
+            up,
+            detail: String::new(),
+        };
+        state
+            .apply("app", first, halb_state::Origin::Check, change)
+            .expect("the backend is known");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert!(pool.backends[0].health.ramp(clock::now(), pool.slow_start) < 1.0);
+    let mut admitted = 0;
+    for key in 0..2000u64 {
+        let key = Some(halb_balance::hash_bytes(&key.to_le_bytes()));
+        let picks: Vec<usize> = (0..5)
+            .map(|_| pool.pick(key, &Tried::default()).expect("a backend").0)
+            .collect();
+        assert!(
+            picks.iter().all(|p| *p == picks[0]),
+            "key {key:?}: {picks:?}"
+        );
+        admitted += usize::from(picks[0] == 0);
+    }
+    assert!(admitted > 0, "the ramping backend takes some keys already");
+}

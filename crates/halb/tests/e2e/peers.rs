@@ -389,3 +389,74 @@ async fn a_sticky_cookie_set_by_one_node_is_honoured_by_the_other() {
     assert_eq!(forged.status, 200);
     assert!(forged.headers.get("set-cookie").is_some());
 }
+
+/// Which TCP backend a connection from `from` reaches through `listen`.
+async fn tcp_served(from: std::net::IpAddr, listen: SocketAddr) -> String {
+    use tokio::io::AsyncReadExt;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::new(from, 0))
+        .expect("bind the client address");
+    let mut stream = within(Duration::from_secs(5), "connect", socket.connect(listen))
+        .await
+        .expect("connect");
+    let mut name = String::new();
+    within(
+        Duration::from_secs(5),
+        "read",
+        stream.read_to_string(&mut name),
+    )
+    .await
+    .expect("read");
+    name
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_stick_table_on_the_client_address_holds_on_both_nodes() {
+    use crate::support::backends::tcp_named;
+    let backends = [
+        tcp_named("t1").await,
+        tcp_named("t2").await,
+        tcp_named("t3").await,
+    ];
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let (pa, pb) = (free_addr(), free_addr());
+    let node = |name: &str, peer: SocketAddr, other: SocketAddr| {
+        let listen = free_addr();
+        let config = NodeConfig::new()
+            .section(&format!(
+                "[cluster]\nnode = \"{name}\"\n\n[cluster.peers]\nbind = \"{peer}\"\npeers = [\"{other}\"]\nsecret = \"{SECRET}\"\n"
+            ))
+            .tcp_listener("front", listen, "app")
+            .pool("app", &addrs)
+            .sticky("app", &[("kind", "\"table\"")]);
+        (listen, config)
+    };
+    let (listen_a, config_a) = node("lb1", pa, pb);
+    let (listen_b, config_b) = node("lb2", pb, pa);
+    let node_a = Halb::start(&config_a.to_toml()).await;
+    let node_b = Halb::start(&config_b.to_toml()).await;
+    wait_linked(&node_a, 1).await;
+    wait_linked(&node_b, 1).await;
+    let clients: Vec<std::net::IpAddr> = (2..14u8)
+        .map(|i| std::net::IpAddr::from([127, 0, 0, i]))
+        .collect();
+    let mut first = HashMap::new();
+    for ip in &clients {
+        first.insert(*ip, tcp_served(*ip, listen_a).await);
+    }
+    let distinct: std::collections::HashSet<_> = first.values().collect();
+    assert!(
+        distinct.len() > 1,
+        "round robin spread new clients: {first:?}"
+    );
+    for _ in 0..3 {
+        for ip in &clients {
+            assert_eq!(tcp_served(*ip, listen_a).await, first[ip], "{ip} on lb1");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for ip in &clients {
+        assert_eq!(tcp_served(*ip, listen_b).await, first[ip], "{ip} on lb2");
+    }
+}
