@@ -315,19 +315,9 @@ impl PoolState {
     /// admitted with a probability equal to their ramp, falling back to
     /// admitting them when nothing else is usable.
     pub fn pick(&self, key: Option<u64>, tried: &Tried) -> Option<(usize, &Arc<BackendState>)> {
-        let now = clock::now();
-        let ignore_ejections = self.outlier.any_ejected(now) && self.in_panic(now);
+        let candidates = self.candidates(key, tried, self.slow_start);
         for backups in [false, true] {
-            let mut candidates = Candidates {
-                backends: &self.backends,
-                in_flight: &self.in_flight,
-                tried,
-                backups,
-                now,
-                ignore_ejections,
-                slow_start: self.slow_start,
-                key,
-            };
+            let mut candidates = candidates(backups);
             if let Some(i) = self.balancer.pick(&candidates, key) {
                 return Some((i, &self.backends[i]));
             }
@@ -339,6 +329,28 @@ impl PoolState {
             }
         }
         None
+    }
+
+    /// The backends a request may go to now, primaries or backups; with
+    /// `slow_start` (clock nanos) 0, ramping backends are admitted in full.
+    fn candidates<'a>(
+        &'a self,
+        key: Option<u64>,
+        tried: &'a Tried,
+        slow_start: u64,
+    ) -> impl Fn(bool) -> Candidates<'a> {
+        let now = clock::now();
+        let ignore_ejections = self.outlier.any_ejected(now) && self.in_panic(now);
+        move |backups| Candidates {
+            backends: &self.backends,
+            in_flight: &self.in_flight,
+            tried,
+            backups,
+            now,
+            ignore_ejections,
+            slow_start,
+            key,
+        }
     }
 
     /// Entries in the pool's stick table, when it has one.
@@ -358,34 +370,26 @@ impl PoolState {
         tried: &mut Tried,
         attempt: u32,
     ) -> Option<(usize, &Arc<BackendState>)> {
-        let now = clock::now();
-        let ignore_ejections = self.outlier.any_ejected(now) && self.in_panic(now);
-        let candidates = |backups| Candidates {
-            backends: &self.backends,
-            in_flight: &self.in_flight,
-            tried,
-            backups,
-            now,
-            ignore_ejections,
-            slow_start: 0,
-            key,
-        };
-        let mut chosen = preference
-            .wanted
-            .filter(|&i| candidates(self.backends[i].backup).usable(i));
-        if chosen.is_none() && (preference.wanted.is_some() || preference.stale) {
-            if let Some(hash) = preference.key_hash {
-                for backups in [false, true] {
-                    let set = candidates(backups);
-                    chosen = (0..self.backends.len())
-                        .filter(|&i| set.usable(i))
-                        .max_by_key(|&i| crate::sticky::score(hash, self.backends[i].address));
-                    if chosen.is_some() {
-                        break;
+        let chosen = {
+            let candidates = self.candidates(key, tried, 0);
+            let mut chosen = preference
+                .wanted
+                .filter(|&i| candidates(self.backends[i].backup).usable(i));
+            if chosen.is_none() && (preference.wanted.is_some() || preference.stale) {
+                if let Some(hash) = preference.key_hash {
+                    for backups in [false, true] {
+                        let set = candidates(backups);
+                        chosen = (0..self.backends.len())
+                            .filter(|&i| set.usable(i))
+                            .max_by_key(|&i| crate::sticky::score(hash, self.backends[i].address));
+                        if chosen.is_some() {
+                            break;
+                        }
                     }
                 }
             }
-        }
+            chosen
+        };
         match chosen {
             Some(index) => {
                 if attempt > 0 && !self.retry_budget.try_retry() {

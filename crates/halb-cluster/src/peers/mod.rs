@@ -235,6 +235,14 @@ fn set_error(link: &Link, error: impl std::fmt::Display) {
     *link.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error.to_string();
 }
 
+/// Tells the other side why it is refused (best effort: it may be gone).
+async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, reason: &str) {
+    let message = Message::Refused {
+        reason: reason.to_owned(),
+    };
+    let _ = wire::write(stream, &message).await;
+}
+
 /// The dialer's side of the handshake; the peer's node name.
 async fn handshake_as_dialer<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
@@ -261,13 +269,7 @@ async fn handshake_as_dialer<S: AsyncRead + AsyncWrite + Unpin>(
             let expected = wire::proof(secret, "listener", (&mine, &nonce), (node, &peer));
             if !wire::same_proof(&proof, &expected) {
                 let reason = "the peer does not know the shared secret".to_owned();
-                let _ = wire::write(
-                    stream,
-                    &Message::Refused {
-                        reason: reason.clone(),
-                    },
-                )
-                .await;
+                refuse(stream, &reason).await;
                 return Err(reason);
             }
             (peer, nonce)
@@ -302,13 +304,7 @@ async fn handshake_as_listener<S: AsyncRead + AsyncWrite + Unpin>(
                 let reason = format!(
                     "peer protocol version {protocol}; this node speaks version {PROTOCOL}"
                 );
-                let _ = wire::write(
-                    stream,
-                    &Message::Refused {
-                        reason: reason.clone(),
-                    },
-                )
-                .await;
+                refuse(stream, &reason).await;
                 return Err(reason);
             }
             (peer, nonce)
@@ -317,13 +313,7 @@ async fn handshake_as_listener<S: AsyncRead + AsyncWrite + Unpin>(
     };
     if peer == node {
         let reason = format!("the peer calls itself {peer:?}, this node's own name");
-        let _ = wire::write(
-            stream,
-            &Message::Refused {
-                reason: reason.clone(),
-            },
-        )
-        .await;
+        refuse(stream, &reason).await;
         return Err(reason);
     }
     let mine = wire::nonce();
@@ -343,13 +333,7 @@ async fn handshake_as_listener<S: AsyncRead + AsyncWrite + Unpin>(
             let expected = wire::proof(secret, "dialer", (&mine, &theirs), (node, &peer));
             if !wire::same_proof(&proof, &expected) {
                 let reason = "wrong secret".to_owned();
-                let _ = wire::write(
-                    stream,
-                    &Message::Refused {
-                        reason: reason.clone(),
-                    },
-                )
-                .await;
+                refuse(stream, &reason).await;
                 return Err(format!("{peer}: {reason}"));
             }
         }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::faults::chaos_node;
 use crate::metrics::Scrape;
 use crate::support::backends::{named, CHECK_PATH};
 use crate::support::node_config::NodeConfig;
@@ -184,12 +185,7 @@ async fn a_backend_killed_in_a_drill_costs_no_request_and_is_seen_down_within_a_
 async fn a_503_burst_misses_the_slo_and_its_count_agrees_with_halbs_metrics() {
     let _alone = exclusive().await;
     let a = named("a").await;
-    let listen = free_addr();
-    let config = NodeConfig::new()
-        .chaos_allowed()
-        .listener("front", listen, "app")
-        .pool("app", &[a.addr]);
-    let halb = Halb::start(&config.to_toml()).await;
+    let (halb, listen) = chaos_node(&[a.addr]).await;
     let steps = "[[step]]\nat = \"1.5s\"\nfault = { pool = \"app\", kind = \"abort\", value = 503, percent = 100, duration = \"3s\" }\n";
     let text = scenario(
         &head("5xx-burst", "6s", listen, 200, "500ms"),
@@ -389,12 +385,7 @@ async fn dry_run_prints_the_plan_and_runs_nothing_and_a_bad_scenario_names_the_k
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_html_report_opens_offline_in_chromium() {
     let a = named("a").await;
-    let listen = free_addr();
-    let config = NodeConfig::new()
-        .chaos_allowed()
-        .listener("front", listen, "app")
-        .pool("app", &[a.addr]);
-    let halb = Halb::start(&config.to_toml()).await;
+    let (halb, listen) = chaos_node(&[a.addr]).await;
     let steps = "[[step]]\nat = \"1s\"\nfault = { pool = \"app\", kind = \"latency\", value = \"30ms\", duration = \"1s\" }\n[[step]]\nat = \"2.5s\"\nfault = { pool = \"app\", kind = \"abort\", value = 503, percent = 50, duration = \"1s\" }\n";
     let text = scenario(
         &head("report-page", "5s", listen, 100, "500ms"),

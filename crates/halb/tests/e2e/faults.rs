@@ -67,7 +67,7 @@ fn median(times: &mut [Duration]) -> Duration {
 
 /// halb with `[chaos] allow = true`, listener `front` on a fresh address
 /// for pool `app` of `backends`; the node and where it listens.
-async fn chaos_node(backends: &[SocketAddr]) -> (Halb, SocketAddr) {
+pub(crate) async fn chaos_node(backends: &[SocketAddr]) -> (Halb, SocketAddr) {
     let listen = free_addr();
     let config = NodeConfig::new()
         .chaos_allowed()
