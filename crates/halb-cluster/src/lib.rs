@@ -34,6 +34,6 @@ pub use etcd_source::{EtcdSource, StoreHealth, StoreStatus};
 pub use lease::KeptKey;
 pub use lkg::LastKnownGood;
 pub use peers::{LinkStatus, Peers};
-pub use registry::{fleet_status, FleetStatus, NodeRecord, VrrpRecord};
+pub use registry::{fleet_status, nodes, FleetStatus, NodeRecord, VrrpRecord};
 pub use snapshot::Snapshot;
 pub use source::{inline, FileSource, Identity, Versioned};

@@ -30,6 +30,10 @@ pub struct NodeRecord {
     /// The node's VRRP instances and their states (`[vrrp]`).
     #[serde(default)]
     pub vrrp: Vec<VrrpRecord>,
+    /// Where the node's peer links listen (`[cluster.peers] bind`), so that
+    /// the other nodes can find it.
+    #[serde(default)]
+    pub peer: Option<String>,
 }
 
 /// One VRRP instance of a node, as the fleet sees it.
@@ -60,6 +64,18 @@ impl NodeRecord {
 /// The registry key of `node`.
 pub fn node_key(prefix: &str, node: &str) -> String {
     format!("{prefix}/{NODES_DIR}{node}")
+}
+
+/// Every node record in the registry (unreadable ones are skipped).
+pub async fn nodes(client: &Client, prefix: &str) -> Result<Vec<NodeRecord>, EtcdError> {
+    let range = client
+        .range_prefix(&format!("{prefix}/{NODES_DIR}"))
+        .await?;
+    Ok(range
+        .kvs
+        .iter()
+        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+        .collect())
 }
 
 /// One node as `halb cluster status` shows it.

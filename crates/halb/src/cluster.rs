@@ -414,6 +414,17 @@ impl ClusterNode {
         self.registry.send_replace(Some(bytes));
     }
 
+    /// Puts the node's peer address in its record, so that the other nodes
+    /// find it; call before [`ClusterNode::started`].
+    pub fn advertise_peer(&mut self, address: Option<String>) {
+        self.record.peer = address;
+    }
+
+    /// What peer discovery needs: the etcd client, the prefix, this node.
+    pub fn discovery(&self) -> (Arc<Client>, String, String) {
+        (self.client.clone(), self.prefix.clone(), self.node.clone())
+    }
+
     /// Leave the registry at once (a graceful stop).
     pub async fn leave(&mut self) {
         if let Some(kept) = self.kept.take() {

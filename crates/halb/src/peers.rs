@@ -55,3 +55,51 @@ pub async fn start(
         .with_context(|| format!("[cluster.peers] cannot listen on {}", peers.bind))?;
     Ok(Some(links))
 }
+
+/// How often the registry is read for peers.
+const DISCOVER_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// With `[cluster.etcd]`: this node's peer address goes in its registry
+/// record, and the other nodes' records give the peers to dial (those that
+/// leave the registry are dropped; the configured ones stay).
+pub fn discover(
+    cluster: &mut crate::cluster::ClusterNode,
+    config: &Config,
+    peers: &Arc<halb_cluster::Peers>,
+) {
+    let Some(bind) = config
+        .cluster
+        .as_ref()
+        .and_then(|c| c.peers.as_ref())
+        .map(|p| p.bind)
+    else {
+        return;
+    };
+    if bind.ip().is_unspecified() {
+        tracing::warn!(%bind, "[cluster.peers] bind is a wildcard address: other nodes cannot find this one in etcd; bind a specific address");
+        cluster.advertise_peer(None);
+    } else {
+        cluster.advertise_peer(Some(bind.to_string()));
+    }
+    let (client, prefix, node) = cluster.discovery();
+    let peers = peers.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(DISCOVER_EVERY);
+        loop {
+            tick.tick().await;
+            match halb_cluster::nodes(&client, &prefix).await {
+                Ok(records) => {
+                    let found: Vec<String> = records
+                        .into_iter()
+                        .filter(|r| r.node != node)
+                        .filter_map(|r| r.peer)
+                        .collect();
+                    peers.discovered(&found);
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "peer discovery: etcd unreachable; links kept")
+                }
+            }
+        }
+    });
+}

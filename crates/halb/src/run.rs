@@ -281,7 +281,12 @@ pub async fn serve(
     }
 
     match &mut source {
-        Source::Cluster(cluster) => cluster.started(&info, admin_address),
+        Source::Cluster(cluster) => {
+            if let Some(links) = &peer_links {
+                crate::peers::discover(cluster, &config, links);
+            }
+            cluster.started(&info, admin_address)
+        }
         Source::Inline => info.set_source(halb_admin::SourceInfo {
             source: "inline".to_owned(),
             revision: hash.clone(),

@@ -130,10 +130,17 @@ struct Inbound {
 /// The node's peer links.
 #[derive(Debug)]
 pub struct Peers {
-    links: Vec<Arc<Link>>,
+    /// Each link, and the sender that stops it alone (a discovered peer
+    /// that left the registry).
+    links: Mutex<Vec<(Arc<Link>, watch::Sender<bool>)>>,
+    /// The peers from the config, which discovery never removes.
+    configured: Vec<String>,
     inbound: Arc<Mutex<BTreeMap<String, Inbound>>>,
     refused_inbound: Arc<AtomicU64>,
     stop: watch::Sender<bool>,
+    secret: Arc<str>,
+    node: Arc<str>,
+    state: Arc<State>,
 }
 
 impl Peers {
@@ -146,49 +153,79 @@ impl Peers {
         let listener = TcpListener::bind(config.bind).await?;
         tracing::info!(address = %config.bind, peers = ?config.peers, "peer links listening");
         let (stop, stopped) = watch::channel(false);
+        let secret: Arc<str> = config.secret.as_str().into();
+        let node: Arc<str> = node.into();
         let peers = Arc::new(Peers {
-            links: config
-                .peers
-                .iter()
-                .map(|address| {
-                    Arc::new(Link {
-                        address: address.clone(),
-                        ..Link::default()
-                    })
-                })
-                .collect(),
+            links: Mutex::new(Vec::new()),
+            configured: config.peers.clone(),
             inbound: Arc::default(),
             refused_inbound: Arc::default(),
             stop,
+            secret: secret.clone(),
+            node: node.clone(),
+            state: state.clone(),
         });
-        let secret: Arc<str> = config.secret.as_str().into();
-        let node: Arc<str> = node.into();
         tokio::spawn(accept(
             listener,
-            secret.clone(),
-            node.clone(),
-            state.clone(),
+            secret,
+            node,
+            state,
             peers.clone(),
-            stopped.clone(),
+            stopped,
         ));
-        for link in &peers.links {
-            tokio::spawn(dial(
-                link.clone(),
-                secret.clone(),
-                node.clone(),
-                state.clone(),
-                stopped.clone(),
-            ));
+        for address in &config.peers {
+            peers.add(address);
         }
         Ok(peers)
+    }
+
+    /// Dials `address` too, unless a link to it exists.
+    pub fn add(&self, address: &str) {
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        if links.iter().any(|(l, _)| l.address == address) {
+            return;
+        }
+        let link = Arc::new(Link {
+            address: address.to_owned(),
+            ..Link::default()
+        });
+        let (stop_one, stopped_one) = watch::channel(false);
+        tokio::spawn(dial(
+            link.clone(),
+            self.secret.clone(),
+            self.node.clone(),
+            self.state.clone(),
+            self.stop.subscribe(),
+            stopped_one,
+        ));
+        tracing::info!(peer = %address, "peer added");
+        links.push((link, stop_one));
+    }
+
+    /// Makes the discovered peers exactly `addresses` (plus the configured
+    /// ones, which stay): new ones are dialled, departed ones dropped.
+    pub fn discovered(&self, addresses: &[String]) {
+        for address in addresses {
+            self.add(address);
+        }
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        links.retain(|(link, stop)| {
+            let keep = self.configured.contains(&link.address) || addresses.contains(&link.address);
+            if !keep {
+                tracing::info!(peer = %link.address, "peer left the registry; link dropped");
+                let _ = stop.send(true);
+            }
+            keep
+        });
     }
 
     /// Every link, for the status API.
     pub fn status(&self) -> Vec<LinkStatus> {
         let inbound = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
-        self.links
+        let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        links
             .iter()
-            .map(|link| {
+            .map(|(link, _)| {
                 let node = link.node.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let from = node
                     .as_ref()
@@ -388,14 +425,16 @@ async fn dial(
     node: Arc<str>,
     state: Arc<State>,
     mut stopped: watch::Receiver<bool>,
+    mut stopped_one: watch::Receiver<bool>,
 ) {
     loop {
-        if *stopped.borrow() {
+        if *stopped.borrow() || *stopped_one.borrow() {
             return;
         }
         let outcome = tokio::select! {
             outcome = run_link(&link, &secret, &node, &state) => outcome,
             _ = stopped.changed() => return,
+            _ = stopped_one.changed() => return,
         };
         link.connected.store(false, Relaxed);
         if let Err(error) = outcome {
@@ -411,6 +450,7 @@ async fn dial(
         tokio::select! {
             _ = tokio::time::sleep(REDIAL) => {}
             _ = stopped.changed() => return,
+            _ = stopped_one.changed() => return,
         }
     }
 }

@@ -460,3 +460,55 @@ async fn a_tcp_stick_table_on_the_client_address_holds_on_both_nodes() {
         assert_eq!(tcp_served(*ip, listen_b).await, first[ip], "{ip} on lb2");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_nodes_find_their_peers_in_the_registry() {
+    use crate::etcd_config::configs;
+    use crate::support::etcd::{Etcd, StateDir};
+    let etcd = Etcd::start().await;
+    let backends = three_backends().await;
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let (state1, state2) = (StateDir::new(), StateDir::new());
+    let front = free_addr();
+    let (local1, shared) = configs(front, &addrs, &[etcd.url()], &state1, "lb1");
+    let (local2, _) = configs(front, &addrs, &[etcd.url()], &state2, "lb2");
+    // No `peers` list: each node finds the other in etcd's node registry.
+    let peers =
+        |bind: SocketAddr| format!("\n[cluster.peers]\nbind = \"{bind}\"\nsecret = \"{SECRET}\"\n");
+    let (pa, pb) = (free_addr(), free_addr());
+    etcd.put("/halb/config", &shared);
+    let lb1 = Halb::start(&(local1 + &peers(pa))).await;
+    let lb2 = Halb::start(&(local2 + &peers(pb))).await;
+    let s1 = wait_linked(&lb1, 1).await;
+    let s2 = wait_linked(&lb2, 1).await;
+    assert_eq!(s1["peers"][0]["address"], pb.to_string().as_str());
+    assert_eq!(s1["peers"][0]["node"], "lb2");
+    assert_eq!(s2["peers"][0]["address"], pa.to_string().as_str());
+    let record = etcd.get("/halb/nodes/lb1").expect("lb1's record");
+    assert!(record.contains(&pa.to_string()), "{record}");
+
+    // The discovered link carries operator actions like a configured one.
+    let victim = addrs[2];
+    let path = format!("/api/v1/pools/app/backends/{victim}/disable");
+    assert!(lb1.admin_request("POST", &path).await.status < 300);
+    let started = Instant::now();
+    loop {
+        let s = status(&lb2).await;
+        let state = s["pools"][0]["backends"]
+            .as_array()
+            .and_then(|b| {
+                b.iter()
+                    .find(|b| b["address"] == victim.to_string().as_str())
+            })
+            .map(|b| b["state"].clone())
+            .unwrap_or_default();
+        if state == "disabled" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "lb2 shows {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
