@@ -380,3 +380,31 @@ fn sigterm_hands_a_nodes_vip_and_its_traffic_to_the_other_node() {
         Ok(node_ip(1))
     );
 }
+
+#[test]
+fn a_node_holding_both_vips_gives_them_up_together_at_sigterm() {
+    let lab = Arc::new(Lab::new(2));
+    let (one, two) = pair(&lab);
+    lab.signal(one.process, "-KILL");
+    assert!(
+        wait_until(Duration::from_secs(3), || two.states(&lab)
+            == ("master".into(), "master".into()))
+        .is_some(),
+        "node 2 holds both: {:?}",
+        two.states(&lab)
+    );
+    // No other node hears the priority-0 adverts, so each instance waits
+    // its whole handover bound (1 s plus a 200 ms grace): together, not
+    // one after another.
+    let stopped = Instant::now();
+    lab.signal(two.process, "-TERM");
+    let exited = wait_until(Duration::from_secs(10), || {
+        lab.exited(two.process).is_some()
+    })
+    .map(|_| stopped.elapsed());
+    println!("SIGTERM of the node holding both VIPs, alone: exited after {exited:?}");
+    let exited = exited.unwrap_or_else(|| panic!("node 2 stops\n{}", two.log.read()));
+    assert!(exited < Duration::from_millis(2200), "{exited:?}");
+    assert_eq!(lab.exited(two.process).and_then(|s| s.code()), Some(0));
+    assert!(!lab.holds(2, VIP_A) && !lab.holds(2, VIP_B));
+}
