@@ -174,6 +174,9 @@ fn pair(lab: &Lab) -> (Node, Node) {
     (one, two)
 }
 
+/// When a request finished, and who served it (or what went wrong).
+type Answer = (Instant, Result<String, String>);
+
 /// Watches the holders of both VIPs on a thread until stopped: the longest
 /// time either had two holders at once, and every holder set VIP B had.
 struct Watcher {
@@ -314,7 +317,7 @@ fn sigterm_hands_a_nodes_vip_and_its_traffic_to_the_other_node() {
 
     // A client on VIP B, one new connection after another.
     let stop = Arc::new(AtomicBool::new(false));
-    let answers: Arc<Mutex<Vec<(Instant, Result<String, String>)>>> = Arc::default();
+    let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
     let client = {
         let (lab, stop, answers) = (lab.clone(), stop.clone(), answers.clone());
         std::thread::spawn(move || {
