@@ -177,6 +177,44 @@ fn pair(lab: &Lab) -> (Node, Node) {
 /// When a request finished, and who served it (or what went wrong).
 type Answer = (Instant, Result<String, String>);
 
+/// A client of one VIP on a thread: one new connection after another,
+/// every answer kept, until finished.
+struct Client {
+    stop: Arc<AtomicBool>,
+    answers: Arc<Mutex<Vec<Answer>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Client {
+    fn start(lab: &Arc<Lab>, vip: &'static str) -> Client {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
+        let (lab, stopped, kept) = (lab.clone(), stop.clone(), answers.clone());
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let answer = served_by(&lab, vip, Duration::from_millis(500));
+                kept.lock().unwrap().push((Instant::now(), answer));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Client {
+            stop,
+            answers,
+            thread: Some(thread),
+        }
+    }
+
+    fn answers(&self) -> Vec<Answer> {
+        self.answers.lock().unwrap().clone()
+    }
+
+    fn finish(mut self) -> Vec<Answer> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        self.answers()
+    }
+}
+
 /// Watches the holders of both VIPs on a thread until stopped: the longest
 /// time either had two holders at once, and every holder set VIP B had.
 struct Watcher {
@@ -242,7 +280,10 @@ fn the_survivor_serves_both_vips_and_each_goes_home_when_its_node_returns() {
     assert_eq!(a_on_two["master"], node_ip(1));
     assert_eq!(a_on_two["adverts_bad"], 0, "{a_on_two}");
 
-    // SIGKILL node 1: node 2 takes VIP A and serves both.
+    // SIGKILL node 1: node 2 takes VIP A and serves both. A client of
+    // VIP B runs throughout: node 2 serves it all along.
+    let b_client = Client::start(&lab, VIP_B);
+    std::thread::sleep(Duration::from_millis(100));
     let killed = Instant::now();
     lab.signal(one.process, "-KILL");
     let served_a = wait_until(Duration::from_secs(3), || {
@@ -281,9 +322,17 @@ fn the_survivor_serves_both_vips_and_each_goes_home_when_its_node_returns() {
     // Longer than a master-down interval: nothing moves any more.
     std::thread::sleep(Duration::from_secs(1));
     let (both_longest, b_holders) = watcher.finish();
+    let b_answers = b_client.finish();
+    let b_elsewhere: Vec<&Answer> = b_answers
+        .iter()
+        .filter(|(_, a)| *a != Ok(node_ip(2)))
+        .collect();
     println!(
         "node 1 restarted: VIP A home and served by it {home:?} after the start; \
-         two holders of a VIP for at most {both_longest:?}; VIP B holders {b_holders:?}"
+         two holders of a VIP for at most {both_longest:?}; VIP B holders {b_holders:?}, \
+         {} requests through VIP B, {} not served by node 2",
+        b_answers.len(),
+        b_elsewhere.len()
     );
     assert!(
         home.is_some(),
@@ -296,6 +345,11 @@ fn the_survivor_serves_both_vips_and_each_goes_home_when_its_node_returns() {
     );
     assert!(both_longest < Duration::from_secs(1), "{both_longest:?}");
     assert_eq!(b_holders, [vec![2]], "VIP B never left node 2");
+    assert!(
+        b_answers.len() > 20 && b_elsewhere.is_empty(),
+        "node 2 served every request through VIP B ({} requests): {b_elsewhere:?}",
+        b_answers.len()
+    );
     assert_eq!(again.states(&lab), ("master".into(), "backup".into()));
     assert_eq!(two.states(&lab), ("backup".into(), "master".into()));
     assert_eq!(lab.holders(VIP_A), [1]);
@@ -315,26 +369,13 @@ fn sigterm_hands_a_nodes_vip_and_its_traffic_to_the_other_node() {
     let lab = Arc::new(Lab::new(2));
     let (one, two) = pair(&lab);
 
-    // A client on VIP B, one new connection after another.
-    let stop = Arc::new(AtomicBool::new(false));
-    let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
-    let client = {
-        let (lab, stop, answers) = (lab.clone(), stop.clone(), answers.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let answer = served_by(&lab, VIP_B, Duration::from_millis(500));
-                answers.lock().unwrap().push((Instant::now(), answer));
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
+    let client = Client::start(&lab, VIP_B);
     std::thread::sleep(Duration::from_millis(300));
     let stopped = Instant::now();
     lab.signal(two.process, "-TERM");
     let moved = wait_until(Duration::from_secs(5), || {
-        answers
-            .lock()
-            .unwrap()
+        client
+            .answers()
             .iter()
             .any(|(at, answer)| *at > stopped && *answer == Ok(node_ip(1)))
     })
@@ -344,9 +385,7 @@ fn sigterm_hands_a_nodes_vip_and_its_traffic_to_the_other_node() {
     })
     .map(|_| stopped.elapsed());
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    client.join().unwrap();
-    let answers = answers.lock().unwrap();
+    let answers = client.finish();
     let failed: Vec<&String> = answers
         .iter()
         .filter_map(|(_, a)| a.as_ref().err())
