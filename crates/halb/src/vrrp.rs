@@ -133,13 +133,19 @@ fn run_notify(command: String, transition: Transition) {
 
 impl Instances {
     /// Every master sends priority 0 and removes its addresses; returns
-    /// when all have.
+    /// when all have. The instances hand over together: a node holding
+    /// several groups' VIPs (active-active, its peer gone) waits one
+    /// handover bound, not one per instance.
     pub async fn shutdown(&self) {
+        let mut waits = Vec::with_capacity(self.controls.len());
         for control in &self.controls {
             let (done, wait) = oneshot::channel();
             if control.send(Control::Shutdown(done)).await.is_ok() {
-                let _ = wait.await;
+                waits.push(wait);
             }
+        }
+        for wait in waits {
+            let _ = wait.await;
         }
     }
 }

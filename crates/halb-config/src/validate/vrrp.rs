@@ -1,6 +1,7 @@
 //! Validation of `[vrrp]` and its `[[vrrp.instance]]`s: the interface
 //! exists, priorities and VRIDs are in range and unique, advert intervals
-//! are whole centiseconds, virtual IPs are in CIDR form, tracked pools exist.
+//! are whole centiseconds, virtual IPs are in CIDR form and each belongs to
+//! one instance only, tracked pools exist.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -48,12 +49,11 @@ pub(super) fn vrrp(c: &mut Checker, raw: RawVrrp, pools: Option<&[String]>) -> O
         }
         Slot::Invalid => None,
         Slot::Set(field) => {
-            let mut seen_vrids: HashMap<u8, (String, Option<usize>)> = HashMap::new();
-            let mut seen_names: HashMap<String, (String, Option<usize>)> = HashMap::new();
+            let mut seen = Seen::default();
             let checked: Vec<Option<VrrpInstance>> = field
                 .value
                 .into_iter()
-                .map(|raw| instance(c, raw, pools, &mut seen_vrids, &mut seen_names))
+                .map(|raw| instance(c, raw, pools, &mut seen))
                 .collect();
             checked.into_iter().collect()
         }
@@ -65,17 +65,25 @@ pub(super) fn vrrp(c: &mut Checker, raw: RawVrrp, pools: Option<&[String]>) -> O
     })
 }
 
+/// What the instances before this one used, with where: names, VRIDs and
+/// virtual IPs are each one instance's.
+#[derive(Default)]
+struct Seen {
+    vrids: HashMap<u8, (String, Option<usize>)>,
+    names: HashMap<String, (String, Option<usize>)>,
+    vips: HashMap<Ipv4Addr, (String, Option<usize>)>,
+}
+
 fn instance(
     c: &mut Checker,
     raw: RawVrrpInstance,
     pools: Option<&[String]>,
-    seen_vrids: &mut HashMap<u8, (String, Option<usize>)>,
-    seen_names: &mut HashMap<String, (String, Option<usize>)>,
+    seen: &mut Seen,
 ) -> Option<VrrpInstance> {
     let at = &raw.at;
     let name = c.required(at, "name", raw.name, non_empty);
     if let Some(name) = &name {
-        if let Some((path, line)) = seen_names.get(&name.value) {
+        if let Some((path, line)) = seen.names.get(&name.value) {
             let message = format!(
                 "duplicate instance name {:?}; already used by {path}{}",
                 name.value,
@@ -83,12 +91,13 @@ fn instance(
             );
             c.error(at.path_of("name"), name.line, message);
         } else {
-            seen_names.insert(name.value.clone(), (at.path_of("name"), name.line));
+            seen.names
+                .insert(name.value.clone(), (at.path_of("name"), name.line));
         }
     }
     let vrid = c.required(at, "vrid", raw.vrid, int_in::<u8>(1, 255));
     if let Some(vrid) = &vrid {
-        if let Some((path, line)) = seen_vrids.get(&vrid.value) {
+        if let Some((path, line)) = seen.vrids.get(&vrid.value) {
             let message = format!(
                 "duplicate vrid {} on this interface; already used by {path}{} \
                  (each virtual router of an interface needs its own vrid)",
@@ -97,7 +106,8 @@ fn instance(
             );
             c.error(at.path_of("vrid"), vrid.line, message);
         } else {
-            seen_vrids.insert(vrid.value, (at.path_of("vrid"), vrid.line));
+            seen.vrids
+                .insert(vrid.value, (at.path_of("vrid"), vrid.line));
         }
     }
     let priority = c.required(at, "priority", raw.priority, |n: i64| {
@@ -151,7 +161,25 @@ fn instance(
             );
             None
         }
-        Slot::Set(field) => each(c, &at.path_of("virtual_ips"), field.value, cidr),
+        Slot::Set(field) => {
+            let line = field.line;
+            let path = at.path_of("virtual_ips");
+            let valid = each(c, &path, field.value, cidr);
+            for (i, (ip, _)) in valid.iter().flatten().enumerate() {
+                if let Some((other, other_line)) = seen.vips.get(ip) {
+                    let message = format!(
+                        "{ip} is already a virtual IP of {other}{}; two groups \
+                         holding one address take it from each other (for \
+                         active-active, give each group its own VIP)",
+                        at_line(*other_line)
+                    );
+                    c.error(format!("{path}[{i}]"), line, message);
+                } else {
+                    seen.vips.insert(*ip, (format!("{path}[{i}]"), line));
+                }
+            }
+            valid
+        }
     };
     let track_pools = match raw.track_pools {
         Slot::Missing => Some(Vec::new()),

@@ -41,5 +41,6 @@ mod spliced_bodies;
 mod streaming;
 mod tcp;
 mod vrrp;
+mod vrrp_active_active;
 mod vrrp_fleet;
 mod websocket;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::netns::{http_get, node_ip, Lab, BRIDGE_IP, VIP};
+use crate::support::netns::{http_get, node_ip, wait_until, Lab, BRIDGE_IP, VIP};
 use crate::support::process::TempFile;
 
 const SERVICE: &str = "198.18.0.100:8080";
@@ -94,18 +94,6 @@ impl Node {
             .and_then(|v| v["state"].as_str().map(str::to_owned))
             .unwrap_or_default()
     }
-}
-
-/// Poll `condition` every 5 ms for up to `limit`: how long it took.
-fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> Option<Duration> {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if condition() {
-            return Some(started.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    None
 }
 
 /// Which node's address the backend saw for one request through the VIP.

@@ -184,6 +184,14 @@ impl Lab {
         children.len() - 1
     }
 
+    /// The exit status of a spawned process, once it has exited.
+    pub fn exited(&self, index: usize) -> Option<std::process::ExitStatus> {
+        self.children.lock().unwrap()[index]
+            .try_wait()
+            .ok()
+            .flatten()
+    }
+
     /// Send `signal` (`-KILL`, `-TERM`) to a spawned process.
     pub fn signal(&self, index: usize, signal: &str) {
         let pid = self.children.lock().unwrap()[index].id();
@@ -245,11 +253,35 @@ fn enter(path: &PathBuf) {
         .expect("enter namespace");
 }
 
+/// Poll `condition` every 5 ms for up to `limit`: how long it took.
+pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if condition() {
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
 /// One HTTP GET on a new connection; the body, or what went wrong.
 pub fn http_get(address: &str, path: &str, timeout: Duration) -> Result<String, String> {
+    http_get_within(address, path, timeout, timeout)
+}
+
+/// [`http_get`] with its own connect timeout: a short one gives up quickly
+/// on a SYN sent to a dead node's MAC (the kernel would resend it only
+/// after a second), while the answer may take longer.
+pub fn http_get_within(
+    address: &str,
+    path: &str,
+    connect: Duration,
+    timeout: Duration,
+) -> Result<String, String> {
     let address: SocketAddr = address.parse().map_err(|e| format!("{e}"))?;
     let mut stream =
-        TcpStream::connect_timeout(&address, timeout).map_err(|e| format!("connect: {e}"))?;
+        TcpStream::connect_timeout(&address, connect).map_err(|e| format!("connect: {e}"))?;
     stream.set_read_timeout(Some(timeout)).ok();
     stream.set_write_timeout(Some(timeout)).ok();
     let request = format!("GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n");
