@@ -339,7 +339,11 @@ def header_lines(meta: dict, smoke: bool) -> list[str]:
     header += ["", "Ratios compare medians; above 1× means halb is ahead, except for the "
                "idle-10k row (RSS: below 1× is better). CPU µs/req is the proxy's user+system "
                "CPU time divided by the requests served. On a busy machine (see the load "
-               "average) throughput is noisy; CPU µs/req is the steadier comparison."]
+               "average) throughput is noisy; CPU µs/req is the steadier comparison. "
+               "Uncapped: each proxy has a core to itself and in the small-request cases the "
+               "load core (client and backends) is the limit; equal CPU: each proxy is capped "
+               "at the same CPU quota (a cgroup each) so that the proxy is the limit "
+               "(bench/README.md)."]
     return header
 
 
