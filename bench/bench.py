@@ -313,7 +313,10 @@ def run_plan(cases, proxies: list[str], modes: list[str], args) -> list:
             else:
                 order = ([DIRECT] if case.baseline and not args.no_baseline else []) + proxies
             for rep in range(1, args.repeat + 1):
-                plan += [(mode, case, rep, proxy) for proxy in order]
+                # ABBA: every other repeat runs the proxies in reverse order,
+                # so that none always runs first (or right after the baseline).
+                turn = order if rep % 2 else order[::-1]
+                plan += [(mode, case, rep, proxy) for proxy in turn]
     return plan
 
 
