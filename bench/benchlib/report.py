@@ -89,13 +89,14 @@ def proxies_in(results: list[Result], case: Case) -> list[str]:
 
 def _columns(results: list[Result], with_direct: bool) -> list[str]:
     present = {r.proxy for r in results}
-    cols = [p for p in (*PROXIES, *variants(results)) if p in present or p in PROXIES]
-    return cols + ([DIRECT] if with_direct else [])
+    cols = [p for p in (*PROXIES, *variants(results)) if p in present]
+    return cols + ([DIRECT] if with_direct and DIRECT in present else [])
 
 
 def _ratio_columns(results: list[Result]) -> list[str]:
-    """halb against each other proxy (and each other halb binary)."""
-    return ["haproxy", "nginx", *variants(results)]
+    """halb against each other proxy (and each other halb binary) in the run."""
+    present = {r.proxy for r in results}
+    return [p for p in ("haproxy", "nginx", *variants(results)) if p in present]
 
 
 def _table(results: list[Result], cases: list[Case], key_of, with_direct: bool,
@@ -131,8 +132,10 @@ def cpu_table(results: list[Result], cases: list[Case]) -> list[str]:
 def latency_table(results: list[Result], cases: list[Case]) -> list[str]:
     """p50 / p99 per proxy: at equal CPU a proxy that queues shows it here."""
     cols = _columns(results, with_direct=False)
+    against = _ratio_columns(results)
     lines = ["| case | " + " | ".join(f"{label(p)} p50 / p99" for p in cols)
-             + " | halb/HAProxy p99 |", "|---|" + "---:|" * (len(cols) + 1)]
+             + "".join(f" | halb/{label(p)} p99" for p in against) + " |",
+             "|---|" + "---:|" * (len(cols) + len(against))]
     for case in cases:
         if case.kind == "idle" or not any(r.case == case.id for r in results):
             continue
@@ -140,8 +143,9 @@ def latency_table(results: list[Result], cases: list[Case]) -> list[str]:
         for p in cols:
             p50, p99 = (median(values(results, case, p, k)) for k in ("p50_ms", "p99_ms"))
             cells.append(f"{fmt(p50, 2)} / {fmt(p99, 2)}")
-        p99s = [median(values(results, case, p, "p99_ms")) for p in ("halb", "haproxy")]
-        lines.append(f"| {case.id} | " + " | ".join(cells) + f" | {ratio(*p99s)} |")
+        p99 = {p: median(values(results, case, p, "p99_ms")) for p in ["halb", *against]}
+        cells += [ratio(p99["halb"], p99[p]) for p in against]
+        lines.append(f"| {case.id} | " + " | ".join(cells) + " |")
     return lines
 
 
