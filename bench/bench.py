@@ -23,12 +23,15 @@ import time
 from pathlib import Path
 
 from benchlib import cases as case_list
-from benchlib import procs, profile, report
-from benchlib.runner import DIRECT, PROXIES, Bench, Cpus, Result, Settings
+from benchlib import cgroup, procs, profile, report
+from benchlib.runner import (DIRECT, EQUAL_CPU, MODES, PROXIES, UNCAPPED, Bench, Cpus, Result,
+                             Settings)
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 PROFILE_CASES = "ka-5B-256,close-5B,ka-1MiB"
+# The smoke run proves the equal-CPU mode works with one case, not all.
+SMOKE_EQUAL_CPU_CASES = ("ka-5B-64",)
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,6 +47,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true",
                    help="every case once for ~1 s, 1,000 idle connections; for CI, numbers meaningless")
     p.add_argument("--halb", type=Path, default=REPO / "target" / "release" / "halb")
+    p.add_argument("--halb-bin", action="append", default=[], metavar="LABEL=PATH",
+                   help="another halb binary to measure beside --halb, as proxy halb-LABEL "
+                   "(e.g. a build of an older commit); repeatable")
+    p.add_argument("--modes", default=",".join(MODES),
+                   help="uncapped (the proxy alone on its core), equal-cpu (each proxy under the "
+                   "same CPU quota); default both")
+    p.add_argument("--cpu-quota", type=float, default=0.4, metavar="CORES",
+                   help="the equal-CPU mode's quota per proxy, in cores (default 0.4)")
     p.add_argument("--load", type=Path, default=REPO / "target" / "release" / "halb-load",
                    help="the client for the MiB/s cases (default target/release/halb-load)")
     p.add_argument("--wrk-only", action="store_true",
@@ -140,9 +151,26 @@ def main() -> int:
     check_tools(args)
     cases = case_list.select(args.cases)
     proxies = [p.strip() for p in args.proxies.split(",") if p.strip()]
+    variants = parse_halb_bins(args.halb_bin)
+    proxies += [v for v in variants if v not in proxies]
     for p in proxies:
-        if p not in PROXIES:
-            raise SystemExit(f"unknown proxy {p}; known: {', '.join(PROXIES)}")
+        if p not in (*PROXIES, *variants):
+            raise SystemExit(f"unknown proxy {p}; known: {', '.join((*PROXIES, *variants))}")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    for m in modes:
+        if m not in MODES:
+            raise SystemExit(f"unknown mode {m}; known: {', '.join(MODES)}")
+    if args.profile:
+        modes = [UNCAPPED]
+    groups = None
+    if EQUAL_CPU in modes:
+        try:
+            groups = cgroup.CpuGroups(args.cpu_quota)
+        except (cgroup.CgroupError, OSError) as e:
+            if not args.smoke:
+                raise SystemExit(f"equal-CPU mode: {e} (run as root, or --modes uncapped)")
+            print(f"WARNING: equal-CPU mode not measured in this smoke run: {e}")
+            modes.remove(EQUAL_CPU)
     nofile = raise_fd_limit()
     if nofile < args.idle_connections + 1000:
         print(f"note: fd limit {nofile}; idle case limited to {nofile - 1000} connections")
@@ -154,7 +182,8 @@ def main() -> int:
     cpus = Cpus(proxy=args.proxy_cpus, load=args.load_cpus, proxy_multi=args.multi_cpus)
     settings = Settings(duration=args.duration, warmup=args.warmup,
                         idle_connections=args.idle_connections, halb=args.halb.resolve(), cpus=cpus,
-                        load=None if args.wrk_only else args.load.resolve())
+                        load=None if args.wrk_only else args.load.resolve(),
+                        halb_variants={name: path.resolve() for name, path in variants.items()})
     default_out = "tmp/profile" if args.profile else "tmp" if args.smoke else ""
     out_dir = args.out or (BENCH_DIR / "results" / default_out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -176,8 +205,13 @@ def main() -> int:
         "per run": (f"{args.warmup:g} s warm-up + {args.duration:g} s measured, repeat {args.repeat}, "
                     f"proxies alternated, a fresh proxy process per run"),
         "idle connections": args.idle_connections,
+        "modes": ", ".join(modes),
         "load average at start": load_average(),
     }
+    if groups is not None and EQUAL_CPU in modes:
+        meta["equal CPU"] = groups.describe()
+    for name, path in variants.items():
+        meta[name] = f"{version([str(path), '--version'])} ({path})"
     print("halb benchmark" + (" — SMOKE MODE (numbers meaningless, proves it runs)" if args.smoke else ""))
     for k, v in meta.items():
         print(f"  {k}: {v}")
@@ -198,29 +232,34 @@ def main() -> int:
         if settings.load is not None:
             shutil.copy2(settings.load, tmp / "halb-load")
             settings.load = tmp / "halb-load"
+        for name, path in settings.halb_variants.items():
+            shutil.copy2(path, tmp / name)
+            settings.halb_variants[name] = tmp / name
         bench = Bench(settings, tmp, processes)
+        bench.groups = groups
         if args.profile:
             bench.profiler = profile.Profiler(processes, out_dir, cpus.load, tmp)
         bench.start_backends()
         print(f"  backends: nginx on 127.0.0.1:{', '.join(map(str, bench.backend_ports))}")
-        plan = []
-        for case in cases:
-            order = ([DIRECT] if case.baseline and not args.no_baseline else []) + proxies
-            for rep in range(1, args.repeat + 1):
-                plan += [(case, rep, proxy) for proxy in order]
-        for n, (case, rep, proxy) in enumerate(plan, 1):
-            prefix = f"[{n}/{len(plan)}] {case.id} #{rep} {report.LABEL[proxy]:<8}"
+        plan = run_plan(cases, proxies, modes, args)
+        width = max(len(report.label(p)) for p in proxies + [DIRECT])
+        for n, (mode, case, rep, proxy) in enumerate(plan, 1):
+            where = " @cpu" if mode == EQUAL_CPU else ""
+            prefix = f"[{n}/{len(plan)}] {case.id}{where} #{rep} {report.label(proxy):<{width}}"
             try:
                 if case.kind == "idle":
                     result = bench.run_idle(proxy, case, rep)
                 else:
-                    result = bench.run_load(proxy, case, rep)
+                    result = bench.run_load(proxy, case, rep, mode)
             except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
-                result = Result(case.id, proxy, rep, ok=False, note=str(e).splitlines()[0])
+                result = Result(case.id, proxy, rep, ok=False, note=str(e).splitlines()[0],
+                                mode=mode)
             results.append(result)
             print(prefix, describe(result), flush=True)
     finally:
         processes.stop_all()
+        if groups is not None:
+            groups.remove_all()
         if args.keep_tmp:
             print(f"kept {tmp}")
         else:
@@ -244,6 +283,43 @@ def main() -> int:
     return 0
 
 
+def parse_halb_bins(specs: list[str]) -> dict[str, Path]:
+    """--halb-bin LABEL=PATH -> {"halb-LABEL": PATH}."""
+    out: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path or not all(c.isalnum() or c in "-_." for c in name):
+            raise SystemExit(f"--halb-bin {spec}: expected LABEL=PATH (LABEL: letters, digits, -_.)")
+        if not Path(path).is_file():
+            raise SystemExit(f"--halb-bin {spec}: no file {path}")
+        out[f"halb-{name}"] = Path(path)
+    return out
+
+
+def run_plan(cases, proxies: list[str], modes: list[str], args) -> list:
+    """(mode, case, rep, proxy) in the order run: the proxies alternate
+    within each repeat, so drift on a shared machine spreads over all."""
+    plan = []
+    for mode in modes:
+        for case in cases:
+            if mode == EQUAL_CPU:
+                # A quota is a per-proxy budget for the load cases; RSS with
+                # idle connections and the 2-worker cases are measured uncapped.
+                if case.kind == "idle" or case.workers != 1:
+                    continue
+                if args.smoke and not args.cases and case.id not in SMOKE_EQUAL_CPU_CASES:
+                    continue
+                order = proxies
+            else:
+                order = ([DIRECT] if case.baseline and not args.no_baseline else []) + proxies
+            for rep in range(1, args.repeat + 1):
+                # ABBA: every other repeat runs the proxies in reverse order,
+                # so that none always runs first (or right after the baseline).
+                turn = order if rep % 2 else order[::-1]
+                plan += [(mode, case, rep, proxy) for proxy in turn]
+    return plan
+
+
 def describe(r: Result) -> str:
     m = r.metrics
     if not r.ok:
@@ -255,6 +331,8 @@ def describe(r: Result) -> str:
         text = (f"{m['rps']:>9,.0f} req/s {m['mibps']:>7,.0f} MiB/s  p50 {m['p50_ms']:.2f} ms  "
                 f"p99 {m['p99_ms']:.2f} ms  CPU {m['cpu_pct']:.0f}% {m['cpu_us_per_req']:.1f} µs/req  "
                 f"peak RSS {m['hwm_mib']:.1f} MiB")
+        if "throttled_pct" in m:
+            text += f"  throttled {m['throttled_pct']:.0f}%"
     return text + (f"  ({r.note})" if r.note else "")
 
 
@@ -264,12 +342,19 @@ def header_lines(meta: dict, smoke: bool) -> list[str]:
     header += ["", "Ratios compare medians; above 1× means halb is ahead, except for the "
                "idle-10k row (RSS: below 1× is better). CPU µs/req is the proxy's user+system "
                "CPU time divided by the requests served. On a busy machine (see the load "
-               "average) throughput is noisy; CPU µs/req is the steadier comparison."]
+               "average) throughput is noisy; CPU µs/req is the steadier comparison. "
+               "Uncapped: each proxy has a core to itself and in the small-request cases the "
+               "load core (client and backends) is the limit; equal CPU: each proxy is capped "
+               "at the same CPU quota (a cgroup each) so that the proxy is the limit "
+               "(bench/README.md)."]
     return header
 
 
 def plot_title(meta: dict) -> str:
-    return f"halb vs HAProxy vs NGINX — {meta['date']} — proxy on 1 core unless mc-*"
+    title = f"halb vs HAProxy vs NGINX — {meta['date']} — proxy on 1 core unless mc-*"
+    if "equal CPU" in meta:
+        title += "; equal CPU: " + meta["equal CPU"].split(" (")[0]
+    return title
 
 
 def write_outputs(results, cases, meta, out_dir: Path, smoke: bool) -> None:
@@ -287,7 +372,11 @@ def write_outputs(results, cases, meta, out_dir: Path, smoke: bool) -> None:
         else:
             print(f"wrote {md} (no plot: matplotlib not available)")
     print()
-    print("\n".join(report.summary_table(results, cases)))
+    for mode in (UNCAPPED, EQUAL_CPU):
+        subset = report.in_mode(results, mode)
+        if subset:
+            print(f"{mode}:")
+            print("\n".join(report.summary_table(subset, cases, with_direct=mode == UNCAPPED)))
 
 
 if __name__ == "__main__":

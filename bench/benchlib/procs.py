@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import cgroup
+
 PR_SET_PDEATHSIG = 1
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -32,6 +34,11 @@ def child_setup() -> None:
     os.setpgid(0, 0)
     if _libc is not None:
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _setup_in(procs_file: str) -> None:
+    child_setup()
+    cgroup.join(procs_file)
 
 
 @dataclass
@@ -60,7 +67,9 @@ class Processes:
         env: dict[str, str] | None = None,
         stdin: int | None = subprocess.DEVNULL,
         stdout: int | None = None,
+        cgroup_procs: str | None = None,
     ) -> Started:
+        """`cgroup_procs`: a `cgroup.procs` file the process enters before exec."""
         log_file = open(log, "ab")
         try:
             popen = subprocess.Popen(
@@ -69,7 +78,8 @@ class Processes:
                 stdout=stdout if stdout is not None else log_file,
                 stderr=log_file,
                 env={**os.environ, **(env or {})},
-                preexec_fn=child_setup,
+                preexec_fn=(child_setup if cgroup_procs is None
+                            else lambda: _setup_in(cgroup_procs)),
                 close_fds=True,
             )
         finally:

@@ -8,10 +8,28 @@ import statistics
 from pathlib import Path
 
 from .cases import Case
-from .runner import DIRECT, PROXIES, Result
+from .runner import DIRECT, EQUAL_CPU, PROXIES, UNCAPPED, Result, is_halb
 
 LABEL = {"halb": "halb", "haproxy": "HAProxy", "nginx": "NGINX", DIRECT: "direct"}
 COLOR = {"halb": "#d1495b", "haproxy": "#00798c", "nginx": "#66a182", DIRECT: "#8d96a3"}
+VARIANT_COLOR = "#edae49"
+
+
+def label(proxy: str) -> str:
+    return LABEL.get(proxy, proxy)
+
+
+def color(proxy: str) -> str:
+    return COLOR.get(proxy, VARIANT_COLOR)
+
+
+def variants(results: list[Result]) -> list[str]:
+    """Other halb binaries in the run (--halb-bin), in the order first seen."""
+    return list(dict.fromkeys(r.proxy for r in results if is_halb(r.proxy) and r.proxy != "halb"))
+
+
+def in_mode(results: list[Result], mode: str) -> list[Result]:
+    return [r for r in results if r.mode == mode]
 
 
 def headline_key(case: Case) -> str:
@@ -64,44 +82,70 @@ def ratio(a: float | None, b: float | None) -> str:
 
 
 def proxies_in(results: list[Result], case: Case) -> list[str]:
-    order = [DIRECT, *PROXIES]
+    order = [DIRECT, *PROXIES, *variants(results)]
     present = {r.proxy for r in results if r.case == case.id}
     return [p for p in order if p in present]
 
 
-def summary_table(results: list[Result], cases: list[Case]) -> list[str]:
-    lines = [
-        "| case | unit | halb | HAProxy | NGINX | direct | halb/HAProxy | halb/NGINX |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
+def _columns(results: list[Result], with_direct: bool) -> list[str]:
+    present = {r.proxy for r in results}
+    cols = [p for p in (*PROXIES, *variants(results)) if p in present]
+    return cols + ([DIRECT] if with_direct and DIRECT in present else [])
+
+
+def _ratio_columns(results: list[Result]) -> list[str]:
+    """halb against each other proxy (and each other halb binary) in the run."""
+    present = {r.proxy for r in results}
+    return [p for p in ("haproxy", "nginx", *variants(results)) if p in present]
+
+
+def _table(results: list[Result], cases: list[Case], key_of, with_direct: bool,
+           unit: bool = True) -> list[str]:
+    cols = _columns(results, with_direct)
+    against = _ratio_columns(results)
+    head = (["case"] + (["unit"] if unit else []) + [label(p) for p in cols]
+            + [f"halb/{label(p)}" for p in against])
+    lines = ["| " + " | ".join(head) + " |", "|---|" + ("---|" if unit else "") + "---:|" * (len(head) - 1 - unit)]
     for case in cases:
-        key = headline_key(case)
-        med = {p: median(values(results, case, p, key)) for p in (*PROXIES, DIRECT)}
-        cells = [spread(values(results, case, p, key), key) for p in (*PROXIES, DIRECT)]
-        unit = case.unit + (" (lower is better)" if case.kind == "idle" else "")
-        lines.append(
-            f"| {case.id} | {unit} | " + " | ".join(cells)
-            + f" | {ratio(med['halb'], med['haproxy'])} | {ratio(med['halb'], med['nginx'])} |"
-        )
+        key = key_of(case)
+        if key is None or not any(r.case == case.id for r in results):
+            continue
+        med = {p: median(values(results, case, p, key)) for p in cols + against}
+        cells = [spread(values(results, case, p, key), key) for p in cols]
+        ratios = [ratio(med["halb"], med[p]) for p in against]
+        first = [case.id] + ([case.unit + (" (lower is better)" if case.kind == "idle" else "")]
+                             if unit else [])
+        lines.append("| " + " | ".join(first + cells + ratios) + " |")
     return lines
+
+
+def summary_table(results: list[Result], cases: list[Case], with_direct: bool = True) -> list[str]:
+    return _table(results, cases, headline_key, with_direct)
 
 
 def cpu_table(results: list[Result], cases: list[Case]) -> list[str]:
     """CPU per request: steadier than throughput when the machine is shared."""
-    lines = [
-        "| case | halb | HAProxy | NGINX | halb/HAProxy | halb/NGINX |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    key = "cpu_us_per_req"
+    return _table(results, cases, lambda c: None if c.kind == "idle" else "cpu_us_per_req",
+                  with_direct=False, unit=False)
+
+
+def latency_table(results: list[Result], cases: list[Case]) -> list[str]:
+    """p50 / p99 per proxy: at equal CPU a proxy that queues shows it here."""
+    cols = _columns(results, with_direct=False)
+    against = _ratio_columns(results)
+    lines = ["| case | " + " | ".join(f"{label(p)} p50 / p99" for p in cols)
+             + "".join(f" | halb/{label(p)} p99" for p in against) + " |",
+             "|---|" + "---:|" * (len(cols) + len(against))]
     for case in cases:
-        if case.kind == "idle":
+        if case.kind == "idle" or not any(r.case == case.id for r in results):
             continue
-        med = {p: median(values(results, case, p, key)) for p in PROXIES}
-        cells = [spread(values(results, case, p, key), key) for p in PROXIES]
-        lines.append(
-            f"| {case.id} | " + " | ".join(cells)
-            + f" | {ratio(med['halb'], med['haproxy'])} | {ratio(med['halb'], med['nginx'])} |"
-        )
+        cells = []
+        for p in cols:
+            p50, p99 = (median(values(results, case, p, k)) for k in ("p50_ms", "p99_ms"))
+            cells.append(f"{fmt(p50, 2)} / {fmt(p99, 2)}")
+        p99 = {p: median(values(results, case, p, "p99_ms")) for p in ["halb", *against]}
+        cells += [ratio(p99["halb"], p99[p]) for p in against]
+        lines.append(f"| {case.id} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -116,6 +160,11 @@ LOAD_COLUMNS = [
     ("load_core_pct", "load core busy %"),
     ("hwm_mib", "peak RSS MiB"),
 ]
+# At equal CPU the proxy core's busy share says little (the quota caps it);
+# the share of throttled CFS periods says whether the quota was the limit.
+EQUAL_CPU_COLUMNS = [c for c in LOAD_COLUMNS if c[0] != "proxy_core_pct"] + [
+    ("throttled_pct", "throttled periods %"),
+]
 IDLE_COLUMNS = [
     ("rss_start_mib", "RSS at start MiB"),
     ("rss_connected_mib", "RSS connected MiB"),
@@ -126,7 +175,12 @@ IDLE_COLUMNS = [
 
 
 def detail_table(results: list[Result], case: Case) -> list[str]:
-    columns = IDLE_COLUMNS if case.kind == "idle" else LOAD_COLUMNS
+    if case.kind == "idle":
+        columns = IDLE_COLUMNS
+    elif results and results[0].mode == EQUAL_CPU:
+        columns = EQUAL_CPU_COLUMNS
+    else:
+        columns = LOAD_COLUMNS
     lines = [
         "| proxy | " + " | ".join(label for _, label in columns) + " | runs | notes |",
         "|---|" + "---:|" * len(columns) + "---:|---|",
@@ -137,21 +191,42 @@ def detail_table(results: list[Result], case: Case) -> list[str]:
         notes = "; ".join(sorted({r.note for r in runs if r.note}))
         good = sum(r.ok for r in runs)
         lines.append(
-            f"| {LABEL[proxy]} | " + " | ".join(cells) + f" | {good}/{len(runs)} | {notes} |"
+            f"| {label(proxy)} | " + " | ".join(cells) + f" | {good}/{len(runs)} | {notes} |"
         )
     return lines
 
 
 def markdown(results: list[Result], cases: list[Case], header: list[str]) -> str:
-    out = [*header, "", "## Summary (median, min–max in brackets)", ""]
-    out += summary_table(results, cases)
-    out += ["", "## Proxy CPU µs per request (lower is better; below 1× = halb cheaper)", ""]
-    out += cpu_table(results, cases)
-    out += ["", "## Per case", ""]
-    for case in cases:
-        out += [f"### {case.id}: {case.title}", ""]
-        out += detail_table(results, case)
-        out.append("")
+    out = list(header)
+    uncapped, capped = in_mode(results, UNCAPPED), in_mode(results, EQUAL_CPU)
+    if uncapped:
+        out += ["", "## Summary (median, min–max in brackets)", ""]
+        out += summary_table(uncapped, cases)
+        out += ["", "## Proxy CPU µs per request (lower is better; below 1× = halb cheaper)", ""]
+        out += cpu_table(uncapped, cases)
+    if capped:
+        cores = capped[0].metrics.get("quota_cores")
+        quota = f"{cores:g} core" if cores else "the same quota"
+        out += ["", f"## Equal CPU: each proxy capped at {quota} (median, min–max in brackets)", ""]
+        out += summary_table(capped, cases, with_direct=False)
+        out += ["", "### Equal CPU: p50 / p99 ms (medians)", ""]
+        out += latency_table(capped, cases)
+        out += ["", "### Equal CPU: proxy CPU µs per request (lower is better)", ""]
+        out += cpu_table(capped, cases)
+    if uncapped:
+        out += ["", "## Per case", ""]
+        for case in cases:
+            if any(r.case == case.id for r in uncapped):
+                out += [f"### {case.id}: {case.title}", ""]
+                out += detail_table(uncapped, case)
+                out.append("")
+    if capped:
+        out += ["", "## Per case at equal CPU", ""]
+        for case in cases:
+            if any(r.case == case.id for r in capped):
+                out += [f"### {case.id} at equal CPU: {case.title}", ""]
+                out += detail_table(capped, case)
+                out.append("")
     return "\n".join(out) + "\n"
 
 
@@ -172,30 +247,35 @@ def plot(path: Path, results: list[Result], cases: list[Case], title: str) -> bo
         import matplotlib.pyplot as plt
     except ImportError:
         return False
+    panels = []
+    for mode, suffix in ((UNCAPPED, ""), (EQUAL_CPU, " at equal CPU")):
+        subset = in_mode(results, mode)
+        panels += [(case, subset, case.id + suffix) for case in cases
+                   if any(r.case == case.id for r in subset)]
     cols = 3
-    rows = math.ceil(len(cases) / cols)
+    rows = max(1, math.ceil(len(panels) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    for ax, case in zip(axes.flat, cases):
+    for ax, (case, subset, name) in zip(axes.flat, panels):
         key = headline_key(case)
         names, meds, lo, hi, colors = [], [], [], [], []
-        for proxy in proxies_in(results, case):
-            xs = values(results, case, proxy, key)
+        for proxy in proxies_in(subset, case):
+            xs = values(subset, case, proxy, key)
             if not xs:
                 continue
             m = median(xs)
-            names.append(LABEL[proxy])
+            names.append(label(proxy))
             meds.append(m)
             lo.append(m - min(xs))
             hi.append(max(xs) - m)
-            colors.append(COLOR[proxy])
+            colors.append(color(proxy))
         ax.bar(names, meds, yerr=[lo, hi], color=colors, capsize=3)
-        ax.set_title(case.id, fontsize=10)
+        ax.set_title(name, fontsize=10)
         ax.set_ylabel(case.unit + (" (lower better)" if case.kind == "idle" else ""), fontsize=8)
         ax.tick_params(labelsize=8)
         for i, m in enumerate(meds):
             ax.annotate(fmt(m, 1 if m < 100 else 0), (i, m), ha="center", va="bottom",
                         fontsize=7, xytext=(0, 2), textcoords="offset points")
-    for ax in list(axes.flat)[len(cases):]:
+    for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

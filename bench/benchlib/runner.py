@@ -15,11 +15,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import configs, procs
+from . import cgroup, configs, procs
 from .cases import BODIES, MiB, Case
 
 PROXIES = ("halb", "haproxy", "nginx")
 DIRECT = "direct"
+# Modes: the proxy alone on a core, or each proxy under the same CPU quota.
+UNCAPPED = "uncapped"
+EQUAL_CPU = "equal-cpu"
+MODES = (UNCAPPED, EQUAL_CPU)
+
+
+def is_halb(proxy: str) -> bool:
+    """`halb`, or another halb binary under test (`halb-<label>`, --halb-bin)."""
+    return proxy == "halb" or proxy.startswith("halb-")
 BENCH_DIR = Path(__file__).resolve().parent.parent
 WRK_SCRIPT = BENCH_DIR / "wrk_report.lua"
 IDLE_CLIENT = BENCH_DIR / "idle_clients.py"
@@ -47,6 +56,11 @@ class Settings:
     # The client for cases that report MiB/s (see `Bench.client`); None: wrk.
     load: Path | None = None
     wrk_threads: int = 1
+    # Further halb binaries measured beside `halb`: proxy name -> binary.
+    halb_variants: dict[str, Path] = field(default_factory=dict)
+
+    def halb_binary(self, proxy: str) -> Path:
+        return self.halb if proxy == "halb" else self.halb_variants[proxy]
 
 
 @dataclass
@@ -57,6 +71,7 @@ class Result:
     ok: bool = True
     note: str = ""
     metrics: dict = field(default_factory=dict)
+    mode: str = UNCAPPED
 
 
 class Bench:
@@ -68,6 +83,8 @@ class Bench:
         self.backends: list[procs.Started] = []
         # Optional: watches the proxy during each measured run (--profile).
         self.profiler = None
+        # The equal-CPU mode's cgroups (None: that mode is not run).
+        self.groups: cgroup.CpuGroups | None = None
 
     # --- backends -------------------------------------------------------
     def start_backends(self) -> None:
@@ -98,7 +115,9 @@ class Bench:
             procs.wait_http(port, "/1m", started)
 
     # --- proxies --------------------------------------------------------
-    def start_proxy(self, proxy: str, case: Case) -> tuple[procs.Started, int]:
+    def start_proxy(
+        self, proxy: str, case: Case, group: cgroup.CpuGroup | None = None
+    ) -> tuple[procs.Started, int]:
         if proxy == DIRECT:
             return self.backends[0], self.backend_ports[0]
         port = procs.free_port()
@@ -107,9 +126,9 @@ class Bench:
         conf = self.tmp / f"{tag}.conf"
         log = self.tmp / f"{tag}.log"
         env = None
-        if proxy == "halb":
+        if is_halb(proxy):
             conf.write_text(configs.halb(port, backends, workers, protocol))
-            argv = [str(self.s.halb), "run", "--config", str(conf)]
+            argv = [str(self.s.halb_binary(proxy)), "run", "--config", str(conf)]
             env = {"RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         elif proxy == "haproxy":
             conf.write_text(configs.haproxy(port, backends, workers, protocol))
@@ -120,7 +139,8 @@ class Bench:
                     "-c", str(conf), "-g", "daemon off; master_process on;"]
         else:
             raise ValueError(proxy)
-        started = self.procs.start(proxy, argv, cpus=self.s.cpus.for_case(case), log=log, env=env)
+        started = self.procs.start(proxy, argv, cpus=self.s.cpus.for_case(case), log=log, env=env,
+                                   cgroup_procs=group.procs_file if group else None)
         procs.wait_http(port, "/hello", started)
         return started, port
 
@@ -162,8 +182,21 @@ class Bench:
                 return json.loads(line[len("WRKJSON "):])
         raise RuntimeError(f"{self.client(case)} gave no report (exit {out.returncode}): {out.stderr.strip()}")
 
-    def run_load(self, proxy: str, case: Case, rep: int) -> Result:
-        started, port = self.start_proxy(proxy, case)
+    def run_load(self, proxy: str, case: Case, rep: int, mode: str = UNCAPPED) -> Result:
+        group = None
+        if mode == EQUAL_CPU:
+            if self.groups is None or proxy == DIRECT:
+                raise ValueError(f"equal-CPU run of {proxy} without cgroups")
+            group = self.groups.create(f"{proxy}-{case.id}")
+        try:
+            return self._run_load(proxy, case, rep, mode, group)
+        finally:
+            if group is not None:
+                self.groups.remove(group)
+
+    def _run_load(self, proxy: str, case: Case, rep: int, mode: str,
+                  group: cgroup.CpuGroup | None) -> Result:
+        started, port = self.start_proxy(proxy, case, group)
         try:
             if self.s.warmup > 0:
                 self.load(case, port, self.s.warmup, report=False)
@@ -173,7 +206,9 @@ class Bench:
             load_cores = procs.cpu_list(self.s.cpus.load)
             cores0 = procs.core_jiffies(proxy_cores), procs.core_jiffies(load_cores)
             cpu0 = procs.cpu_seconds(started.pid)
+            throttle0 = group.stat() if group else {}
             w = self.load(case, port, self.s.duration, report=True)
+            throttle1 = group.stat() if group else {}
             cpu1 = procs.cpu_seconds(started.pid)
             cores1 = procs.core_jiffies(proxy_cores), procs.core_jiffies(load_cores)
             if self.profiler:
@@ -204,7 +239,14 @@ class Bench:
             "errors": errors,
             "status_errors": w["status_errors"],
         }
-        result = Result(case.id, proxy, rep, metrics=metrics)
+        if group is not None:
+            # The share of CFS periods in which the proxy used up its quota:
+            # near 100 % means the quota, not the load, set the pace.
+            periods = throttle1.get("nr_periods", 0) - throttle0.get("nr_periods", 0)
+            throttled = throttle1.get("nr_throttled", 0) - throttle0.get("nr_throttled", 0)
+            metrics["quota_cores"] = group.cores
+            metrics["throttled_pct"] = 100 * throttled / periods if periods else float("nan")
+        result = Result(case.id, proxy, rep, metrics=metrics, mode=mode)
         if requests == 0:
             result.ok, result.note = False, "no request completed"
         elif not alive:
