@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::support::backends::{named, Backend};
 use crate::support::client::HttpClient;
 use crate::support::node_config::NodeConfig;
+use crate::support::status::wait_until_up;
 use crate::support::{free_addr, within, Halb};
 
 const SECRET: &str = "e2e-peers-secret-6c1f9a";
@@ -144,6 +145,8 @@ async fn sticky_users_follow_across_nodes_a_killed_node_and_a_restart() {
     let node_b = Halb::start(&b.config.to_toml()).await;
     let linked = wait_linked(&node_a, 1).await;
     wait_linked(&node_b, 1).await;
+    wait_until_up(&node_a, &addrs).await;
+    wait_until_up(&node_b, &addrs).await;
     let link = &linked["peers"][0];
     assert_eq!(link["address"], pb.to_string().as_str());
     assert_eq!(link["node"], "lb2");
@@ -168,6 +171,7 @@ async fn sticky_users_follow_across_nodes_a_killed_node_and_a_restart() {
     let later = map_users(b.listen, USERS..USERS + 20).await;
     let node_a = Halb::start(&a_toml).await;
     wait_linked(&node_a, 1).await;
+    wait_until_up(&node_a, &addrs).await;
     let mut all = learned.clone();
     all.extend(later);
     let took = until_same(a.listen, &all, Duration::from_secs(3)).await;
@@ -352,8 +356,10 @@ async fn a_sticky_cookie_set_by_one_node_is_honoured_by_the_other() {
     let cookie = [("kind", "\"cookie\"")];
     let a = spec("lb1", pa, &[pb], SECRET, &addrs, &cookie, "100ms");
     let b = spec("lb2", pb, &[pa], SECRET, &addrs, &cookie, "100ms");
-    let _node_a = Halb::start(&a.config.to_toml()).await;
-    let _node_b = Halb::start(&b.config.to_toml()).await;
+    let node_a = Halb::start(&a.config.to_toml()).await;
+    let node_b = Halb::start(&b.config.to_toml()).await;
+    wait_until_up(&node_a, &addrs).await;
+    wait_until_up(&node_b, &addrs).await;
     let mut on_a = HttpClient::connect(a.listen).await;
     let mut on_b = HttpClient::connect(b.listen).await;
     for _ in 0..6 {
