@@ -8,8 +8,11 @@
 //! - [`net`]: the raw socket (protocol 112), netlink for the addresses (with
 //!   a short lifetime the master keeps renewing, so a killed master's
 //!   addresses vanish on their own) and gratuitous ARP;
+//! - [`addresses`]: the netlink requests made on a thread of their own, so
+//!   that a slow answer from the kernel never stalls the runtime;
 //! - [`speaker`]: one instance running, publishing its status.
 
+pub mod addresses;
 pub mod machine;
 pub mod net;
 pub mod packet;

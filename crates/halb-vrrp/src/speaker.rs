@@ -10,8 +10,9 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::addresses::Addresses;
 use crate::machine::{Action, Machine, Settings, VrrpState};
-use crate::net::{AdvertSocket, Arp, Interface, Netlink};
+use crate::net::{AdvertSocket, Arp, Interface};
 use crate::packet::{Advert, GROUP};
 
 /// How long a virtual IP stays on the interface without a refresh: a master
@@ -111,17 +112,18 @@ struct Counters {
 
 /// Starts an instance on `interface`; it runs until told to shut down.
 /// Stale copies of its virtual IPs (left by a killed halb) are removed first.
-pub fn start(
+pub async fn start(
     interface: &Interface,
     settings: InstanceSettings,
     fault: Option<String>,
     registry: Arc<Registry>,
     transitions: mpsc::UnboundedSender<Transition>,
 ) -> std::io::Result<mpsc::Sender<Control>> {
-    let mut netlink = Netlink::open()?;
+    let netlink = Addresses::open()?;
     let vips: Vec<Ipv4Addr> = settings.virtual_ips.iter().map(|(ip, _)| *ip).collect();
     let primary = netlink
-        .addresses(interface.index)?
+        .list(interface.index)
+        .await?
         .into_iter()
         .find(|a| !a.secondary && !vips.contains(&a.address))
         .map(|a| a.address)
@@ -132,7 +134,7 @@ pub fn start(
             ))
         })?;
     for (ip, prefix) in &settings.virtual_ips {
-        netlink.remove(interface.index, *ip, *prefix)?;
+        netlink.remove(interface.index, *ip, *prefix).await?;
     }
     let socket = AdvertSocket::open(interface, primary)?;
     let arp = Arp::open(interface)?;
@@ -169,7 +171,8 @@ struct Runner {
     primary: Ipv4Addr,
     machine: Machine,
     socket: AdvertSocket,
-    netlink: Netlink,
+    /// Netlink requests go to a thread of their own, off the runtime.
+    netlink: Addresses,
     arp: Arc<Arp>,
     registry: Arc<Registry>,
     transitions: mpsc::UnboundedSender<Transition>,
@@ -212,7 +215,7 @@ impl Runner {
                     self.machine.on_timer(now)
                 }
                 _ = refresh.tick(), if self.machine.state() == VrrpState::Master => {
-                    self.refresh_vips();
+                    self.refresh_vips().await;
                     Vec::new()
                 }
                 _ = carrier.tick() => {
@@ -343,12 +346,13 @@ impl Runner {
             match action {
                 Action::Advertise { priority } => self.advertise(priority).await,
                 Action::TakeVips => {
-                    self.refresh_vips();
+                    self.refresh_vips().await;
                     self.announce();
                 }
                 Action::ReleaseVips => {
                     for (ip, prefix) in self.settings.virtual_ips.clone() {
-                        if let Err(e) = self.netlink.remove(self.interface.index, ip, prefix) {
+                        if let Err(e) = self.netlink.remove(self.interface.index, ip, prefix).await
+                        {
                             tracing::error!(instance = %self.settings.name, vip = %ip, error = %e, "cannot remove a virtual IP");
                         }
                     }
@@ -402,11 +406,12 @@ impl Runner {
     }
 
     /// Adds the virtual IPs, or renews their short lifetime.
-    fn refresh_vips(&mut self) {
+    async fn refresh_vips(&mut self) {
         for (ip, prefix) in self.settings.virtual_ips.clone() {
             if let Err(e) = self
                 .netlink
                 .add(self.interface.index, ip, prefix, VIP_LIFETIME_SECS)
+                .await
             {
                 tracing::error!(instance = %self.settings.name, vip = %ip, error = %e, "cannot add a virtual IP");
             }

@@ -230,7 +230,7 @@ pub async fn serve(
     // may take part in its VRRP groups.
     let vrrp = match &config.vrrp {
         None => None,
-        Some(settings) => match vrrp::start(settings, &state, alerter.clone()) {
+        Some(settings) => match vrrp::start(settings, &state, alerter.clone()).await {
             Ok(instances) => Some(instances),
             Err(e) => {
                 proxy.shutdown(Duration::ZERO);

@@ -29,7 +29,7 @@ fn fault_of(state: &State, pools: &[String]) -> Option<String> {
         .map(|pool| format!("tracked pool {pool:?} has no usable backend"))
 }
 
-pub fn start(
+pub async fn start(
     config: &Vrrp,
     state: &Arc<State>,
     alerter: Arc<ArcSwap<Alerter>>,
@@ -40,6 +40,10 @@ pub fn start(
     let (transitions, mut transitions_rx) = mpsc::unbounded_channel::<Transition>();
     let mut controls = Vec::new();
     let mut tracking = Vec::new();
+    // Subscribed before each instance's fault is first looked at: a pool
+    // that becomes usable while the instances start is an event still to
+    // be read, not a change missed (an instance left in fault).
+    let mut events = state.subscribe();
     for instance in &config.instances {
         let settings = InstanceSettings {
             name: instance.name.clone(),
@@ -57,13 +61,13 @@ pub fn start(
             registry.clone(),
             transitions.clone(),
         )
+        .await
         .with_context(|| format!("vrrp instance {}", instance.name))?;
         tracking.push((instance.track_pools.clone(), control.clone()));
         controls.push(control);
     }
 
     // Health drives ownership: pool usability comes from the state's events.
-    let mut events = state.subscribe();
     let watched = state.clone();
     tokio::spawn(async move {
         loop {
