@@ -247,6 +247,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), entry(v, 5)))
                 .collect(),
             canary: None,
+            admin: Default::default(),
         }
     }
 

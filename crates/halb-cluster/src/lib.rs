@@ -35,5 +35,5 @@ pub use lease::KeptKey;
 pub use lkg::LastKnownGood;
 pub use peers::{LinkStatus, Peers};
 pub use registry::{fleet_status, nodes, FleetStatus, NodeRecord, VrrpRecord};
-pub use snapshot::Snapshot;
+pub use snapshot::{AdminRecord, Snapshot, ADMIN_DIR};
 pub use source::{inline, FileSource, Identity, Versioned};

@@ -14,6 +14,20 @@ pub const CONFIG_KEY: &str = "config";
 pub const POOLS_DIR: &str = "pools/";
 /// The node registry: `nodes/<node>`.
 pub const NODES_DIR: &str = "nodes/";
+/// Operator actions kept for the fleet: `admin/<pool>/<address>` holds an
+/// [`AdminRecord`] for each backend drained or disabled through an API.
+pub const ADMIN_DIR: &str = "admin/";
+
+/// The value of an `admin/<pool>/<address>` key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminRecord {
+    /// `draining` or `disabled` (an enabled backend has no key).
+    pub state: String,
+    /// The node whose API took the action.
+    pub node: String,
+    pub at_ms: u64,
+}
+
 /// A revision on trial (`halb config push --canary`): a [`Canary`] as JSON.
 pub const CANARY_KEY: &str = "canary";
 
@@ -48,6 +62,9 @@ pub struct Snapshot {
     /// `<prefix>/canary`, if a push has a revision on trial.
     #[serde(default)]
     pub canary: Option<Entry>,
+    /// `admin/<pool>/<address>` (relative to the prefix) → value.
+    #[serde(default)]
+    pub admin: BTreeMap<String, Entry>,
 }
 
 impl Snapshot {
@@ -94,6 +111,9 @@ impl Snapshot {
         } else if key == CANARY_KEY {
             self.canary = Some(entry);
             true
+        } else if key.starts_with(ADMIN_DIR) {
+            self.admin.insert(key.to_owned(), entry);
+            true
         } else {
             false
         }
@@ -110,6 +130,8 @@ impl Snapshot {
             self.backends.remove(key).is_some()
         } else if key == CANARY_KEY {
             self.canary.take().is_some()
+        } else if key.starts_with(ADMIN_DIR) {
+            self.admin.remove(key).is_some()
         } else {
             false
         }
@@ -139,6 +161,19 @@ impl Snapshot {
         let entry = self.canary.as_ref()?;
         let canary = serde_json::from_str(&entry.value).ok()?;
         Some((canary, entry.mod_revision))
+    }
+
+    /// The kept operator actions: (pool, backend, state word). Keys or
+    /// values that do not parse are skipped.
+    pub fn admin_states(&self) -> Vec<(String, std::net::SocketAddr, String)> {
+        self.admin
+            .iter()
+            .filter_map(|(key, entry)| {
+                let (pool, address) = key.strip_prefix(ADMIN_DIR)?.split_once('/')?;
+                let record: AdminRecord = serde_json::from_str(&entry.value).ok()?;
+                Some((pool.to_owned(), address.parse().ok()?, record.state))
+            })
+            .collect()
     }
 
     /// The revision of the shared config document (0: none).
@@ -277,5 +312,37 @@ mod tests {
         assert!(snapshot.apply("/halb", &[gone]));
         assert_eq!(snapshot.config, None);
         assert_eq!(snapshot.revision, 8);
+    }
+}
+
+#[cfg(test)]
+mod admin_tests {
+    use super::*;
+
+    #[test]
+    fn kept_operator_actions_are_read_and_bad_ones_skipped() {
+        let mut s = Snapshot::default();
+        let entry = |v: &str| Entry {
+            value: v.to_owned(),
+            mod_revision: 1,
+        };
+        s.admin.insert(
+            "admin/app/127.0.0.1:9001".into(),
+            entry(r#"{"state":"draining","node":"lb1","at_ms":5}"#),
+        );
+        s.admin.insert(
+            "admin/app/nonsense".into(),
+            entry(r#"{"state":"disabled","node":"lb1","at_ms":5}"#),
+        );
+        s.admin
+            .insert("admin/app/127.0.0.1:9002".into(), entry("not json"));
+        assert_eq!(
+            s.admin_states(),
+            [(
+                "app".to_owned(),
+                "127.0.0.1:9001".parse().unwrap(),
+                "draining".to_owned()
+            )]
+        );
     }
 }

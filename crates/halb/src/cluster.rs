@@ -420,6 +420,11 @@ impl ClusterNode {
         self.record.peer = address;
     }
 
+    /// The last snapshot seen from etcd (or the last-known-good).
+    pub fn latest(&self) -> Option<Arc<Snapshot>> {
+        self.latest.clone()
+    }
+
     /// What peer discovery needs: the etcd client, the prefix, this node.
     pub fn discovery(&self) -> (Arc<Client>, String, String) {
         (self.client.clone(), self.prefix.clone(), self.node.clone())

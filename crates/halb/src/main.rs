@@ -6,6 +6,7 @@ mod cluster;
 mod demo;
 mod drill;
 mod fleet;
+mod fleet_admin;
 mod notify;
 mod peers;
 mod resolve;

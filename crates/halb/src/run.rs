@@ -280,12 +280,18 @@ pub async fn serve(
         });
     }
 
+    let mut stored_admin = crate::fleet_admin::Applied::default();
     match &mut source {
         Source::Cluster(cluster) => {
             if let Some(links) = &peer_links {
                 crate::peers::discover(cluster, &config, links);
             }
-            cluster.started(&info, admin_address)
+            cluster.started(&info, admin_address);
+            let (client, prefix, node) = cluster.discovery();
+            crate::fleet_admin::spawn_writer(client, prefix, node, state.clone());
+            if let Some(snapshot) = cluster.latest() {
+                stored_admin.apply(&snapshot, &state);
+            }
         }
         Source::Inline => info.set_source(halb_admin::SourceInfo {
             source: "inline".to_owned(),
@@ -308,6 +314,7 @@ pub async fn serve(
         notifier,
         resolver,
         wanted,
+        stored_admin,
     };
     let mut watch_tick = tokio::time::interval(WATCH_INTERVAL);
     watch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -468,6 +475,8 @@ struct Node {
     access_log: Option<AccessLogWriter>,
     /// Shared by every access log writer this node starts.
     access_log_stats: Arc<AccessLogStats>,
+    /// Operator actions last applied from etcd (`[cluster.etcd]`).
+    stored_admin: crate::fleet_admin::Applied,
     /// Weights set through the admin API, by pool and backend: they win
     /// over the config's until the next reload.
     weights: HashMap<(String, SocketAddr), u32>,
@@ -526,12 +535,16 @@ impl Node {
         let Source::Cluster(cluster) = &mut self.source else {
             return;
         };
-        let outcome = match cluster.compose(snapshot) {
-            None => return,
-            Some(Ok((config, hash))) => self.apply(config, hash).await,
-            Some(Err(errors)) => ReloadOutcome::Rejected { errors },
+        let outcome = match cluster.compose(snapshot.clone()) {
+            None => None,
+            Some(Ok((config, hash))) => Some(self.apply(config, hash).await),
+            Some(Err(errors)) => Some(ReloadOutcome::Rejected { errors }),
         };
-        self.settle(outcome);
+        if let Some(outcome) = outcome {
+            self.settle(outcome);
+        }
+        // After the config: the backends the actions name exist by now.
+        self.stored_admin.apply(&snapshot, self.proxy.state());
     }
 
     /// Record, log and (when refused) alert a reload's outcome.

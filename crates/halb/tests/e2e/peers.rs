@@ -518,3 +518,80 @@ async fn with_etcd_nodes_find_their_peers_in_the_registry() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The operator state of `backend` in `halb`'s status.
+async fn operator_state(halb: &Halb, backend: SocketAddr) -> String {
+    let s = status(halb).await;
+    s["pools"][0]["backends"]
+        .as_array()
+        .and_then(|b| {
+            b.iter()
+                .find(|b| b["address"] == backend.to_string().as_str())
+        })
+        .and_then(|b| b["state"].as_str())
+        .unwrap_or("")
+        .to_owned()
+}
+
+async fn wait_operator_state(halb: &Halb, backend: SocketAddr, want: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        let state = operator_state(halb, backend).await;
+        if state == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{backend} is {state}, not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_operator_actions_reach_every_node_and_survive_a_fleet_restart() {
+    use crate::etcd_config::configs;
+    use crate::support::etcd::{Etcd, StateDir};
+    let etcd = Etcd::start().await;
+    let backends = three_backends().await;
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let (state1, state2) = (StateDir::new(), StateDir::new());
+    let front = free_addr();
+    let (local1, shared) = configs(front, &addrs, &[etcd.url()], &state1, "lb1");
+    let (local2, _) = configs(front, &addrs, &[etcd.url()], &state2, "lb2");
+    etcd.put("/halb/config", &shared);
+    let lb1 = Halb::start(&local1).await;
+    let lb2 = Halb::start(&local2).await;
+    wait_until_up(&lb1, &addrs).await;
+    wait_until_up(&lb2, &addrs).await;
+
+    // No peer links: etcd carries the drain to lb2.
+    let victim = addrs[1];
+    let drain = format!("/api/v1/pools/app/backends/{victim}/drain");
+    assert!(lb1.admin_request("POST", &drain).await.status < 300);
+    let took = wait_operator_state(&lb2, victim, "draining").await;
+    eprintln!("a drain on lb1 reached lb2 through etcd after {took:?}");
+    let key = format!("/halb/admin/app/{victim}");
+    let kept = etcd.get(&key).expect("the drain is kept in etcd");
+    assert!(
+        kept.contains("\"draining\"") && kept.contains("lb1"),
+        "{kept}"
+    );
+
+    // The whole fleet restarts: the drain holds.
+    drop((lb1, lb2));
+    let lb1 = Halb::start(&local1).await;
+    let lb2 = Halb::start(&local2).await;
+    wait_operator_state(&lb1, victim, "draining").await;
+    wait_operator_state(&lb2, victim, "draining").await;
+
+    // An enable on lb2 deletes the key and reaches lb1.
+    let enable = format!("/api/v1/pools/app/backends/{victim}/enable");
+    assert!(lb2.admin_request("POST", &enable).await.status < 300);
+    wait_operator_state(&lb1, victim, "up").await;
+    let started = Instant::now();
+    while etcd.get(&key).is_some() {
+        assert!(started.elapsed() < Duration::from_secs(5), "the key stays");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
