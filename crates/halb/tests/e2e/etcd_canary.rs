@@ -91,7 +91,9 @@ async fn a_canary_that_fails_requests_is_rolled_back_and_others_never_see_it() {
             seen
         }
     });
-    let load = Load::start(front, "/", 4, Duration::from_millis(5));
+    // New connections: the kernel spreads them over both nodes, so the
+    // canary gets its share whatever happened to earlier connections.
+    let load = Load::start_new_connections(front, "/", 4, Duration::from_millis(5));
     let bad = shared.replace(&a.addr.to_string(), &refused().to_string());
     let out = push_canary(&etcd, &bad, "5s").await;
     let outcomes = load.finish().await;
@@ -131,7 +133,9 @@ async fn a_healthy_canary_is_promoted_to_every_node() {
     let etcd = Etcd::start().await;
     let (a, b) = (named("a").await, named("b").await);
     let (lb1, lb2, front, shared, _states) = fleet(&etcd, a.addr).await;
-    let load = Load::start(front, "/", 4, Duration::from_millis(5));
+    // New connections: the kernel spreads them over both nodes, so the
+    // canary gets its share whatever happened to earlier connections.
+    let load = Load::start_new_connections(front, "/", 4, Duration::from_millis(5));
     let good = format!("{shared}\n[[pool.backend]]\naddress = \"{}\"\n", b.addr);
     let out = push_canary(&etcd, &good, "2s").await;
     let outcomes = load.finish().await;
