@@ -276,9 +276,16 @@ impl Runner {
     async fn hand_over(&mut self, buffer: &mut [u8]) {
         self.advertise(0).await;
         let until = Instant::now() + HANDOVER_WAIT;
+        // The addresses keep being renewed while this node still serves
+        // them: the wait and the grace together outlast their lifetime.
+        let mut refresh = tokio::time::interval(REFRESH_EVERY);
         let heard = loop {
             let received = tokio::select! {
                 _ = tokio::time::sleep_until(until) => break false,
+                _ = refresh.tick() => {
+                    self.refresh_vips().await;
+                    continue;
+                }
                 received = self.socket.recv(buffer) => received,
             };
             if let Ok(n) = received {
@@ -293,6 +300,7 @@ impl Runner {
             }
         };
         tracing::info!(instance = %self.settings.name, new_master_heard = heard, "handing the virtual IPs over");
+        self.refresh_vips().await;
         tokio::time::sleep(HANDOVER_GRACE).await;
     }
 
