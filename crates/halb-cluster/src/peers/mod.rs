@@ -40,6 +40,8 @@ const REDIAL: Duration = Duration::from_millis(500);
 const SILENT_LIMIT: Duration = Duration::from_secs(3);
 /// Between pings on an idle link.
 const PING_EVERY: Duration = Duration::from_secs(1);
+/// Connections to the peer port served at once.
+const INBOUND_SLOTS: usize = 64;
 /// Entries per message, in resyncs and batches.
 const BATCH: usize = 1000;
 
@@ -297,7 +299,10 @@ async fn handshake_as_dialer<S: AsyncRead + AsyncWrite + Unpin>(
     )
     .await
     .map_err(|e| e.to_string())?;
-    let (peer, theirs) = match wire::read(stream).await.map_err(|e| e.to_string())? {
+    let (peer, theirs) = match wire::read_handshake(stream)
+        .await
+        .map_err(|e| e.to_string())?
+    {
         Message::Challenge {
             node: peer,
             nonce,
@@ -318,7 +323,10 @@ async fn handshake_as_dialer<S: AsyncRead + AsyncWrite + Unpin>(
     wire::write(stream, &Message::Proof { proof })
         .await
         .map_err(|e| e.to_string())?;
-    match wire::read(stream).await.map_err(|e| e.to_string())? {
+    match wire::read_handshake(stream)
+        .await
+        .map_err(|e| e.to_string())?
+    {
         Message::Welcome => Ok(peer),
         Message::Refused { reason } => Err(format!("refused by the peer: {reason}")),
         other => Err(format!("unexpected {other:?} in the handshake")),
@@ -331,7 +339,10 @@ async fn handshake_as_listener<S: AsyncRead + AsyncWrite + Unpin>(
     secret: &str,
     node: &str,
 ) -> Result<String, String> {
-    let (peer, theirs) = match wire::read(stream).await.map_err(|e| e.to_string())? {
+    let (peer, theirs) = match wire::read_handshake(stream)
+        .await
+        .map_err(|e| e.to_string())?
+    {
         Message::Hello {
             protocol,
             node: peer,
@@ -365,7 +376,10 @@ async fn handshake_as_listener<S: AsyncRead + AsyncWrite + Unpin>(
     )
     .await
     .map_err(|e| e.to_string())?;
-    match wire::read(stream).await.map_err(|e| e.to_string())? {
+    match wire::read_handshake(stream)
+        .await
+        .map_err(|e| e.to_string())?
+    {
         Message::Proof { proof } => {
             let expected = wire::proof(secret, "dialer", (&mine, &theirs), (node, &peer));
             if !wire::same_proof(&proof, &expected) {
@@ -638,6 +652,7 @@ async fn accept(
     peers: Arc<Peers>,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(INBOUND_SLOTS));
     loop {
         let (stream, from) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -650,9 +665,17 @@ async fn accept(
             },
             _ = stopped.changed() => return,
         };
+        // A bounded number of connections at once: a flood of strangers
+        // cannot hold more than these slots, each for the handshake's 3 s.
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            peers.refused_inbound.fetch_add(1, Relaxed);
+            tracing::debug!(%from, "peer port busy: connection dropped");
+            continue;
+        };
         let (secret, node, state, peers) =
             (secret.clone(), node.clone(), state.clone(), peers.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             if let Err(error) = serve_peer(stream, from, &secret, &node, &state, &peers).await {
                 tracing::debug!(%from, %error, "peer connection ended");
             }

@@ -79,10 +79,25 @@ pub struct AdminEntry {
 pub enum WireError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("a frame of {0} bytes is over the limit of {MAX_FRAME}")]
-    TooLarge(usize),
+    #[error("a frame of {0} bytes is over the limit of {1}")]
+    TooLarge(usize, usize),
     #[error("a message that does not parse: {0}")]
     Bad(String),
+}
+
+/// The largest frame accepted before a peer has proved the secret.
+pub const MAX_HANDSHAKE_FRAME: usize = 4096;
+
+/// Reads one handshake message: small, so that a stranger cannot make this
+/// node allocate much.
+pub async fn read_handshake<R: AsyncReadExt + Unpin>(from: &mut R) -> Result<Message, WireError> {
+    let length = from.read_u32().await? as usize;
+    if length > MAX_HANDSHAKE_FRAME {
+        return Err(WireError::TooLarge(length, MAX_HANDSHAKE_FRAME));
+    }
+    let mut bytes = vec![0u8; length];
+    from.read_exact(&mut bytes).await?;
+    serde_json::from_slice(&bytes).map_err(|e| WireError::Bad(e.to_string()))
 }
 
 /// Reads one message.
@@ -96,7 +111,7 @@ pub async fn read_counted<R: AsyncReadExt + Unpin>(
 ) -> Result<(Message, usize), WireError> {
     let length = from.read_u32().await? as usize;
     if length > MAX_FRAME {
-        return Err(WireError::TooLarge(length));
+        return Err(WireError::TooLarge(length, MAX_FRAME));
     }
     let mut bytes = vec![0u8; length];
     from.read_exact(&mut bytes).await?;
@@ -111,7 +126,7 @@ pub async fn write<W: AsyncWriteExt + Unpin>(
 ) -> Result<usize, WireError> {
     let bytes = serde_json::to_vec(message).map_err(|e| WireError::Bad(e.to_string()))?;
     if bytes.len() > MAX_FRAME {
-        return Err(WireError::TooLarge(bytes.len()));
+        return Err(WireError::TooLarge(bytes.len(), MAX_FRAME));
     }
     let mut frame = Vec::with_capacity(4 + bytes.len());
     frame.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
@@ -189,6 +204,11 @@ mod tests {
         a.write_all(b"{bad}").await.unwrap();
         assert!(matches!(read(&mut b).await, Err(WireError::Bad(_))));
         a.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
-        assert!(matches!(read(&mut b).await, Err(WireError::TooLarge(_))));
+        assert!(matches!(read(&mut b).await, Err(WireError::TooLarge(..))));
+        a.write_all(&5000u32.to_be_bytes()).await.unwrap();
+        assert!(matches!(
+            read_handshake(&mut b).await,
+            Err(WireError::TooLarge(5000, MAX_HANDSHAKE_FRAME))
+        ));
     }
 }

@@ -319,6 +319,37 @@ async fn a_node_with_the_wrong_secret_is_refused_and_operator_actions_reach_ever
     assert!(refused >= 1.0, "lb1 counted the refused peer:\n{metrics}");
     assert!(node_a.logs().contains("peer refused"), "lb1 logs it");
 
+    // Garbage and an oversized frame on the peer port: dropped, named in
+    // the log, the links unharmed.
+    for frame in [
+        [&5u32.to_be_bytes()[..], b"{bad}"].concat(),
+        (1u32 << 30).to_be_bytes().to_vec(),
+    ] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stranger = tokio::net::TcpStream::connect(pa).await.expect("connect");
+        stranger.write_all(&frame).await.expect("write");
+        let mut rest = Vec::new();
+        // The node closes the connection (a reset counts): `within` fails
+        // the test if it is held open.
+        let _ = within(
+            Duration::from_secs(5),
+            "the peer port closes",
+            stranger.read_to_end(&mut rest),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = node_a.logs();
+    assert!(
+        logs.contains("does not parse"),
+        "the bad frame is named:\n{logs}"
+    );
+    assert!(
+        logs.contains("over the limit of 4096"),
+        "the oversized frame is named"
+    );
+    wait_linked(&node_a, 1).await;
+
     // A drain through lb1's API applies on lb2 too.
     let victim = addrs[0];
     let path = format!("/api/v1/pools/app/backends/{victim}/drain");
