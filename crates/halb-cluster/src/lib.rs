@@ -34,6 +34,6 @@ pub use etcd_source::{EtcdSource, StoreHealth, StoreStatus};
 pub use lease::KeptKey;
 pub use lkg::LastKnownGood;
 pub use peers::{LinkStatus, Peers};
-pub use registry::{fleet_status, nodes, FleetStatus, NodeRecord, VrrpRecord};
+pub use registry::{fleet_status, nodes, FleetStatus, NodeRecord, PeerRecord, VrrpRecord};
 pub use snapshot::{AdminRecord, Snapshot, ADMIN_DIR};
 pub use source::{inline, FileSource, Identity, Versioned};

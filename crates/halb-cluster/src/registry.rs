@@ -34,6 +34,19 @@ pub struct NodeRecord {
     /// the other nodes can find it.
     #[serde(default)]
     pub peer: Option<String>,
+    /// The node's peer links and whether each is up.
+    #[serde(default)]
+    pub peers: Vec<PeerRecord>,
+}
+
+/// One peer link of a node, as the fleet sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRecord {
+    pub address: String,
+    /// The peer's node name, once it said it.
+    pub node: Option<String>,
+    /// Authenticated both ways.
+    pub connected: bool,
 }
 
 /// One VRRP instance of a node, as the fleet sees it.

@@ -409,6 +409,23 @@ impl ClusterNode {
         }
     }
 
+    /// Put the node's peer links in its record, and publish it when they
+    /// changed.
+    pub fn peer_states(&mut self, links: &[halb_cluster::LinkStatus]) {
+        let states: Vec<halb_cluster::PeerRecord> = links
+            .iter()
+            .map(|l| halb_cluster::PeerRecord {
+                address: l.address.clone(),
+                node: l.node.clone(),
+                connected: l.connected && l.inbound,
+            })
+            .collect();
+        if states != self.record.peers {
+            self.record.peers = states;
+            self.publish_record();
+        }
+    }
+
     fn publish_record(&self) {
         let bytes = serde_json::to_vec(&self.record).expect("a node record serializes");
         self.registry.send_replace(Some(bytes));

@@ -306,7 +306,7 @@ pub fn cluster_status(etcd: &str, prefix: &str, json: bool) -> ExitCode {
             if fleet.backends == 1 { "" } else { "s" },
             fleet.revision
         );
-        let mut rows: Vec<[String; 8]> = vec![[
+        let mut rows: Vec<[String; 9]> = vec![[
             "NODE".to_owned(),
             "ADMIN".to_owned(),
             "VERSION".to_owned(),
@@ -314,6 +314,7 @@ pub fn cluster_status(etcd: &str, prefix: &str, json: bool) -> ExitCode {
             "REVISION".to_owned(),
             "CONVERGED".to_owned(),
             "VRRP".to_owned(),
+            "PEERS".to_owned(),
             "ERROR".to_owned(),
         ]];
         for node in &fleet.nodes {
@@ -326,10 +327,11 @@ pub fn cluster_status(etcd: &str, prefix: &str, json: bool) -> ExitCode {
                 r.config_revision.to_string(),
                 if node.converged { "yes" } else { "no" }.to_owned(),
                 vrrp_column(&r.vrrp),
+                peers_column(&r.peers),
                 r.errors.first().cloned().unwrap_or_default(),
             ]);
         }
-        let widths: Vec<usize> = (0..8)
+        let widths: Vec<usize> = (0..9)
             .map(|i| rows.iter().map(|row| row[i].len()).max().unwrap_or(0))
             .collect();
         for row in &rows {
@@ -355,6 +357,21 @@ pub fn cluster_status(etcd: &str, prefix: &str, json: bool) -> ExitCode {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The peers a node is linked with both ways, `lb2,lb3`, with the down
+/// ones as `address(down)`, or `-`.
+fn peers_column(peers: &[halb_cluster::PeerRecord]) -> String {
+    if peers.is_empty() {
+        return "-".to_owned();
+    }
+    (peers.iter())
+        .map(|p| match (&p.node, p.connected) {
+            (Some(node), true) => node.clone(),
+            _ => format!("{}(down)", p.address),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `name=state,...` of a node's VRRP instances, or `-`.

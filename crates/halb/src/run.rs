@@ -324,6 +324,11 @@ pub async fn serve(
         (Source::Cluster(_), Some(instances)) => Some(instances.registry.clone()),
         _ => None,
     };
+    // And its peer links.
+    let fleet_peers = match &node.source {
+        Source::Cluster(_) => peer_links.clone(),
+        _ => None,
+    };
     let mut vrrp_tick = tokio::time::interval(VRRP_RECORD_INTERVAL);
     let which = loop {
         tokio::select! {
@@ -344,9 +349,14 @@ pub async fn serve(
             },
             Some(round) = rounds.recv() => node.resolved(round),
             snapshot = crate::cluster::changed(&mut etcd) => node.apply_snapshot(snapshot).await,
-            _ = vrrp_tick.tick(), if fleet_vrrp.is_some() => {
-                if let (Source::Cluster(cluster), Some(registry)) = (&mut node.source, &fleet_vrrp) {
-                    cluster.vrrp_states(&registry.snapshot());
+            _ = vrrp_tick.tick(), if fleet_vrrp.is_some() || fleet_peers.is_some() => {
+                if let Source::Cluster(cluster) = &mut node.source {
+                    if let Some(registry) = &fleet_vrrp {
+                        cluster.vrrp_states(&registry.snapshot());
+                    }
+                    if let Some(links) = &fleet_peers {
+                        cluster.peer_states(&links.status());
+                    }
                 }
             }
             _ = watch_tick.tick(), if watching => {

@@ -524,6 +524,36 @@ async fn with_etcd_nodes_find_their_peers_in_the_registry() {
     let record = etcd.get("/halb/nodes/lb1").expect("lb1's record");
     assert!(record.contains(&pa.to_string()), "{record}");
 
+    // `halb cluster status` shows each node's peer links.
+    let url = etcd.url();
+    let started = Instant::now();
+    let table = loop {
+        let url = url.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            crate::support::process::run_halb(
+                &["cluster", "status", "--etcd", &url],
+                Duration::from_secs(15),
+            )
+        })
+        .await
+        .expect("halb cluster status");
+        assert_eq!(out.code(), Some(0), "{}", out.stderr);
+        let linked = out
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("lb1") && l.contains(" lb2"))
+            && out
+                .stdout
+                .lines()
+                .any(|l| l.starts_with("lb2") && l.contains(" lb1"));
+        if linked {
+            break out.stdout;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{}", out.stdout);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(table.contains("PEERS"), "{table}");
+
     // The discovered link carries operator actions like a configured one.
     let victim = addrs[2];
     let path = format!("/api/v1/pools/app/backends/{victim}/disable");
