@@ -15,7 +15,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use halb_balance::hash_bytes;
+use halb_balance::{hash_bytes, hash_bytes_with_seed};
 use halb_config::{HashKey, Sticky, StickyKind};
 use halb_state::{unix_ms, State, StickyTable};
 use hmac::{Hmac, Mac};
@@ -207,10 +207,20 @@ pub(crate) fn client_key(ip: IpAddr) -> String {
 
 /// The rendezvous score of `backend` for a key: the highest wins.
 pub(crate) fn score(key_hash: u64, backend: SocketAddr) -> u64 {
-    let mut bytes = Vec::with_capacity(8 + 18);
-    bytes.extend_from_slice(&key_hash.to_le_bytes());
-    bytes.extend_from_slice(backend.to_string().as_bytes());
-    hash_bytes(&bytes)
+    // The address's bytes and port on the stack, the key as the seed.
+    let mut bytes = [0u8; 18];
+    let len = match backend.ip() {
+        IpAddr::V4(v4) => {
+            bytes[..4].copy_from_slice(&v4.octets());
+            4
+        }
+        IpAddr::V6(v6) => {
+            bytes[..16].copy_from_slice(&v6.octets());
+            16
+        }
+    };
+    bytes[len..len + 2].copy_from_slice(&backend.port().to_be_bytes());
+    hash_bytes_with_seed(&bytes[..len + 2], key_hash)
 }
 
 #[cfg(test)]

@@ -54,10 +54,15 @@ impl Shard {
         self.seq += 1;
         let seq = self.seq;
         if let Some(slot) = self.map.get_mut(key) {
-            self.order.remove(&slot.seq);
+            // The key's text moves from its old place in the use order to
+            // the new one: no allocation per lookup.
+            let text = self
+                .order
+                .remove(&slot.seq)
+                .unwrap_or_else(|| key.to_owned());
             slot.seq = seq;
             slot.used_ms = now_ms;
-            self.order.insert(seq, key.to_owned());
+            self.order.insert(seq, text);
         }
     }
 
