@@ -84,7 +84,7 @@ pub fn drill(scenario: &Path, report_dir: Option<PathBuf>, dry_run: bool) -> Exi
     }
     println!(
         "{}: {} requests, {} failed ({:.4} answered), p50 {:.1} ms, p99 {:.1} ms, longest stretch below the SLO {:.1} s, {} state changes",
-        report.name,
+        report.drill.name,
         report.requests,
         report.failed,
         report.success_ratio,

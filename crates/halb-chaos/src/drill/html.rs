@@ -35,7 +35,9 @@ fn chart(
     threshold: Option<(f64, &str)>,
     series: &[Series],
 ) -> String {
-    let x = |t: f64| LEFT + (W - LEFT - RIGHT) * (t / report.duration_s.max(0.001)).clamp(0.0, 1.0);
+    let x = |t: f64| {
+        LEFT + (W - LEFT - RIGHT) * (t / report.drill.duration_s.max(0.001)).clamp(0.0, 1.0)
+    };
     let y = |v: f64| TOP + (H - TOP - BOTTOM) * (1.0 - (v / y_max).clamp(0.0, 1.0));
     let mut s = String::new();
     let _ = write!(
@@ -57,9 +59,9 @@ fn chart(
             y = y(v)
         );
     }
-    let step_s = nice_step(report.duration_s);
+    let step_s = nice_step(report.drill.duration_s);
     let mut t = 0.0;
-    while t <= report.duration_s + 1e-9 {
+    while t <= report.drill.duration_s + 1e-9 {
         let _ = write!(
             s,
             "<text class=\"tick\" x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}s</text>",
@@ -219,14 +221,14 @@ pub fn render(report: &Report) -> String {
 <p>{scenario}: {rate} requests/s for {dur}s over {conc} connections (open loop; latency from each request's due time); SLO: {slo_s} answered 2xx/3xx and p99 ≤ {slo_p} ms; seed {seed}.</p>\
 <div class=\"kpi\"><div>requests<b>{req}</b></div><div>failed<b class=\"{fclass}\">{failed}</b></div><div>success ratio<b>{ratio:.4}</b></div><div>longest stretch below SLO<b>{rto:.1} s</b></div>\
 <div>p50<b>{p50:.1} ms</b></div><div>p99<b>{p99:.1} ms</b></div><div>max<b>{max:.1} ms</b></div><div>state changes<b>{dets}</b></div></div>",
-        name = esc(&report.name),
-        scenario = esc(&report.scenario),
-        rate = report.rate,
-        dur = trim(report.duration_s),
-        conc = report.concurrency,
-        slo_s = report.slo.success,
-        slo_p = trim(report.slo.p99_ms),
-        seed = report.seed,
+        name = esc(&report.drill.name),
+        scenario = esc(&report.drill.scenario),
+        rate = report.drill.rate,
+        dur = trim(report.drill.duration_s),
+        conc = report.drill.concurrency,
+        slo_s = report.drill.slo.success,
+        slo_p = trim(report.drill.slo.p99_ms),
+        seed = report.drill.seed,
         req = report.requests,
         failed = report.failed,
         fclass = if report.failed > 0 { "bad" } else { "" },
@@ -254,7 +256,7 @@ pub fn render(report: &Report) -> String {
         "Latency per 100 ms",
         " ms",
         latency_ceiling(report),
-        Some((report.slo.p99_ms, "SLO p99")),
+        Some((report.drill.slo.p99_ms, "SLO p99")),
         &[
             Series {
                 label: "p50",

@@ -246,9 +246,7 @@ async fn progress(
         failed += fresh.iter().filter(|s| !s.outcome.ok()).count() as u64;
         let mut l: Vec<u64> = fresh.iter().map(|s| s.latency_us).collect();
         l.sort_unstable();
-        let p99 = l
-            .get((l.len() * 99).div_ceil(100).saturating_sub(1))
-            .map_or(0.0, |v| *v as f64 / 1000.0);
+        let p99 = report::percentile(&l, 0.99);
         let t = start.elapsed().min(duration).as_secs_f64();
         let line = format!(
             "drill {name}: {t:>5.1}/{:.0} s  requests {requests}  failed {failed}  p99 (last second) {p99:.1} ms",

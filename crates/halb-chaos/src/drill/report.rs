@@ -52,17 +52,12 @@ pub struct Slo {
     pub p99_ms: f64,
 }
 
-/// `report.json`.
+/// `report.json`: what the drill was (its keys at the top level) and what
+/// clients saw.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    pub name: String,
-    pub scenario: String,
-    /// Unix time of the start of the load.
-    pub started_unix_s: f64,
-    pub duration_s: f64,
-    pub rate: u32,
-    pub concurrency: u32,
-    pub seed: u64,
+    #[serde(flatten)]
+    pub drill: Inputs,
     pub requests: u64,
     pub ok: u64,
     pub failed: u64,
@@ -72,7 +67,6 @@ pub struct Report {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
-    pub slo: Slo,
     pub slo_met: bool,
     /// Why the SLO was missed, when it was.
     pub slo_missed: Vec<String>,
@@ -88,7 +82,8 @@ pub struct Report {
     pub timeline: Vec<Point>,
 }
 
-fn percentile(sorted: &[u64], q: f64) -> f64 {
+/// The `q` quantile of sorted µs values, in ms (0 when there are none).
+pub(crate) fn percentile(sorted: &[u64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -96,10 +91,12 @@ fn percentile(sorted: &[u64], q: f64) -> f64 {
     sorted[rank - 1] as f64 / 1000.0
 }
 
-/// What the drill was, for [`build`].
+/// What the drill was.
+#[derive(Debug, Clone, Serialize)]
 pub struct Inputs {
     pub name: String,
     pub scenario: String,
+    /// Unix time of the start of the load.
     pub started_unix_s: f64,
     pub duration_s: f64,
     pub rate: u32,
@@ -200,15 +197,9 @@ pub fn build(
     }
     let steps_ok = steps.iter().all(|s| s.ok);
     Report {
+        drill: inputs,
         passed: slo_missed.is_empty() && steps_ok,
         steps_ok,
-        name: inputs.name,
-        scenario: inputs.scenario,
-        started_unix_s: inputs.started_unix_s,
-        duration_s: inputs.duration_s,
-        rate: inputs.rate,
-        concurrency: inputs.concurrency,
-        seed: inputs.seed,
         requests,
         ok,
         failed: requests - ok,
@@ -218,7 +209,6 @@ pub fn build(
         p99_ms,
         max_ms: latencies.last().map_or(0.0, |m| *m as f64 / 1000.0),
         slo_met: slo_missed.is_empty(),
-        slo: inputs.slo,
         slo_missed,
         rto_s,
         steps,
