@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::support::backends::{named, Backend};
 use crate::support::client::HttpClient;
 use crate::support::node_config::NodeConfig;
-use crate::support::status::wait_until_up;
+use crate::support::status::{wait_for_state, wait_until_up};
 use crate::support::{free_addr, within, Halb};
 
 const SECRET: &str = "e2e-peers-secret-6c1f9a";
@@ -200,17 +200,8 @@ async fn a_peers_verdict_takes_a_dead_backend_out_within_a_second_and_users_move
     wait_linked(&node_a, 1).await;
     wait_linked(&node_b, 1).await;
     // lb2's first checks (spread over a tenth of 10 s) must have passed.
-    let started = Instant::now();
-    while status(&node_b).await["pools"][0]["backends"]
-        .as_array()
-        .is_some_and(|b| b.iter().any(|b| b["state"] != "up"))
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "lb2's backends not up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_up(&node_a, &addrs).await;
+    wait_until_up(&node_b, &addrs).await;
     let learned = map_users(a.listen, 0..USERS).await;
     until_same(b.listen, &learned, Duration::from_secs(1)).await;
 
@@ -241,23 +232,8 @@ async fn a_peers_verdict_takes_a_dead_backend_out_within_a_second_and_users_move
     let victim = backends[1].addr;
     let killed = Instant::now();
     backends[1].stop().await;
-    let mut seen_down = None;
-    while killed.elapsed() < Duration::from_secs(3) {
-        let s = status(&node_b).await;
-        let state = s["pools"][0]["backends"]
-            .as_array()
-            .and_then(|b| {
-                b.iter()
-                    .find(|b| b["address"] == victim.to_string().as_str())
-            })
-            .map(|b| b["state"].clone());
-        if state.as_ref().is_some_and(|s| s == "down") {
-            seen_down = Some(killed.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let seen_down = seen_down.expect("lb2 (checks every 10 s) never showed the backend down");
+    wait_for_state(&node_b, victim, "down", Duration::from_secs(3)).await;
+    let seen_down = killed.elapsed();
     eprintln!(
         "lb2, checking every 10 s, showed the dead backend down {seen_down:?} after the kill"
     );
@@ -355,27 +331,8 @@ async fn a_node_with_the_wrong_secret_is_refused_and_operator_actions_reach_ever
     let path = format!("/api/v1/pools/app/backends/{victim}/drain");
     let answer = node_a.admin_request("POST", &path).await;
     assert!(answer.status < 300, "{}", answer.text());
-    let started = Instant::now();
-    loop {
-        let s = status(&node_b).await;
-        let state = s["pools"][0]["backends"]
-            .as_array()
-            .and_then(|b| {
-                b.iter()
-                    .find(|b| b["address"] == victim.to_string().as_str())
-            })
-            .map(|b| b["state"].clone())
-            .unwrap_or_default();
-        if state == "draining" {
-            eprintln!("a drain on lb1 reached lb2 after {:?}", started.elapsed());
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "lb2 shows {state}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let took = wait_for_state(&node_b, victim, "draining", Duration::from_secs(1)).await;
+    eprintln!("a drain on lb1 reached lb2 after {took:?}");
     drop(node_c);
 }
 
@@ -558,55 +515,7 @@ async fn with_etcd_nodes_find_their_peers_in_the_registry() {
     let victim = addrs[2];
     let path = format!("/api/v1/pools/app/backends/{victim}/disable");
     assert!(lb1.admin_request("POST", &path).await.status < 300);
-    let started = Instant::now();
-    loop {
-        let s = status(&lb2).await;
-        let state = s["pools"][0]["backends"]
-            .as_array()
-            .and_then(|b| {
-                b.iter()
-                    .find(|b| b["address"] == victim.to_string().as_str())
-            })
-            .map(|b| b["state"].clone())
-            .unwrap_or_default();
-        if state == "disabled" {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "lb2 shows {state}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The operator state of `backend` in `halb`'s status.
-async fn operator_state(halb: &Halb, backend: SocketAddr) -> String {
-    let s = status(halb).await;
-    s["pools"][0]["backends"]
-        .as_array()
-        .and_then(|b| {
-            b.iter()
-                .find(|b| b["address"] == backend.to_string().as_str())
-        })
-        .and_then(|b| b["state"].as_str())
-        .unwrap_or("")
-        .to_owned()
-}
-
-async fn wait_operator_state(halb: &Halb, backend: SocketAddr, want: &str) -> Duration {
-    let started = Instant::now();
-    loop {
-        let state = operator_state(halb, backend).await;
-        if state == want {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{backend} is {state}, not {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_state(&lb2, victim, "disabled", Duration::from_secs(2)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -630,7 +539,7 @@ async fn with_etcd_operator_actions_reach_every_node_and_survive_a_fleet_restart
     let victim = addrs[1];
     let drain = format!("/api/v1/pools/app/backends/{victim}/drain");
     assert!(lb1.admin_request("POST", &drain).await.status < 300);
-    let took = wait_operator_state(&lb2, victim, "draining").await;
+    let took = wait_for_state(&lb2, victim, "draining", Duration::from_secs(5)).await;
     eprintln!("a drain on lb1 reached lb2 through etcd after {took:?}");
     let key = format!("/halb/admin/app/{victim}");
     let kept = etcd.get(&key).expect("the drain is kept in etcd");
@@ -643,13 +552,13 @@ async fn with_etcd_operator_actions_reach_every_node_and_survive_a_fleet_restart
     drop((lb1, lb2));
     let lb1 = Halb::start(&local1).await;
     let lb2 = Halb::start(&local2).await;
-    wait_operator_state(&lb1, victim, "draining").await;
-    wait_operator_state(&lb2, victim, "draining").await;
+    wait_for_state(&lb1, victim, "draining", Duration::from_secs(5)).await;
+    wait_for_state(&lb2, victim, "draining", Duration::from_secs(5)).await;
 
     // An enable on lb2 deletes the key and reaches lb1.
     let enable = format!("/api/v1/pools/app/backends/{victim}/enable");
     assert!(lb2.admin_request("POST", &enable).await.status < 300);
-    wait_operator_state(&lb1, victim, "up").await;
+    wait_for_state(&lb1, victim, "up", Duration::from_secs(5)).await;
     let started = Instant::now();
     while etcd.get(&key).is_some() {
         assert!(started.elapsed() < Duration::from_secs(5), "the key stays");
