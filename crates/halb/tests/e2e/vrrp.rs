@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::netns::{http_get, node_ip, wait_until, Lab, BRIDGE_IP, VIP};
+use crate::support::netns::{http_get, node_ip, wait_until, Lab, LabNode, BRIDGE_IP, VIP};
 use crate::support::process::TempFile;
 
 const SERVICE: &str = "198.18.0.100:8080";
@@ -50,50 +50,15 @@ virtual_ips = ["{VIP}/24"]
     )
 }
 
-/// A running halb node and what it logs.
-struct Node {
-    n: usize,
-    process: usize,
-    log: TempFile,
-    _config: TempFile,
+/// Node `n` of a pair, with `priority` and `instance_extra` keys.
+fn start(lab: &Lab, n: usize, priority: u8, instance_extra: &str) -> LabNode {
+    LabNode::start(lab, n, &node_config(n, priority, instance_extra))
 }
 
-impl Node {
-    fn start(lab: &Lab, n: usize, priority: u8, instance_extra: &str) -> Node {
-        let config =
-            TempFile::with_contents("vrrp.toml", &node_config(n, priority, instance_extra));
-        let log = TempFile::unique("vrrp.log");
-        let path = config.path.to_string_lossy().into_owned();
-        let process = lab.spawn(
-            &format!("n{n}"),
-            env!("CARGO_BIN_EXE_halb"),
-            &["run", "--config", &path],
-            &log,
-        );
-        Node {
-            n,
-            process,
-            log,
-            _config: config,
-        }
-    }
-
-    /// The node's `vrrp` status entry (`None` while its API does not answer).
-    fn vrrp(&self, lab: &Lab) -> Option<Value> {
-        let body = lab
-            .in_ns(&format!("n{}", self.n), || {
-                http_get("127.0.0.1:9900", "/api/v1/status", Duration::from_secs(2))
-            })
-            .ok()?;
-        let status: Value = serde_json::from_str(&body).ok()?;
-        status["vrrp"].get(0).cloned()
-    }
-
-    fn state(&self, lab: &Lab) -> String {
-        self.vrrp(lab)
-            .and_then(|v| v["state"].as_str().map(str::to_owned))
-            .unwrap_or_default()
-    }
+/// The node's one instance's status entry (`None` while its API does not
+/// answer).
+fn front(node: &LabNode, lab: &Lab) -> Option<Value> {
+    node.instances(lab).first().cloned()
 }
 
 /// Which node's address the backend saw for one request through the VIP.
@@ -102,19 +67,19 @@ fn served_by(lab: &Lab, timeout: Duration) -> Result<String, String> {
 }
 
 /// Two nodes up, node 1 (priority 150) master, node 2 (100) backup.
-fn pair(lab: &Lab, extra1: &str, extra2: &str) -> (Node, Node) {
+fn pair(lab: &Lab, extra1: &str, extra2: &str) -> (LabNode, LabNode) {
     lab.backend(9001);
     lab.backend(9002);
-    let one = Node::start(lab, 1, 150, extra1);
-    let two = Node::start(lab, 2, 100, extra2);
+    let one = start(lab, 1, 150, extra1);
+    let two = start(lab, 2, 100, extra2);
     let settled = wait_until(Duration::from_secs(10), || {
-        one.state(lab) == "master" && two.state(lab) == "backup"
+        one.state(lab, "front") == "master" && two.state(lab, "front") == "backup"
     });
     assert!(
         settled.is_some(),
         "no master/backup pair: node 1 {:?}, node 2 {:?}\n{}\n{}",
-        one.state(lab),
-        two.state(lab),
+        one.state(lab, "front"),
+        two.state(lab, "front"),
         one.log.read(),
         two.log.read()
     );
@@ -127,13 +92,13 @@ fn two_nodes_one_master_serves_through_the_virtual_ip() {
     let (one, two) = pair(&lab, "", "");
     assert_eq!(lab.holders(VIP), [1], "exactly one holder");
     assert_eq!(served_by(&lab, Duration::from_secs(2)), Ok(node_ip(1)));
-    let master = one.vrrp(&lab).unwrap();
+    let master = front(&one, &lab).unwrap();
     assert_eq!(master["name"], "front");
     assert_eq!(master["priority"], 150);
     assert_eq!(master["effective_priority"], 150);
     assert_eq!(master["master"], node_ip(1));
     assert!(master["adverts_sent"].as_u64().unwrap() > 0);
-    let backup = two.vrrp(&lab).unwrap();
+    let backup = front(&two, &lab).unwrap();
     assert_eq!(backup["master"], node_ip(1));
     assert!(backup["adverts_received"].as_u64().unwrap() > 0);
     assert_eq!(backup["adverts_bad"], 0);
@@ -161,7 +126,7 @@ fn a_cut_link_moves_the_virtual_ip_to_the_backup() {
     let to_vip = to_vip.expect("the backup took the VIP");
     assert!(to_vip < Duration::from_secs(2), "{to_vip:?}");
     assert!(to_served.expect("served by the backup") < Duration::from_secs(3));
-    assert_eq!(two.state(&lab), "master");
+    assert_eq!(two.state(&lab, "front"), "master");
 
     // The link returns: node 1 preempts, node 2 gives the VIP up, and the
     // client follows node 1 at once.
@@ -190,7 +155,7 @@ fn a_cut_link_moves_the_virtual_ip_to_the_backup() {
         two.log.read()
     );
     assert!(both_longest < Duration::from_secs(1), "{both_longest:?}");
-    assert_eq!(two.state(&lab), "backup");
+    assert_eq!(two.state(&lab, "front"), "backup");
     assert_eq!(lab.holders(VIP), [1]);
 }
 
@@ -216,11 +181,12 @@ fn a_tracked_pool_without_backends_is_a_fault() {
     lab.backend(9002);
     let backend_one = lab.backend(9001);
     let track = r#"track_pools = ["app"]"#;
-    let one = Node::start(&lab, 1, 150, track);
-    let two = Node::start(&lab, 2, 100, track);
+    let one = start(&lab, 1, 150, track);
+    let two = start(&lab, 2, 100, track);
     assert!(
-        wait_until(Duration::from_secs(10), || one.state(&lab) == "master"
-            && two.state(&lab) == "backup")
+        wait_until(Duration::from_secs(10), || one.state(&lab, "front")
+            == "master"
+            && two.state(&lab, "front") == "backup")
         .is_some()
     );
     let died = Instant::now();
@@ -228,7 +194,7 @@ fn a_tracked_pool_without_backends_is_a_fault() {
     let moved = wait_until(Duration::from_secs(5), || lab.holders(VIP) == [2]);
     println!("track_pools: the VIP moved {moved:?} after the master's only backend died");
     assert!(moved.expect("VIP on node 2") < Duration::from_secs(3));
-    let fault = one.vrrp(&lab).unwrap();
+    let fault = front(&one, &lab).unwrap();
     assert_eq!(fault["state"], "fault");
     assert_eq!(fault["effective_priority"], 0);
     assert!(
@@ -242,7 +208,7 @@ fn a_tracked_pool_without_backends_is_a_fault() {
     lab.backend(9001);
     let back = wait_until(Duration::from_secs(5), || lab.holders(VIP) == [1]);
     assert!(back.is_some(), "VIP back on node 1: {:?}", lab.holders(VIP));
-    assert_eq!(one.state(&lab), "master");
+    assert_eq!(one.state(&lab, "front"), "master");
 }
 
 #[test]
@@ -250,14 +216,22 @@ fn without_preempt_a_returning_higher_node_stays_backup() {
     let lab = Lab::new(2);
     let (one, two) = pair(&lab, "preempt = false", "preempt = false");
     lab.signal(one.process, "-KILL");
-    assert!(wait_until(Duration::from_secs(3), || two.state(&lab) == "master").is_some());
+    assert!(
+        wait_until(Duration::from_secs(3), || two.state(&lab, "front")
+            == "master")
+        .is_some()
+    );
     assert!(wait_until(Duration::from_secs(3), || lab.holders(VIP) == [2]).is_some());
-    let again = Node::start(&lab, 1, 150, "preempt = false");
-    assert!(wait_until(Duration::from_secs(10), || again.state(&lab) == "backup").is_some());
+    let again = start(&lab, 1, 150, "preempt = false");
+    assert!(
+        wait_until(Duration::from_secs(10), || again.state(&lab, "front")
+            == "backup")
+        .is_some()
+    );
     // Longer than a master-down interval: it stays backup.
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(again.state(&lab), "backup");
-    assert_eq!(two.state(&lab), "master");
+    assert_eq!(again.state(&lab, "front"), "backup");
+    assert_eq!(two.state(&lab, "front"), "master");
     assert_eq!(lab.holders(VIP), [2]);
 }
 
@@ -312,10 +286,14 @@ fn keepalived_with_a_higher_priority_is_master_and_halb_takes_over_when_it_goes(
         "keepalived became master\n{}",
         log.read()
     );
-    let halb = Node::start(&lab, 2, 100, "");
-    assert!(wait_until(Duration::from_secs(10), || halb.state(&lab) == "backup").is_some());
+    let halb = start(&lab, 2, 100, "");
+    assert!(
+        wait_until(Duration::from_secs(10), || halb.state(&lab, "front")
+            == "backup")
+        .is_some()
+    );
     std::thread::sleep(Duration::from_millis(500));
-    let status = halb.vrrp(&lab).unwrap();
+    let status = front(&halb, &lab).unwrap();
     assert_eq!(status["state"], "backup", "{status}");
     assert_eq!(status["master"], node_ip(1));
     assert_eq!(
@@ -342,8 +320,12 @@ fn keepalived_with_a_higher_priority_is_master_and_halb_takes_over_when_it_goes(
 fn keepalived_with_a_lower_priority_stays_backup_behind_halb() {
     let lab = Lab::new(2);
     lab.backend(9001);
-    let halb = Node::start(&lab, 1, 150, "");
-    assert!(wait_until(Duration::from_secs(10), || halb.state(&lab) == "master").is_some());
+    let halb = start(&lab, 1, 150, "");
+    assert!(
+        wait_until(Duration::from_secs(10), || halb.state(&lab, "front")
+            == "master")
+        .is_some()
+    );
     let (_keepalived, log, _files) = keepalived(&lab, 2, 50);
     // keepalived would take the VIP after its master-down interval (about
     // 0.5 s) if it refused halb's adverts; give it several.
@@ -360,6 +342,6 @@ fn keepalived_with_a_lower_priority_stays_backup_behind_halb() {
     assert!(!text.contains("Entering MASTER STATE"), "{text}");
     assert!(!text.to_lowercase().contains("checksum"), "{text}");
     assert_eq!(lab.holders(VIP), [1]);
-    assert_eq!(halb.state(&lab), "master");
+    assert_eq!(halb.state(&lab, "front"), "master");
     assert_eq!(served_by(&lab, Duration::from_secs(2)), Ok(node_ip(1)));
 }

@@ -8,10 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use crate::support::netns::{http_get, http_get_within, node_ip, wait_until, Lab, BRIDGE_IP};
-use crate::support::process::TempFile;
+use crate::support::netns::{
+    http_get, http_get_within, node_ip, wait_until, Lab, LabNode, BRIDGE_IP,
+};
 
 /// Group A's VIP, at home on node 1; group B's, at home on node 2.
 const VIP_A: &str = "198.18.0.100";
@@ -72,54 +71,13 @@ virtual_ips = ["{VIP_B}/24"]
     )
 }
 
-/// A running halb node and what it logs.
-struct Node {
-    n: usize,
-    process: usize,
-    log: TempFile,
-    _config: TempFile,
+/// The states of the two groups on a node.
+trait BothGroups {
+    /// `(state of a, state of b)`.
+    fn states(&self, lab: &Lab) -> (String, String);
 }
 
-impl Node {
-    fn start(lab: &Lab, n: usize) -> Node {
-        let config = TempFile::with_contents("vrrp-aa.toml", &node_config(n));
-        let log = TempFile::unique("vrrp-aa.log");
-        let path = config.path.to_string_lossy().into_owned();
-        let process = lab.spawn(
-            &format!("n{n}"),
-            env!("CARGO_BIN_EXE_halb"),
-            &["run", "--config", &path],
-            &log,
-        );
-        Node {
-            n,
-            process,
-            log,
-            _config: config,
-        }
-    }
-
-    /// The node's `vrrp` status entries (empty while its API does not answer).
-    fn vrrp(&self, lab: &Lab) -> Vec<Value> {
-        let body = lab.in_ns(&format!("n{}", self.n), || {
-            http_get("127.0.0.1:9900", "/api/v1/status", Duration::from_secs(2))
-        });
-        body.ok()
-            .and_then(|body| serde_json::from_str::<Value>(&body).ok())
-            .and_then(|status| status["vrrp"].as_array().cloned())
-            .unwrap_or_default()
-    }
-
-    /// The state of instance `name` (`a` or `b`), `""` when unknown.
-    fn state(&self, lab: &Lab, name: &str) -> String {
-        self.vrrp(lab)
-            .iter()
-            .find(|i| i["name"] == name)
-            .and_then(|i| i["state"].as_str().map(str::to_owned))
-            .unwrap_or_default()
-    }
-
-    /// `(state of a, state of b)`.
+impl BothGroups for LabNode {
     fn states(&self, lab: &Lab) -> (String, String) {
         (self.state(lab, "a"), self.state(lab, "b"))
     }
@@ -146,11 +104,11 @@ fn probe(lab: &Lab, vip: &str) -> Result<String, String> {
 }
 
 /// Both nodes up, each VIP on its home node and served by it.
-fn pair(lab: &Lab) -> (Node, Node) {
+fn pair(lab: &Lab) -> (LabNode, LabNode) {
     lab.backend(9001);
     lab.backend(9002);
-    let one = Node::start(lab, 1);
-    let two = Node::start(lab, 2);
+    let one = LabNode::start(lab, 1, &node_config(1));
+    let two = LabNode::start(lab, 2, &node_config(2));
     let settled = wait_until(Duration::from_secs(10), || {
         one.states(lab) == ("master".into(), "backup".into())
             && two.states(lab) == ("backup".into(), "master".into())
@@ -272,7 +230,7 @@ fn the_survivor_serves_both_vips_and_each_goes_home_when_its_node_returns() {
         Ok(node_ip(2))
     );
     let a_on_two = two
-        .vrrp(&lab)
+        .instances(&lab)
         .into_iter()
         .find(|i| i["name"] == "a")
         .unwrap();
@@ -314,7 +272,7 @@ fn the_survivor_serves_both_vips_and_each_goes_home_when_its_node_returns() {
     // Node 1 returns: VIP A goes home, VIP B stays on node 2.
     let watcher = Watcher::start(&lab);
     let back = Instant::now();
-    let again = Node::start(&lab, 1);
+    let again = LabNode::start(&lab, 1, &node_config(1));
     let home = wait_until(Duration::from_secs(10), || {
         lab.holders(VIP_A) == [1] && probe(&lab, VIP_A) == Ok(node_ip(1))
     })

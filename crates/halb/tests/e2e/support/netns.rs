@@ -335,3 +335,54 @@ impl Drop for Lab {
         }
     }
 }
+
+/// A halb node running in the lab's namespace `n{n}`, with its config file
+/// and its log.
+pub struct LabNode {
+    pub n: usize,
+    /// The lab's handle of the process.
+    pub process: usize,
+    pub log: TempFile,
+    _config: TempFile,
+}
+
+impl LabNode {
+    /// Starts `halb run` on `config` in namespace `n{n}`.
+    pub fn start(lab: &Lab, n: usize, config: &str) -> LabNode {
+        let config = TempFile::with_contents("lab-node.toml", config);
+        let log = TempFile::unique("lab-node.log");
+        let path = config.path.to_string_lossy().into_owned();
+        let process = lab.spawn(
+            &format!("n{n}"),
+            env!("CARGO_BIN_EXE_halb"),
+            &["run", "--config", &path],
+            &log,
+        );
+        LabNode {
+            n,
+            process,
+            log,
+            _config: config,
+        }
+    }
+
+    /// The node's `vrrp` status entries (empty while its API does not answer).
+    pub fn instances(&self, lab: &Lab) -> Vec<serde_json::Value> {
+        let body = lab.in_ns(&format!("n{}", self.n), || {
+            http_get("127.0.0.1:9900", "/api/v1/status", Duration::from_secs(2))
+        });
+        body.ok()
+            .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+            .and_then(|status| status["vrrp"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// The state of VRRP instance `name`, `""` when unknown.
+    pub fn state(&self, lab: &Lab, name: &str) -> String {
+        self.instances(lab)
+            .iter()
+            .find(|i| i["name"] == name)
+            .and_then(|i| i["state"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
