@@ -400,6 +400,11 @@ pub async fn serve(
         }
     })
     .await?;
+    // What was learned while draining has gone out; the links end now
+    // rather than redialling until the process exits.
+    if let Some(links) = &peer_links {
+        links.stop();
+    }
     tracing::info!("stopped");
     Ok(())
 }
