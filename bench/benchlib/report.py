@@ -213,19 +213,14 @@ def markdown(results: list[Result], cases: list[Case], header: list[str]) -> str
         out += latency_table(capped, cases)
         out += ["", "### Equal CPU: proxy CPU µs per request (lower is better)", ""]
         out += cpu_table(capped, cases)
-    if uncapped:
-        out += ["", "## Per case", ""]
+    for subset, heading, suffix in ((uncapped, "Per case", ""), (capped, "Per case at equal CPU", " at equal CPU")):
+        if not subset:
+            continue
+        out += ["", f"## {heading}", ""]
         for case in cases:
-            if any(r.case == case.id for r in uncapped):
-                out += [f"### {case.id}: {case.title}", ""]
-                out += detail_table(uncapped, case)
-                out.append("")
-    if capped:
-        out += ["", "## Per case at equal CPU", ""]
-        for case in cases:
-            if any(r.case == case.id for r in capped):
-                out += [f"### {case.id} at equal CPU: {case.title}", ""]
-                out += detail_table(capped, case)
+            if any(r.case == case.id for r in subset):
+                out += [f"### {case.id}{suffix}: {case.title}", ""]
+                out += detail_table(subset, case)
                 out.append("")
     return "\n".join(out) + "\n"
 
