@@ -90,6 +90,13 @@ pub struct Target {
     pub node: Option<usize>,
 }
 
+impl Node {
+    /// `host:port` of the admin endpoint, to connect to.
+    pub fn authority(&self) -> &str {
+        self.admin.trim_start_matches("http://")
+    }
+}
+
 /// What a step does.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -260,9 +267,7 @@ fn target(t: &dyn TableLike, p: &str, nodes: &[Node]) -> Result<Target, Scenario
 
 /// `http://host:port` with nothing after it but an optional `/`.
 fn admin_url(url: &str) -> bool {
-    url.strip_prefix("http://")
-        .map(|rest| rest.trim_end_matches('/'))
-        .is_some_and(|hostport| !hostport.is_empty() && !hostport.contains('/'))
+    halb_config::WebhookUrl::parse(url).is_ok_and(|u| u.path == "/")
 }
 
 /// Parses and validates a scenario file's text.
@@ -325,11 +330,8 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
         return Err(err("load.url", "missing (url or urls)"));
     }
     for u in &urls {
-        if crate::drill::http::Url::parse(u).is_err() {
-            return Err(err(
-                "load.url",
-                format!("{u:?} is not an http://host:port/path URL"),
-            ));
+        if let Err(message) = halb_config::WebhookUrl::parse(u) {
+            return Err(err("load.url", message));
         }
     }
     let int = |t: &dyn TableLike, k: &str, p: &str| -> Result<u32, ScenarioError> {

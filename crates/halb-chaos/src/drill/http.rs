@@ -1,5 +1,6 @@
 //! The drill's HTTP/1.1 client: keep-alive connections that reconnect after
-//! any failure, for the load and for the nodes' admin APIs.
+//! any failure, for the load and for the nodes' admin APIs. URLs are parsed
+//! as everywhere else in halb ([`halb_config::WebhookUrl`]).
 
 use std::time::Duration;
 
@@ -9,51 +10,6 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-
-/// An `http://host:port/path` URL, split for sending.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Url {
-    /// `host:port` to connect to and send as `Host`.
-    pub authority: String,
-    /// The path and query sent in the request line.
-    pub path: String,
-}
-
-impl Url {
-    /// Parses `http://host[:port][/path]`; the port defaults to 80.
-    pub fn parse(url: &str) -> Result<Url, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        if authority.is_empty() || authority.contains(['@', ' ', '?', '#']) {
-            return Err(format!("{url:?} has no host"));
-        }
-        let port = match authority.strip_prefix('[') {
-            Some(v6) => match v6.split_once(']') {
-                Some((_, "")) => None,
-                Some((_, port)) => Some(port.strip_prefix(':').unwrap_or("x")),
-                None => return Err(format!("{url:?} has a bad IPv6 address")),
-            },
-            None => authority.rsplit_once(':').map(|(_, port)| port),
-        };
-        let authority = match port {
-            None => format!("{authority}:80"),
-            Some(port) => {
-                port.parse::<u16>()
-                    .map_err(|_| format!("{url:?} has a bad port"))?;
-                authority.to_owned()
-            }
-        };
-        Ok(Url {
-            authority,
-            path: path.to_owned(),
-        })
-    }
-}
 
 /// Why a request got no answer; the report counts failures by this name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,31 +108,5 @@ impl Conn {
             .map_err(|_| Failure::Reset)?
             .to_bytes();
         Ok((status, body))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Url;
-
-    #[test]
-    fn urls_split_into_authority_and_path() {
-        let u = Url::parse("http://127.0.0.1:8080/a?b=1").unwrap();
-        assert_eq!(
-            (u.authority.as_str(), u.path.as_str()),
-            ("127.0.0.1:8080", "/a?b=1")
-        );
-        assert_eq!(
-            Url::parse("http://lb.example").unwrap().authority,
-            "lb.example:80"
-        );
-        assert_eq!(
-            Url::parse("http://[::1]:81/").unwrap().authority,
-            "[::1]:81"
-        );
-        assert_eq!(Url::parse("http://[::1]/").unwrap().authority, "[::1]:80");
-        assert!(Url::parse("https://x/").is_err());
-        assert!(Url::parse("http:///x").is_err());
-        assert!(Url::parse("http://x:99999/").is_err());
     }
 }

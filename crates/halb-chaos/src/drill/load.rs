@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::http::{Conn, Url};
+use halb_config::WebhookUrl;
+
+use super::http::Conn;
 
 /// What one request got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +50,7 @@ pub struct Sample {
 /// What the load is asked to do.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub urls: Vec<Url>,
+    pub urls: Vec<WebhookUrl>,
     pub rate: u32,
     pub concurrency: u32,
     pub duration: Duration,
@@ -103,7 +105,11 @@ pub async fn run(plan: Arc<Plan>, start: Instant, recorder: Arc<Recorder>) {
     for _ in 0..plan.concurrency {
         let (plan, next, recorder) = (plan.clone(), next.clone(), recorder.clone());
         workers.spawn(async move {
-            let mut conns: Vec<Conn> = plan.urls.iter().map(|u| Conn::new(&u.authority)).collect();
+            let mut conns: Vec<Conn> = plan
+                .urls
+                .iter()
+                .map(|u| Conn::new(&format!("{}:{}", u.host, u.port)))
+                .collect();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= total {

@@ -201,7 +201,7 @@ async fn api_on(
         if body.is_some() {
             headers.push(("content-type", "application/json"));
         }
-        let mut conn = http::Conn::new(node.admin.trim_start_matches("http://"));
+        let mut conn = http::Conn::new(node.authority());
         let answer = conn
             .send(method, path, &headers, body.clone(), Duration::from_secs(5))
             .await;
@@ -276,7 +276,9 @@ pub async fn run(plan: DrillPlan, source: &str, show_progress: bool) -> Report {
         urls: s
             .urls
             .iter()
-            .map(|u| http::Url::parse(u).expect("checked when the scenario was parsed"))
+            .map(|u| {
+                halb_config::WebhookUrl::parse(u).expect("checked when the scenario was parsed")
+            })
             .collect(),
         rate: s.rate,
         concurrency: s.concurrency,

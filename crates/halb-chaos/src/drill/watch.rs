@@ -70,8 +70,7 @@ fn states(status: &serde_json::Value) -> BTreeMap<String, String> {
 /// Polls `node` until `until`, pushing each change into `seen` with its
 /// time relative to `start`.
 pub async fn watch(node: Node, start: Instant, until: Instant, seen: Arc<Mutex<Vec<Detection>>>) {
-    let authority = node.admin.trim_start_matches("http://").to_owned();
-    let mut conn = Conn::new(&authority);
+    let mut conn = Conn::new(node.authority());
     let auth = node.token.as_ref().map(|t| format!("Bearer {t}"));
     let headers: Vec<(&str, &str)> = auth
         .as_deref()
