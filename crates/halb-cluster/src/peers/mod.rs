@@ -489,35 +489,18 @@ async fn run_link(link: &Link, secret: &str, node: &str, state: &State) -> Resul
         Ok(Ok(peer)) => peer,
     };
     *link.node.lock().unwrap_or_else(|e| e.into_inner()) = Some(peer.clone());
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, writer) = stream.into_split();
     // Subscribed before the snapshot is read: nothing learned in between
     // is missed (an entry may arrive twice, which is harmless).
     let mut learned = state.subscribe_sticky();
     let mut events = state.subscribe();
-    let send = |bytes: usize| {
-        link.bytes_sent.fetch_add(bytes as u64, Relaxed);
+    let mut out = Outbox {
+        link,
+        writer,
+        seq: 0,
+        pending: BTreeMap::new(),
     };
-    let mut seq = 0u64;
-    // seq → when it was sent, until acknowledged.
-    let mut pending: BTreeMap<u64, Instant> = BTreeMap::new();
-    let resync = |pending: &mut BTreeMap<u64, Instant>, seq: &mut u64| {
-        link.resyncs.fetch_add(1, Relaxed);
-        *seq += 1;
-        pending.insert(*seq, Instant::now());
-        resync_messages(state)
-    };
-    for message in resync(&mut pending, &mut seq) {
-        send(
-            wire::write(&mut writer, &message)
-                .await
-                .map_err(|e| e.to_string())?,
-        );
-    }
-    send(
-        wire::write(&mut writer, &Message::Ping { seq })
-            .await
-            .map_err(|e| e.to_string())?,
-    );
+    out.resync(state).await?;
     link.connected.store(true, Relaxed);
     set_error(link, "");
     tracing::info!(peer = %link.address, node = %peer, "peer link up");
@@ -542,7 +525,7 @@ async fn run_link(link: &Link, secret: &str, node: &str, state: &State) -> Resul
     let mut last_ack = Instant::now();
     let mut ping = tokio::time::interval(PING_EVERY);
     loop {
-        let message = tokio::select! {
+        tokio::select! {
             entry = learned.recv() => match entry {
                 Ok(first) => {
                     let mut entries = vec![first];
@@ -552,87 +535,113 @@ async fn run_link(link: &Link, secret: &str, node: &str, state: &State) -> Resul
                             Err(_) => break,
                         }
                     }
-                    link.updates_sent.fetch_add(entries.len() as u64, Relaxed);
-                    seq += 1;
-                    Message::Sticky { seq, entries }
+                    let seq = out.number(entries.len());
+                    out.update(&Message::Sticky { seq, entries }).await?;
                 }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(peer = %link.address, missed, "peer link fell behind; full resync");
-                    for message in resync(&mut pending, &mut seq) {
-                        send(wire::write(&mut writer, &message).await.map_err(|e| e.to_string())?);
-                    }
-                    Message::Ping { seq }
+                    out.resync(state).await?;
                 }
                 Err(RecvError::Closed) => return Ok(()),
             },
             event = events.recv() => match event {
                 Ok(Event::Admin { pool, backend, to, origin: Origin::Operator, at_ms, .. }) => {
-                    link.updates_sent.fetch_add(1, Relaxed);
-                    seq += 1;
-                    Message::Admin {
-                        seq,
-                        entry: AdminEntry {
-                            pool: pool.to_string(),
-                            backend,
-                            state: to.as_str().to_owned(),
-                            at_ms,
-                        },
-                    }
+                    let entry = AdminEntry {
+                        pool: pool.to_string(),
+                        backend,
+                        state: to.as_str().to_owned(),
+                        at_ms,
+                    };
+                    let seq = out.number(1);
+                    out.update(&Message::Admin { seq, entry }).await?;
                 }
                 Ok(Event::Verdict { pool, backend, up, origin: Origin::Check, at_ms, .. }) => {
-                    link.updates_sent.fetch_add(1, Relaxed);
-                    seq += 1;
-                    Message::Verdict { seq, pool: pool.to_string(), backend, up, at_ms }
+                    let seq = out.number(1);
+                    let pool = pool.to_string();
+                    out.update(&Message::Verdict { seq, pool, backend, up, at_ms }).await?;
                 }
-                Ok(_) => continue,
-                Err(RecvError::Lagged(_)) => {
-                    for message in resync(&mut pending, &mut seq) {
-                        send(wire::write(&mut writer, &message).await.map_err(|e| e.to_string())?);
-                    }
-                    Message::Ping { seq }
-                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => out.resync(state).await?,
                 Err(RecvError::Closed) => return Ok(()),
             },
-            ack = acks.recv() => {
-                match ack {
-                    Some(Ok(acked)) => {
-                        last_ack = Instant::now();
-                        let mut took = None;
-                        while let Some((&s, &at)) = pending.first_key_value() {
-                            if s > acked {
-                                break;
-                            }
-                            took = Some(at.elapsed());
-                            link.observe(at.elapsed());
-                            pending.remove(&s);
-                        }
-                        if let Some(took) = took {
-                            link.lag_ms.store(took.as_millis() as u64, Relaxed);
-                        }
-                    }
-                    Some(Err(e)) => return Err(format!("the peer's answer: {e}")),
-                    None => return Err("the peer closed the link".to_owned()),
+            ack = acks.recv() => match ack {
+                Some(Ok(acked)) => {
+                    last_ack = Instant::now();
+                    out.acknowledged(acked);
                 }
-                continue;
-            }
+                Some(Err(e)) => return Err(format!("the peer's answer: {e}")),
+                None => return Err("the peer closed the link".to_owned()),
+            },
             _ = ping.tick() => {
-                if let Some((_, &oldest)) = pending.first_key_value() {
+                if let Some((_, &oldest)) = out.pending.first_key_value() {
                     link.lag_ms.fetch_max(oldest.elapsed().as_millis() as u64, Relaxed);
                 }
                 if last_ack.elapsed() > SILENT_LIMIT {
                     return Err(format!("no answer for {} s", SILENT_LIMIT.as_secs()));
                 }
-                Message::Ping { seq }
+                out.write(&Message::Ping { seq: out.seq }).await?;
             }
-        };
-        if !matches!(message, Message::Ping { .. }) {
-            pending.insert(seq, Instant::now());
         }
-        send(
-            wire::write(&mut writer, &message)
-                .await
-                .map_err(|e| e.to_string())?,
-        );
+    }
+}
+
+/// The sending side of a link that is up: it numbers the updates and keeps
+/// each one's send time until the peer acknowledges it (the lag).
+struct Outbox<'a> {
+    link: &'a Link,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    seq: u64,
+    /// seq → when it was sent, until acknowledged.
+    pending: BTreeMap<u64, Instant>,
+}
+
+impl Outbox<'_> {
+    /// The seq of the next update, which carries `updates` changes.
+    fn number(&mut self, updates: usize) -> u64 {
+        self.link.updates_sent.fetch_add(updates as u64, Relaxed);
+        self.seq += 1;
+        self.seq
+    }
+
+    async fn write(&mut self, message: &Message) -> Result<(), String> {
+        let bytes = wire::write(&mut self.writer, message)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.link.bytes_sent.fetch_add(bytes as u64, Relaxed);
+        Ok(())
+    }
+
+    /// Sends an update numbered by [`Outbox::number`], awaiting its ack.
+    async fn update(&mut self, message: &Message) -> Result<(), String> {
+        self.pending.insert(self.seq, Instant::now());
+        self.write(message).await
+    }
+
+    /// This node's whole state, then a ping whose ack says it is applied.
+    async fn resync(&mut self, state: &State) -> Result<(), String> {
+        self.link.resyncs.fetch_add(1, Relaxed);
+        self.seq += 1;
+        self.pending.insert(self.seq, Instant::now());
+        for message in resync_messages(state) {
+            self.write(&message).await?;
+        }
+        self.write(&Message::Ping { seq: self.seq }).await
+    }
+
+    /// Everything up to `acked` has been applied by the peer.
+    fn acknowledged(&mut self, acked: u64) {
+        let mut took = None;
+        while let Some((&seq, &at)) = self.pending.first_key_value() {
+            if seq > acked {
+                break;
+            }
+            took = Some(at.elapsed());
+            self.link.observe(at.elapsed());
+            self.pending.remove(&seq);
+        }
+        if let Some(took) = took {
+            self.link.lag_ms.store(took.as_millis() as u64, Relaxed);
+        }
     }
 }
 
