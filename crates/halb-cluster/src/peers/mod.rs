@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use halb_state::{AdminState, Change, Event, Origin, State, StickyEntry};
+use halb_state::{AdminState, Change, Event, Origin, State};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -397,16 +397,10 @@ async fn handshake_as_listener<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(peer)
 }
 
-/// This node's shareable state: every sticky entry and every backend an
-/// operator took out of rotation.
-fn resync_messages(state: &State) -> Vec<Message> {
+/// Every backend an operator took out of rotation, for a peer's resync.
+fn admin_entries(state: &State) -> Vec<AdminEntry> {
     let now = halb_state::unix_ms();
-    let sticky: Vec<StickyEntry> = state
-        .sticky_tables()
-        .iter()
-        .flat_map(|t| t.entries(now))
-        .collect();
-    let admin: Vec<AdminEntry> = state
+    state
         .admin_states()
         .into_iter()
         .filter(|(_, _, s)| *s != AdminState::Enabled)
@@ -416,21 +410,7 @@ fn resync_messages(state: &State) -> Vec<Message> {
             state: s.as_str().to_owned(),
             at_ms: now,
         })
-        .collect();
-    let mut out: Vec<Message> = sticky
-        .chunks(BATCH)
-        .map(|c| Message::Resync {
-            sticky: c.to_vec(),
-            admin: Vec::new(),
-            done: false,
-        })
-        .collect();
-    out.push(Message::Resync {
-        sticky: Vec::new(),
-        admin,
-        done: true,
-    });
-    out
+        .collect()
 }
 
 async fn dial(
@@ -617,14 +597,32 @@ impl Outbox<'_> {
         self.write(message).await
     }
 
-    /// This node's whole state, then a ping whose ack says it is applied.
+    /// This node's whole state (every sticky entry, a table and a batch at
+    /// a time, then the operator states), then a ping whose ack says it is
+    /// applied.
     async fn resync(&mut self, state: &State) -> Result<(), String> {
         self.link.resyncs.fetch_add(1, Relaxed);
         self.seq += 1;
         self.pending.insert(self.seq, Instant::now());
-        for message in resync_messages(state) {
-            self.write(&message).await?;
+        let now = halb_state::unix_ms();
+        for table in state.sticky_tables() {
+            let mut entries = table.entries(now);
+            while !entries.is_empty() {
+                let sticky = entries.split_off(entries.len().saturating_sub(BATCH));
+                let part = Message::Resync {
+                    sticky,
+                    admin: Vec::new(),
+                    done: false,
+                };
+                self.write(&part).await?;
+            }
         }
+        let last = Message::Resync {
+            sticky: Vec::new(),
+            admin: admin_entries(state),
+            done: true,
+        };
+        self.write(&last).await?;
         self.write(&Message::Ping { seq: self.seq }).await
     }
 
