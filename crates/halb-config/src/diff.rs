@@ -114,7 +114,7 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
 }
 
 fn pool_changes(old: &Pool, new: &Pool, changes: &mut Vec<Change>) {
-    let settings: [(&'static str, bool); 12] = [
+    let settings: [(&'static str, bool); 13] = [
         ("algorithm", old.algorithm != new.algorithm),
         ("hash_key", old.hash_key != new.hash_key),
         ("retries", old.retries != new.retries),
@@ -124,6 +124,7 @@ fn pool_changes(old: &Pool, new: &Pool, changes: &mut Vec<Change>) {
         ),
         ("timeout", old.timeout != new.timeout),
         ("health_check", old.health_check != new.health_check),
+        ("on_down", old.on_down != new.on_down),
         (
             "outlier_detection",
             old.outlier_detection != new.outlier_detection,

@@ -293,6 +293,8 @@ pub struct Pool {
     /// Per try: the backend must answer with a response head within it.
     pub timeout: Duration,
     pub health_check: HealthCheck,
+    /// `on_down`: close a backend's open connections when it is marked down.
+    pub on_down: crate::OnDown,
     pub outlier_detection: OutlierDetection,
     /// `[pool.retry_budget]`: retries allowed beyond the first tries.
     pub retry_budget: RetryBudget,
@@ -414,6 +416,8 @@ pub struct HealthCheck {
     pub expect_status: (u16, u16),
     /// HTTP only: the body (first 64 KiB) must contain this.
     pub expect_body: Option<String>,
+    /// `postgres` and `redis` only: the role and the credentials.
+    pub database: Option<crate::DatabaseCheck>,
 }
 
 /// What a pool gets without a `[pool.health_check]` table: no active checks
@@ -433,6 +437,7 @@ impl Default for HealthCheck {
             host: None,
             expect_status: (200, 399),
             expect_body: None,
+            database: None,
         }
     }
 }
@@ -442,15 +447,26 @@ pub enum HealthCheckKind {
     None,
     Tcp,
     Http,
+    /// PostgreSQL: logs in and asks `SELECT pg_is_in_recovery()`.
+    Postgres,
+    /// Redis: `ROLE`.
+    Redis,
 }
 
 impl HealthCheckKind {
     /// Every kind, in the order the docs list them.
-    pub const ALL: [HealthCheckKind; 3] = [
+    pub const ALL: [HealthCheckKind; 5] = [
         HealthCheckKind::Http,
         HealthCheckKind::Tcp,
+        HealthCheckKind::Postgres,
+        HealthCheckKind::Redis,
         HealthCheckKind::None,
     ];
+
+    /// Whether the check speaks a database's protocol (and has a role).
+    pub const fn is_database(self) -> bool {
+        matches!(self, HealthCheckKind::Postgres | HealthCheckKind::Redis)
+    }
 
     /// The name used in the config file.
     pub const fn as_str(self) -> &'static str {
@@ -458,6 +474,8 @@ impl HealthCheckKind {
             HealthCheckKind::None => "none",
             HealthCheckKind::Tcp => "tcp",
             HealthCheckKind::Http => "http",
+            HealthCheckKind::Postgres => "postgres",
+            HealthCheckKind::Redis => "redis",
         }
     }
 }

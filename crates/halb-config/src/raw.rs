@@ -142,6 +142,7 @@ pub(crate) struct RawPool {
     pub connect_timeout: Slot<String>,
     pub timeout: Slot<String>,
     pub health_check: Slot<RawHealthCheck>,
+    pub on_down: Slot<String>,
     pub outlier_detection: Slot<RawOutlierDetection>,
     pub retry_budget: Slot<RawRetryBudget>,
     pub drain_timeout: Slot<String>,
@@ -178,6 +179,12 @@ pub(crate) struct RawHealthCheck {
     pub host: Slot<String>,
     pub expect_status: Slot<RawStatus>,
     pub expect_body: Slot<String>,
+    /// Database checks: see `validate::db`.
+    pub role: Slot<String>,
+    pub user: Slot<String>,
+    pub password: Slot<String>,
+    pub password_env: Slot<String>,
+    pub database: Slot<String>,
 }
 
 /// `expect_status` as written: an integer (`200`) or a string (`"200"`,

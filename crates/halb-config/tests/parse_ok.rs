@@ -101,6 +101,7 @@ fn minimal_config_gets_every_default() {
             host: None,
             expect_status: (200, 399),
             expect_body: None,
+            database: None,
         }
     );
     assert_eq!(
@@ -230,6 +231,7 @@ min_per_second = 100000
             host: Some("app.internal:9100".into()),
             expect_status: (200, 204),
             expect_body: Some("ok".into()),
+            database: None,
         }
     );
     assert_eq!(

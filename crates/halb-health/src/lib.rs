@@ -4,10 +4,13 @@
 //! - [`Checker`]: one backend's active check (TCP connect or HTTP), with
 //!   rise/fall ([`RiseFall`]) and jitter; its verdicts are changes applied
 //!   through [`halb_state::State`], where each backend's health lives.
+//!   Database checks (`postgres`, `redis`) log in with the real client
+//!   protocol and pass only while the server has the pool's `role`.
 //! - [`OutlierDetector`]: passive detection from real traffic.
 //! - [`RetryBudget`]: how many retries a pool may spend.
 
 mod checker;
+mod db;
 mod outlier;
 mod probe;
 mod retry_budget;

@@ -21,6 +21,15 @@ pub enum CheckFailure {
     Status(u16),
     BodyMismatch,
     Protocol(String),
+    /// A database refused the check's credentials.
+    Auth(String),
+    /// A database answered with another role than the pool wants.
+    Role {
+        have: &'static str,
+        want: halb_config::Role,
+    },
+    /// The check cannot run as configured (a `password_env` not set).
+    Setup(String),
 }
 
 impl std::fmt::Display for CheckFailure {
@@ -31,6 +40,11 @@ impl std::fmt::Display for CheckFailure {
             CheckFailure::Status(status) => write!(f, "status {status}"),
             CheckFailure::BodyMismatch => write!(f, "body mismatch"),
             CheckFailure::Protocol(e) => write!(f, "bad response: {e}"),
+            CheckFailure::Auth(e) => write!(f, "authentication failed: {e}"),
+            CheckFailure::Role { have, want } => {
+                write!(f, "role is {have}, want {}", want.as_str())
+            }
+            CheckFailure::Setup(e) => f.write_str(e),
         }
     }
 }
@@ -58,6 +72,9 @@ async fn probe_inner(
     match check.kind {
         HealthCheckKind::None | HealthCheckKind::Tcp => Ok(()),
         HealthCheckKind::Http => http_check(check, stream, backend).await,
+        HealthCheckKind::Postgres | HealthCheckKind::Redis => {
+            crate::db::check(check, stream).await
+        }
     }
 }
 

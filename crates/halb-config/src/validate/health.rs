@@ -95,7 +95,22 @@ pub(super) fn health_check(c: &mut Checker, raw: RawHealthCheck) -> Option<Healt
         non_empty(s).map(Some)
     });
 
+    let database = super::db::database_check(
+        c,
+        at,
+        kind.as_ref().map(|kind| kind.value),
+        kind_written,
+        super::db::RawDatabaseKeys {
+            role: raw.role,
+            user: raw.user,
+            password: raw.password,
+            password_env: raw.password_env,
+            database: raw.database,
+        },
+    );
+
     Some(HealthCheck {
+        database: database?,
         kind: kind?.value,
         path: path?.value,
         interval: interval?.value,

@@ -5,6 +5,7 @@
 mod alerts;
 mod checker;
 mod cluster;
+mod db;
 mod health;
 mod log;
 mod pool;

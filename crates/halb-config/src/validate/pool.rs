@@ -127,6 +127,7 @@ fn pool(
         Slot::Invalid => None,
         Slot::Set(table) => health_check(c, table.value),
     };
+    let on_down = super::db::on_down(c, at, raw.on_down, health_check.as_ref());
     let outlier_detection = match raw.outlier_detection {
         Slot::Missing => Some(OutlierDetection::default()),
         Slot::Invalid => None,
@@ -175,6 +176,7 @@ fn pool(
         connect_timeout: connect_timeout?.value,
         timeout: timeout?.value,
         health_check: health_check?,
+        on_down: on_down?,
         outlier_detection: outlier_detection?,
         retry_budget: retry_budget?,
         drain_timeout: drain_timeout?.value,

@@ -61,6 +61,7 @@ const POOL_KEYS: &[&str] = &[
     "slow_start",
     "panic_threshold",
     "health_check",
+    "on_down",
     "outlier_detection",
     "retry_budget",
     "backend",
@@ -78,6 +79,11 @@ const HEALTH_CHECK_KEYS: &[&str] = &[
     "host",
     "expect_status",
     "expect_body",
+    "role",
+    "user",
+    "password",
+    "password_env",
+    "database",
 ];
 const OUTLIER_DETECTION_KEYS: &[&str] = &[
     "consecutive_failures",
@@ -268,6 +274,7 @@ impl Walker {
             health_check: self
                 .table(table, "health_check")
                 .map(|t| self.health_check(t)),
+            on_down: self.string(table, "on_down"),
             outlier_detection: self
                 .table(table, "outlier_detection")
                 .map(|t| self.outlier_detection(t)),
@@ -299,6 +306,11 @@ impl Walker {
             host: self.string(table, "host"),
             expect_status: self.status(table, "expect_status"),
             expect_body: self.string(table, "expect_body"),
+            role: self.string(table, "role"),
+            user: self.string(table, "user"),
+            password: self.string(table, "password"),
+            password_env: self.string(table, "password_env"),
+            database: self.string(table, "database"),
         }
     }
 
