@@ -403,7 +403,7 @@ fn backends(text: &mut Exposition, topology: &Topology) {
             family.sample(&[("pool", pool), ("backend", backend)], value(state));
         }
     }
-    let counters: [Reading<BackendState>; 4] = [
+    let counters: [Reading<BackendState>; 5] = [
         (
             "halb_backend_attempts_total",
             "Tries sent to the backend: HTTP requests (retries included) and TCP connects.",
@@ -423,6 +423,11 @@ fn backends(text: &mut Exposition, topology: &Topology) {
             "halb_backend_state_changes_total",
             "Changes of the backend's active-check verdict (up to down, down to up).",
             |b| b.health.transitions(),
+        ),
+        (
+            "halb_backend_closed_on_down_total",
+            "TCP connections closed because the backend was marked down in a pool with on_down = \"close\".",
+            |b| b.health.fence.closed.get(),
         ),
     ];
     for (name, help, value) in counters {

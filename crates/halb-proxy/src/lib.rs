@@ -17,6 +17,7 @@
 
 mod error;
 mod fault;
+mod fence;
 mod http;
 mod in_flight;
 mod listener;
@@ -88,6 +89,8 @@ pub struct Proxy {
     access_log: Option<AccessLogSink>,
     /// Injected faults, checked per request and connection.
     faults: Arc<halb_chaos::Faults>,
+    /// Closes the connections of backends marked down (`on_down`).
+    _fencer: fence::Fencer,
 }
 
 struct Worker {
@@ -124,11 +127,13 @@ impl Proxy {
                 .map_err(StartError::Thread)?;
             workers.push(Worker { thread, commands });
         }
+        let topology = Arc::new(ArcSwap::from_pointee(Topology {
+            listeners: Vec::new(),
+            pools: pools.clone(),
+        }));
         let mut proxy = Proxy {
-            topology: Arc::new(ArcSwap::from_pointee(Topology {
-                listeners: Vec::new(),
-                pools: pools.clone(),
-            })),
+            _fencer: fence::Fencer::start(&state, topology.clone()),
+            topology,
             workers,
             state,
             running: config.clone(),

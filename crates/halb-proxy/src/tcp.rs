@@ -57,6 +57,8 @@ pub(crate) async fn serve(client: TcpStream, peer: SocketAddr, listener: Arc<Lis
         }
         (backend_index, retries) = (Some(index), attempt);
         let in_flight = backend.begin();
+        // Taken before the connect: a mark-down from now on closes it.
+        let mut fence = backend.health.fence.watch();
         let connecting = Instant::now();
         let connect = TcpStream::connect(backend.address);
         match tokio::time::timeout(pool.config.connect_timeout, connect).await {
@@ -84,6 +86,10 @@ pub(crate) async fn serve(client: TcpStream, peer: SocketAddr, listener: Arc<Lis
                     }
                     _ = backend.health.drain_expired(pool.config.drain_timeout) => {
                         tracing::info!(%peer, backend = %backend.address, "drain timeout reached; closing connection");
+                    }
+                    _ = fence.raised() => {
+                        backend.health.fence.closed.inc();
+                        tracing::info!(%peer, backend = %backend.address, "backend marked down; connection closed (on_down = \"close\")");
                     }
                 }
                 drop(in_flight);

@@ -93,6 +93,9 @@ pub struct BackendHealth {
     last_check: Mutex<String>,
     /// Active checks run so far, for metrics.
     pub checks: CheckMetrics,
+    /// Closes the open connections when the backend is marked down in a
+    /// pool with `on_down = "close"`.
+    pub fence: crate::Fence,
 }
 
 /// Active checks of one backend, for metrics: kept with its health, so a
@@ -154,6 +157,7 @@ impl BackendHealth {
                 "no active checks".to_owned()
             }),
             checks: CheckMetrics::default(),
+            fence: crate::Fence::default(),
         }
     }
 

@@ -12,11 +12,13 @@
 
 pub mod clock;
 mod event;
+mod fence;
 mod health;
 mod state;
 mod sticky;
 
 pub use event::{clock_to_unix_ms, unix_ms, Event, Origin};
+pub use fence::{Fence, FenceWatch};
 pub use health::{AdminState, BackendHealth, CheckMetrics, CheckState, ServingState};
 pub use state::{Applied, Change, MemberSpec, State, Unknown};
 pub use sticky::{Found, StickyEntry, StickyTable};
