@@ -17,6 +17,10 @@ command -v keepalived >/dev/null 2>&1 || missing+=(keepalived)
 # and write keys with etcdctl.
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+# The database tests run real PostgreSQL servers (a primary and a streaming
+# replica) and Redis servers behind halb's role-aware checks.
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} for the tests..."
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq

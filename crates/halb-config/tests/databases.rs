@@ -80,10 +80,16 @@ fn credentials_are_read() {
 fn database_keys_on_other_kinds_are_refused() {
     let error = only_error(&with_check("", "kind = \"http\"\nrole = \"primary\""));
     assert_eq!(error.path, "pool[0].health_check.role");
-    assert!(error.message.contains("only applies to database checks"), "{error}");
+    assert!(
+        error.message.contains("only applies to database checks"),
+        "{error}"
+    );
     let error = only_error(&with_check("", "user = \"halb\""));
     assert_eq!(error.path, "pool[0].health_check.user");
-    assert!(error.message.contains("the default when kind is not set"), "{error}");
+    assert!(
+        error.message.contains("the default when kind is not set"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -99,7 +105,10 @@ fn bad_database_values_name_their_key() {
     assert_eq!(error.path, "pool[0].health_check.password_env");
     assert!(error.message.contains("both set"), "{error}");
 
-    let error = only_error(&with_check("", "kind = \"postgres\"\npassword_env = \"$PG\""));
+    let error = only_error(&with_check(
+        "",
+        "kind = \"postgres\"\npassword_env = \"$PG\"",
+    ));
     assert_eq!(error.path, "pool[0].health_check.password_env");
 
     let error = only_error(&with_check("", "kind = \"redis\"\ndatabase = \"0\""));
@@ -107,7 +116,10 @@ fn bad_database_values_name_their_key() {
 
     let error = only_error(&with_check("", "kind = \"postgress\""));
     assert_eq!(error.path, "pool[0].health_check.kind");
-    assert!(error.message.contains("did you mean \"postgres\""), "{error}");
+    assert!(
+        error.message.contains("did you mean \"postgres\""),
+        "{error}"
+    );
 
     let error = only_error(&with_check("on_down = \"shutdown\"", "kind = \"redis\""));
     assert_eq!(error.path, "pool[0].on_down");
@@ -116,7 +128,10 @@ fn bad_database_values_name_their_key() {
 
 #[test]
 fn closing_on_down_needs_active_checks() {
-    let text = MINIMAL.replace("[[pool.backend]]", "on_down = \"close\"\n\n[[pool.backend]]");
+    let text = MINIMAL.replace(
+        "[[pool.backend]]",
+        "on_down = \"close\"\n\n[[pool.backend]]",
+    );
     let error = only_error(&text);
     assert_eq!(error.path, "pool[0].on_down");
     assert!(error.message.contains("[pool.health_check]"), "{error}");

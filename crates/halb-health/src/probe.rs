@@ -72,9 +72,7 @@ async fn probe_inner(
     match check.kind {
         HealthCheckKind::None | HealthCheckKind::Tcp => Ok(()),
         HealthCheckKind::Http => http_check(check, stream, backend).await,
-        HealthCheckKind::Postgres | HealthCheckKind::Redis => {
-            crate::db::check(check, stream).await
-        }
+        HealthCheckKind::Postgres | HealthCheckKind::Redis => crate::db::check(check, stream).await,
     }
 }
 

@@ -159,7 +159,10 @@ mod tests {
 
     #[test]
     fn environment_variable_names() {
-        assert_eq!(env_name("HALB_PG_PASSWORD".into()), Ok("HALB_PG_PASSWORD".into()));
+        assert_eq!(
+            env_name("HALB_PG_PASSWORD".into()),
+            Ok("HALB_PG_PASSWORD".into())
+        );
         assert_eq!(env_name("_x1".into()), Ok("_x1".into()));
         for bad in ["", "1PASS", "PG-PASS", "$PG_PASS", "PG PASS"] {
             assert!(env_name(bad.into()).is_err(), "{bad:?}");

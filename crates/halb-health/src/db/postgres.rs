@@ -30,10 +30,13 @@ pub(super) async fn role(
     // Dropping the client ends the session politely (a Terminate message).
     drop(client);
     let _ = connection.await;
-    let in_recovery = answer.map_err(failure)?.into_iter().find_map(|message| match message {
-        SimpleQueryMessage::Row(row) => row.get(0).map(|value| value == "t"),
-        _ => None,
-    });
+    let in_recovery = answer
+        .map_err(failure)?
+        .into_iter()
+        .find_map(|message| match message {
+            SimpleQueryMessage::Row(row) => row.get(0).map(|value| value == "t"),
+            _ => None,
+        });
     match in_recovery {
         Some(false) => Ok(ServerRole::Primary),
         Some(true) => Ok(ServerRole::Replica),

@@ -13,6 +13,7 @@ mod backups;
 mod bad_requests;
 mod cli;
 mod dashboard;
+mod databases;
 mod dns_backends;
 mod drain;
 mod drill;

@@ -8,6 +8,7 @@ pub mod backends;
 pub mod body;
 pub mod client;
 pub mod config;
+pub mod databases;
 pub mod etcd;
 pub mod load;
 pub mod netns;
