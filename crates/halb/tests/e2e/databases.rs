@@ -64,14 +64,14 @@ fn entry<'a>(status: &'a Value, pool: &str, address: SocketAddr) -> &'a Value {
         .unwrap_or_else(|| panic!("{pool}/{address} not in status: {status:#}"))
 }
 
-/// Waits until `address` in `pool` is in `state`; how long it took.
-async fn wait_state(halb: &Halb, pool: &str, address: SocketAddr, state: &str) -> Duration {
+/// Waits until `address` in `pool` is in `state`; when it was seen so.
+async fn wait_state(halb: &Halb, pool: &str, address: SocketAddr, state: &str) -> Instant {
     let started = Instant::now();
     loop {
         let status = halb.status_json().await;
         let backend = entry(&status, pool, address);
         if backend["state"] == state {
-            return started.elapsed();
+            return Instant::now();
         }
         assert!(
             started.elapsed() < FAILOVER_LIMIT,
@@ -210,8 +210,11 @@ async fn postgres_writes_follow_a_failover_to_the_promoted_replica() {
     drop(setup);
     old.stop();
     new.promote().await;
-    let new_up = wait_state(&halb, "pg", new.addr, "up").await;
-    let old_down = wait_state(&halb, "pg", old.addr, "down").await;
+    let (new_up, old_down) = tokio::join!(
+        wait_state(&halb, "pg", new.addr, "up"),
+        wait_state(&halb, "pg", old.addr, "down")
+    );
+    let (new_up, old_down) = (new_up - failover, old_down - failover);
     within(
         Duration::from_secs(5),
         "the old primary's session closes",
@@ -294,9 +297,11 @@ async fn redis_failover_fences_the_demoted_primary() {
     let failover = Instant::now();
     new.replicate(None).await;
     old.replicate(Some(&new)).await;
-    let old_down = wait_state(&halb, "cache", old.addr, "down").await;
-    let old_down_at = Instant::now();
-    let new_up = wait_state(&halb, "cache", new.addr, "up").await;
+    let (old_down_at, new_up) = tokio::join!(
+        wait_state(&halb, "cache", old.addr, "down"),
+        wait_state(&halb, "cache", new.addr, "up")
+    );
+    let (old_down, new_up) = (old_down_at - failover, new_up - failover);
     within(
         Duration::from_secs(5),
         "halb closes the session to the demoted primary",
@@ -381,13 +386,28 @@ async fn redis_replica_pool_reads_from_replicas_and_follows_the_roles() {
         assert!(role_via(rw).await.contains("master"));
     }
 
+    // A replica pool keeps its connections when a backend leaves it
+    // (on_down defaults to "keep" without role = "primary").
+    let mut reader = RespSession::connect(ro).await.expect("session via halb");
+    assert!(reader
+        .command("ROLE")
+        .await
+        .expect("ROLE")
+        .contains("slave"));
+
     b.replicate(None).await;
     a.replicate(Some(&b)).await;
-    let a_up = wait_state(&halb, "replicas", a.addr, "up").await;
-    let b_down = wait_state(&halb, "replicas", b.addr, "down").await;
+    let swapped = Instant::now();
+    let (a_up, b_down) = tokio::join!(
+        wait_state(&halb, "replicas", a.addr, "up"),
+        wait_state(&halb, "replicas", b.addr, "down")
+    );
+    let (a_up, b_down) = (a_up - swapped, b_down - swapped);
     wait_state(&halb, "primary", b.addr, "up").await;
     wait_state(&halb, "primary", a.addr, "down").await;
     println!("replica pool after the swap: new replica up after {a_up:?}, new primary out after {b_down:?}");
+    let kept = reader.command("PING").await.expect("the session was kept");
+    assert!(kept.starts_with("+PONG"), "{kept}");
     for _ in 0..20 {
         let role = role_via(ro).await;
         assert!(
