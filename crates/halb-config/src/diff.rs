@@ -114,7 +114,7 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
 }
 
 fn pool_changes(old: &Pool, new: &Pool, changes: &mut Vec<Change>) {
-    let settings: [(&'static str, bool); 12] = [
+    let settings: [(&'static str, bool); 13] = [
         ("algorithm", old.algorithm != new.algorithm),
         ("hash_key", old.hash_key != new.hash_key),
         ("retries", old.retries != new.retries),
@@ -132,6 +132,7 @@ fn pool_changes(old: &Pool, new: &Pool, changes: &mut Vec<Change>) {
         ("drain_timeout", old.drain_timeout != new.drain_timeout),
         ("slow_start", old.slow_start != new.slow_start),
         ("sticky", old.sticky != new.sticky),
+        ("send_proxy", old.send_proxy != new.send_proxy),
         (
             "panic_threshold",
             old.panic_threshold != new.panic_threshold,

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod cluster;
+mod connection;
 mod diff;
 mod duration;
 mod model;
@@ -20,6 +21,7 @@ pub use cluster::{
     check_etcd_prefix, check_node_name, Cluster, Etcd, EtcdEndpoint, Peers, DEFAULT_ETCD_PORT,
     DEFAULT_ETCD_PREFIX, DEFAULT_STATE_DIR, MIN_PEER_SECRET,
 };
+pub use connection::{Cidr, ClientLimits, ConnectionPolicy, SendProxy};
 pub use diff::{diff, Change};
 pub use duration::{parse_duration, MAX_DURATION};
 pub use model::*;

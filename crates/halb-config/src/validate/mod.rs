@@ -5,6 +5,7 @@
 mod alerts;
 mod checker;
 mod cluster;
+mod connection;
 mod health;
 mod log;
 mod pool;
@@ -408,6 +409,7 @@ fn listener(
         defined_pools,
     );
 
+    let connection = connection::policy(c, at, raw.connection);
     Some(Listener {
         name: name?.value,
         bind: bind?.value,
@@ -417,6 +419,7 @@ fn listener(
         idle_timeout: idle_timeout?.value,
         max_header_bytes: max_header_bytes?.value,
         routes: routes?,
+        connection: connection?,
     })
 }
 
