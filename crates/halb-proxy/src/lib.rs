@@ -15,11 +15,15 @@
 //! listener's [`Route`] holds, and offered to the access log, when it ends:
 //! atomic adds and a non-blocking queue, no lock.
 
+mod admission;
+mod client_limits;
+mod edge;
 mod error;
 mod fault;
 mod http;
 mod in_flight;
 mod listener;
+mod proxy_protocol;
 mod relay;
 mod reload;
 mod route;

@@ -28,6 +28,8 @@ pub struct ListenerContext {
     pub metrics: Arc<ListenerMetrics>,
     /// Injected faults: asked once per request (HTTP) or connection (TCP).
     pub(crate) faults: Arc<halb_chaos::Faults>,
+    /// Open connections, refusals and evictions; per-client-address state.
+    pub(crate) admission: Arc<crate::admission::ListenerAdmission>,
     closing: watch::Sender<bool>,
 }
 
@@ -47,6 +49,7 @@ impl ListenerContext {
             routes: ArcSwap::from_pointee(routes),
             metrics,
             faults: halb_chaos::Faults::new(),
+            admission: Default::default(),
             closing: watch::Sender::new(false),
         }
     }

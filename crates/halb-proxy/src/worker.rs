@@ -5,6 +5,7 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,7 +76,23 @@ async fn accept_loop(
     open: Rc<Cell<usize>>,
 ) {
     let mut closing = context.closing();
+    let mut backoff = MIN_BACKOFF;
     loop {
+        let max_connections = context.config.load().connection.max_connections;
+        if !context.admission.has_room(max_connections) {
+            // At the cap: make room by closing this worker's oldest idle
+            // client, or stop accepting until a connection closes (new
+            // ones wait in the kernel's backlog).
+            if crate::admission::evict_oldest_idle(1) > 0 {
+                context.admission.evicted.fetch_add(1, Ordering::Relaxed);
+            }
+            tokio::select! {
+                biased;
+                _ = closing.wait_for(|closed| *closed) => return,
+                _ = context.admission.wait_for_room(ROOM_PATIENCE) => {}
+            }
+            continue;
+        }
         let accepted = tokio::select! {
             biased;
             _ = closing.wait_for(|closed| *closed) => return,
@@ -84,35 +101,74 @@ async fn accept_loop(
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
-                // Out of file descriptors or similar: back off, keep serving.
-                tracing::warn!(listener = %context.name(), error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                let out_of_fds = crate::admission::out_of_descriptors(&e);
+                if out_of_fds {
+                    // Give descriptors back: the oldest idle clients go.
+                    let evicted = crate::admission::evict_oldest_idle(EVICT_ON_EMFILE);
+                    context
+                        .admission
+                        .evicted
+                        .fetch_add(evicted as u64, Ordering::Relaxed);
+                }
+                if let Some(count) = ACCEPT_FAILED.hit() {
+                    tracing::warn!(
+                        listener = %context.name(),
+                        error = %e,
+                        count,
+                        open = context.admission.open(),
+                        "accept failed (count: times in the last second); backing off"
+                    );
+                }
+                // No spinning on an error that persists: wait, longer each
+                // time it repeats, up to MAX_BACKOFF.
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
+        backoff = MIN_BACKOFF;
         let _ = stream.set_nodelay(true);
         let guard = (
             OpenConnection::new(&open),
             OpenClient::new(&context.metrics),
+            context.admission.admit(),
         );
         let context = context.clone();
         match context.protocol {
             Protocol::Http => {
                 let upstream = upstream.clone();
                 tokio::task::spawn_local(async move {
-                    crate::http::serve(stream, peer, context, upstream).await;
+                    if let Some((peer, slot)) = crate::edge::open(&stream, peer, &context).await {
+                        crate::http::serve(stream, peer, context, upstream).await;
+                        drop(slot);
+                    }
                     drop(guard);
                 });
             }
             Protocol::Tcp => {
                 tokio::task::spawn_local(async move {
-                    crate::tcp::serve(stream, peer, context).await;
+                    if let Some((peer, slot)) = crate::edge::open(&stream, peer, &context).await {
+                        crate::tcp::serve(stream, peer, context).await;
+                        drop(slot);
+                    }
                     drop(guard);
                 });
             }
         }
     }
 }
+
+/// Backoff after a failed accept: the first wait, and the longest.
+const MIN_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_millis(100);
+/// Idle clients closed when accept finds no descriptor left.
+const EVICT_ON_EMFILE: usize = 16;
+/// At the cap, how long to wait for a close before looking again (a close
+/// on another listener frees room in the process's cap too).
+const ROOM_PATIENCE: Duration = Duration::from_millis(100);
+
+/// Failed accepts, logged at most once a second for the whole process.
+static ACCEPT_FAILED: crate::admission::RateLimitedLog = crate::admission::RateLimitedLog::new();
 
 /// Counts a client connection as open until dropped.
 struct OpenConnection(Rc<Cell<usize>>);
