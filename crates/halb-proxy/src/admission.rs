@@ -83,11 +83,26 @@ pub(crate) struct ListenerAdmission {
 impl ListenerAdmission {
     /// Whether a new connection may be accepted now, under the listener's
     /// `max_connections` and the process's cap.
+    #[cfg(test)]
     pub fn has_room(&self, max_connections: Option<usize>) -> bool {
+        self.full(max_connections).is_none()
+    }
+
+    /// Which cap a new connection would pass: `Some(Some(key))` this
+    /// listener's (only its own idle clients make room), `Some(None)` the
+    /// process's (any idle client does), `None` neither.
+    pub fn full(&self, max_connections: Option<usize>) -> Option<Option<usize>> {
         let budget = budget();
         let cap = max_connections.unwrap_or_else(|| budget.client_cap());
-        self.open.load(Ordering::Relaxed) < cap
-            && budget.open.load(Ordering::Relaxed) < budget.client_cap()
+        if self.open.load(Ordering::Relaxed) >= cap {
+            return Some(Some(self.key()));
+        }
+        (budget.open.load(Ordering::Relaxed) >= budget.client_cap()).then_some(None)
+    }
+
+    /// Tells this listener's idle connections from others'.
+    pub fn key(&self) -> usize {
+        std::ptr::from_ref(self) as usize
     }
 
     /// Wait until a connection of this listener closes, or `patience`
@@ -141,7 +156,9 @@ pub(crate) trait Evict {
 #[derive(Default)]
 struct IdleClients {
     next: Cell<u64>,
-    entries: RefCell<BTreeMap<u64, Weak<dyn Evict>>>,
+    /// By age: the listener (its [`ListenerAdmission::key`]) and the
+    /// connection.
+    entries: RefCell<BTreeMap<u64, (usize, Weak<dyn Evict>)>>,
 }
 
 /// A connection's place among the idle ones, held by the connection (not
@@ -151,12 +168,12 @@ pub(crate) struct IdleEntry(Cell<Option<u64>>);
 
 impl IdleEntry {
     /// The connection went idle: it may be evicted from now on.
-    pub fn start(&self, connection: Weak<dyn Evict>) {
+    pub fn start(&self, listener: usize, connection: Weak<dyn Evict>) {
         self.end();
         IDLE.with(|idle| {
             let id = idle.next.get();
             idle.next.set(id + 1);
-            idle.entries.borrow_mut().insert(id, connection);
+            idle.entries.borrow_mut().insert(id, (listener, connection));
             self.0.set(Some(id));
         });
     }
@@ -175,12 +192,19 @@ impl Drop for IdleEntry {
     }
 }
 
-/// Close the oldest idle client connections of this worker, up to
-/// `count`; how many were closed.
-pub(crate) fn evict_oldest_idle(count: usize) -> usize {
+/// Close the oldest idle client connections of this worker (of the
+/// listener `only`, if given), up to `count`; how many were closed.
+pub(crate) fn evict_oldest_idle(count: usize, only: Option<usize>) -> usize {
     let mut evicted = 0;
     while evicted < count {
-        let next = IDLE.with(|idle| idle.entries.borrow_mut().pop_first());
+        let next = IDLE.with(|idle| {
+            let mut entries = idle.entries.borrow_mut();
+            let id = entries
+                .iter()
+                .find(|(_, (listener, _))| only.is_none_or(|only| only == *listener))
+                .map(|(id, _)| *id)?;
+            entries.remove(&id)
+        });
         let Some((_, connection)) = next else {
             break;
         };
@@ -190,6 +214,18 @@ pub(crate) fn evict_oldest_idle(count: usize) -> usize {
         }
     }
     evicted
+}
+
+/// Whether this worker has an idle client connection to close (of the
+/// listener `only`, if given).
+pub(crate) fn has_idle(only: Option<usize>) -> bool {
+    IDLE.with(|idle| {
+        let entries = idle.entries.borrow();
+        match only {
+            None => !entries.is_empty(),
+            Some(only) => entries.values().any(|(listener, _)| *listener == only),
+        }
+    })
 }
 
 /// Idle client connections registered on this worker.
@@ -304,16 +340,18 @@ mod tests {
         );
         for client in [&first, &second, &third] {
             let weak: Weak<dyn Evict> = Rc::downgrade(&(client.clone() as Rc<dyn Evict>));
-            client.idle.start(weak);
+            client.idle.start(1, weak);
         }
         assert_eq!(idle_count(), 3);
         // Busy again: no longer a candidate.
         first.idle.end();
-        assert_eq!(evict_oldest_idle(1), 1);
+        assert!(has_idle(Some(1)) && !has_idle(Some(2)));
+        assert_eq!(evict_oldest_idle(1, Some(2)), 0, "another listener's are kept");
+        assert_eq!(evict_oldest_idle(1, Some(1)), 1);
         assert!(!first.evicted.get() && second.evicted.get() && !third.evicted.get());
         drop(third);
         assert_eq!(idle_count(), 0, "a connection that goes leaves the table");
-        assert_eq!(evict_oldest_idle(4), 0);
+        assert_eq!(evict_oldest_idle(4, None), 0);
     }
 
     #[tokio::test]

@@ -79,13 +79,10 @@ async fn accept_loop(
     let mut backoff = MIN_BACKOFF;
     loop {
         let max_connections = context.config.load().connection.max_connections;
-        if !context.admission.has_room(max_connections) {
-            // At the cap: make room by closing this worker's oldest idle
-            // client, or stop accepting until a connection closes (new
-            // ones wait in the kernel's backlog).
-            if crate::admission::evict_oldest_idle(1) > 0 {
-                context.admission.evicted.fetch_add(1, Ordering::Relaxed);
-            }
+        let full = context.admission.full(max_connections);
+        if full.is_some_and(|only| !crate::admission::has_idle(only)) {
+            // At the cap with no idle client to close: stop accepting until
+            // a connection closes (new ones wait in the kernel's backlog).
             tokio::select! {
                 biased;
                 _ = closing.wait_for(|closed| *closed) => return,
@@ -104,7 +101,7 @@ async fn accept_loop(
                 let out_of_fds = crate::admission::out_of_descriptors(&e);
                 if out_of_fds {
                     // Give descriptors back: the oldest idle clients go.
-                    let evicted = crate::admission::evict_oldest_idle(EVICT_ON_EMFILE);
+                    let evicted = crate::admission::evict_oldest_idle(EVICT_ON_EMFILE, None);
                     context
                         .admission
                         .evicted
@@ -127,13 +124,43 @@ async fn accept_loop(
             }
         };
         backoff = MIN_BACKOFF;
+        // At the cap: a new client takes the place of the oldest idle one
+        // (closed only now that a client is waiting for its place).
+        let over_cap = context
+            .admission
+            .full(max_connections)
+            .is_some_and(|only| crate::admission::evict_oldest_idle(1, only) > 0);
+        if over_cap {
+            context.admission.evicted.fetch_add(1, Ordering::Relaxed);
+        }
         let _ = stream.set_nodelay(true);
         let guard = (
             OpenConnection::new(&open),
             OpenClient::new(&context.metrics),
             context.admission.admit(),
         );
-        let context = context.clone();
+        spawn_connection(stream, peer, context.clone(), &upstream, guard);
+        if over_cap {
+            // One over the cap until the evicted connection has closed.
+            tokio::select! {
+                biased;
+                _ = closing.wait_for(|closed| *closed) => return,
+                _ = context.admission.wait_for_room(ROOM_PATIENCE) => {}
+            }
+        }
+    }
+}
+
+
+/// Serve an accepted connection on this worker: its PROXY header and
+/// client limits first, then HTTP or TCP; `guard` counts it while it lives.
+fn spawn_connection(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    context: Arc<ListenerContext>,
+    upstream: &Rc<UpstreamPool>,
+    guard: impl Sized + 'static,
+) {
         match context.protocol {
             Protocol::Http => {
                 let upstream = upstream.clone();
@@ -155,7 +182,6 @@ async fn accept_loop(
                 });
             }
         }
-    }
 }
 
 /// Backoff after a failed accept: the first wait, and the longest.

@@ -224,7 +224,8 @@ pub(crate) async fn serve(
             idle.as_mut().reset(since + idle_timeout);
         }
         // Idle: among the first to close when descriptors run short.
-        connection.idle.start(Rc::downgrade(&connection) as _);
+        let admission = handler.listener.admission.key();
+        connection.idle.start(admission, Rc::downgrade(&connection) as _);
         tokio::select! {
             biased;
             // Only closing is ever sent: any change means it.
