@@ -346,7 +346,11 @@ mod tests {
         // Busy again: no longer a candidate.
         first.idle.end();
         assert!(has_idle(Some(1)) && !has_idle(Some(2)));
-        assert_eq!(evict_oldest_idle(1, Some(2)), 0, "another listener's are kept");
+        assert_eq!(
+            evict_oldest_idle(1, Some(2)),
+            0,
+            "another listener's are kept"
+        );
         assert_eq!(evict_oldest_idle(1, Some(1)), 1);
         assert!(!first.evicted.get() && second.evicted.get() && !third.evicted.get());
         drop(third);

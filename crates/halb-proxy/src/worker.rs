@@ -125,13 +125,21 @@ async fn accept_loop(
         };
         backoff = MIN_BACKOFF;
         // At the cap: a new client takes the place of the oldest idle one
-        // (closed only now that a client is waiting for its place).
-        let over_cap = context
-            .admission
-            .full(max_connections)
-            .is_some_and(|only| crate::admission::evict_oldest_idle(1, only) > 0);
-        if over_cap {
-            context.admission.evicted.fetch_add(1, Ordering::Relaxed);
+        // (closed only now that a client is waiting for its place). Another
+        // worker may have filled the cap since the look above: then this
+        // client waits, accepted but not served, until there is room.
+        let mut over_cap = false;
+        while let Some(only) = context.admission.full(max_connections) {
+            if crate::admission::evict_oldest_idle(1, only) > 0 {
+                context.admission.evicted.fetch_add(1, Ordering::Relaxed);
+                over_cap = true;
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = closing.wait_for(|closed| *closed) => return,
+                _ = context.admission.wait_for_room(ROOM_PATIENCE) => {}
+            }
         }
         let _ = stream.set_nodelay(true);
         let guard = (
@@ -151,7 +159,6 @@ async fn accept_loop(
     }
 }
 
-
 /// Serve an accepted connection on this worker: its PROXY header and
 /// client limits first, then HTTP or TCP; `guard` counts it while it lives.
 fn spawn_connection(
@@ -161,27 +168,27 @@ fn spawn_connection(
     upstream: &Rc<UpstreamPool>,
     guard: impl Sized + 'static,
 ) {
-        match context.protocol {
-            Protocol::Http => {
-                let upstream = upstream.clone();
-                tokio::task::spawn_local(async move {
-                    if let Some((peer, slot)) = crate::edge::open(&stream, peer, &context).await {
-                        crate::http::serve(stream, peer, context, upstream).await;
-                        drop(slot);
-                    }
-                    drop(guard);
-                });
-            }
-            Protocol::Tcp => {
-                tokio::task::spawn_local(async move {
-                    if let Some((peer, slot)) = crate::edge::open(&stream, peer, &context).await {
-                        crate::tcp::serve(stream, peer, context).await;
-                        drop(slot);
-                    }
-                    drop(guard);
-                });
-            }
+    match context.protocol {
+        Protocol::Http => {
+            let upstream = upstream.clone();
+            tokio::task::spawn_local(async move {
+                if let Some((peer, slot)) = crate::edge::open(&stream, peer, &context).await {
+                    crate::http::serve(stream, peer, context, upstream).await;
+                    drop(slot);
+                }
+                drop(guard);
+            });
         }
+        Protocol::Tcp => {
+            tokio::task::spawn_local(async move {
+                if let Some((peer, slot)) = crate::edge::open(&stream, peer, &context).await {
+                    crate::tcp::serve(stream, peer, context).await;
+                    drop(slot);
+                }
+                drop(guard);
+            });
+        }
+    }
 }
 
 /// Backoff after a failed accept: the first wait, and the longest.

@@ -16,6 +16,7 @@ mod dashboard;
 mod dns_backends;
 mod drain;
 mod drill;
+mod edge_connections;
 mod etcd_canary;
 mod etcd_config;
 mod etcd_fleet;

@@ -225,7 +225,9 @@ pub(crate) async fn serve(
         }
         // Idle: among the first to close when descriptors run short.
         let admission = handler.listener.admission.key();
-        connection.idle.start(admission, Rc::downgrade(&connection) as _);
+        connection
+            .idle
+            .start(admission, Rc::downgrade(&connection) as _);
         tokio::select! {
             biased;
             // Only closing is ever sent: any change means it.
