@@ -27,8 +27,13 @@ const MIN_RESERVE: usize = 64;
 pub(crate) struct FdBudget {
     /// `RLIMIT_NOFILE` (soft) when halb started.
     pub limit: usize,
+    /// Descriptors the process held when the data path started (listener
+    /// sockets, the admin API, log files, the runtime's own).
+    pub base: usize,
     /// Client connections open now, over every listener.
     open: AtomicUsize,
+    /// Splice pipes open now (two descriptors each).
+    pipes: AtomicUsize,
 }
 
 impl FdBudget {
@@ -38,10 +43,26 @@ impl FdBudget {
             .map_or(usize::MAX / 4, |n| {
                 usize::try_from(n).unwrap_or(usize::MAX / 4)
             });
+        let base = std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count());
         FdBudget {
             limit,
+            base,
             open: AtomicUsize::new(0),
+            pipes: AtomicUsize::new(0),
         }
+    }
+
+    /// Whether one more client (and its backend connection) would pass the
+    /// process's cap or, with the splice pipes open now, its descriptors.
+    fn full(&self) -> bool {
+        let open = self.open.load(Ordering::Relaxed);
+        let pipes = self.pipes.load(Ordering::Relaxed);
+        open >= self.client_cap() || 2 * (open + 1) + 2 * pipes > self.available()
+    }
+
+    /// What is left for clients, their backends and pipes.
+    fn available(&self) -> usize {
+        self.limit.saturating_sub(self.base + self.reserve())
     }
 
     /// Descriptors never given to clients.
@@ -51,9 +72,36 @@ impl FdBudget {
 
     /// Client connections the process takes at most, over all listeners,
     /// and a listener's `max_connections` when unset: each client may hold
-    /// a backend connection too, so half of what the reserve leaves.
+    /// a backend connection too, so half of what the descriptors held at
+    /// start and the reserve leave.
     pub fn client_cap(&self) -> usize {
-        (self.limit.saturating_sub(self.reserve()) / 2).max(1)
+        (self.available() / 2).max(1)
+    }
+}
+
+/// A splice pipe's two descriptors, counted while it lives. Pipes are an
+/// optimisation (the relay copies without one), so they get only what the
+/// clients, their backend connections and the reserve leave.
+#[derive(Debug)]
+pub(crate) struct PipeTicket(());
+
+impl PipeTicket {
+    /// `None` when a pipe would eat into what clients may need.
+    pub fn take() -> Option<PipeTicket> {
+        let budget = budget();
+        let pipes = budget.pipes.fetch_add(1, Ordering::Relaxed) + 1;
+        let clients = budget.open.load(Ordering::Relaxed);
+        if 2 * clients + 2 * pipes > budget.available() {
+            budget.pipes.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(PipeTicket(()))
+    }
+}
+
+impl Drop for PipeTicket {
+    fn drop(&mut self) {
+        budget().pipes.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -97,7 +145,7 @@ impl ListenerAdmission {
         if self.open.load(Ordering::Relaxed) >= cap {
             return Some(Some(self.key()));
         }
-        (budget.open.load(Ordering::Relaxed) >= budget.client_cap()).then_some(None)
+        budget.full().then_some(None)
     }
 
     /// Tells this listener's idle connections from others'.
@@ -237,7 +285,7 @@ pub(crate) fn idle_count() -> usize {
 /// A warning that may fire thousands of times a second (a flood): logged
 /// at most once per second, saying how many times it happened since.
 #[derive(Debug)]
-pub(crate) struct RateLimitedLog {
+pub struct RateLimitedLog {
     /// Milliseconds since `EPOCH` of the last line, +1 (0: never).
     last: AtomicU64,
     suppressed: AtomicU64,
@@ -249,6 +297,7 @@ fn epoch() -> Instant {
 }
 
 impl RateLimitedLog {
+    /// A log that has not fired yet.
     pub const fn new() -> Self {
         RateLimitedLog {
             last: AtomicU64::new(0),
@@ -279,7 +328,7 @@ impl RateLimitedLog {
 
 /// Whether an `accept` error means the process or system is out of
 /// descriptors.
-pub(crate) fn out_of_descriptors(error: &std::io::Error) -> bool {
+pub fn out_of_descriptors(error: &std::io::Error) -> bool {
     matches!(
         error.raw_os_error(),
         Some(code) if code == rustix::io::Errno::MFILE.raw_os_error()
@@ -296,16 +345,20 @@ mod tests {
     fn the_budget_keeps_a_reserve_and_halves_the_rest() {
         let budget = FdBudget {
             limit: 20_000,
+            base: 50,
             open: AtomicUsize::new(0),
+            pipes: AtomicUsize::new(0),
         };
         assert_eq!(budget.reserve(), 1_250);
-        assert_eq!(budget.client_cap(), 9_375);
+        assert_eq!(budget.client_cap(), 9_350);
         let small = FdBudget {
             limit: 1_024,
+            base: 50,
             open: AtomicUsize::new(0),
+            pipes: AtomicUsize::new(0),
         };
         assert_eq!(small.reserve(), 64);
-        assert_eq!(small.client_cap(), 480);
+        assert_eq!(small.client_cap(), 455);
     }
 
     #[test]

@@ -45,6 +45,7 @@ use halb_health::Checker;
 use halb_state::State;
 use tokio::sync::mpsc;
 
+pub use admission::{out_of_descriptors, RateLimitedLog};
 pub use error::{ProxyError, Side};
 pub use halb_config::Change;
 pub use http::BackendError;
@@ -114,6 +115,12 @@ impl Proxy {
             n => n,
         };
         let bound = reload::bind_all(config.listeners.iter(), count, &virtual_ips(config))?;
+        let budget = admission::budget();
+        tracing::info!(
+            fd_limit = budget.limit,
+            max_clients = budget.client_cap(),
+            "client connections capped by the file-descriptor limit"
+        );
         let pools: Vec<Arc<PoolState>> = config
             .pools
             .iter()

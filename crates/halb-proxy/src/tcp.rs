@@ -97,7 +97,10 @@ pub(crate) async fn serve(client: TcpStream, peer: SocketAddr, listener: Arc<Lis
                 break;
             }
             Ok(Err(e)) => {
-                pool.record_outcome(backend, true);
+                // Out of descriptors is halb's trouble, not the backend's.
+                if !crate::admission::out_of_descriptors(&e) {
+                    pool.record_outcome(backend, true);
+                }
                 in_flight.fail();
                 tracing::debug!(backend = %backend.address, error = %e, "tcp connect failed");
             }

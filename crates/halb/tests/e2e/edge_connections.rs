@@ -399,6 +399,8 @@ async fn at_the_descriptor_limit_halb_keeps_serving_without_spinning() {
     .await;
     assert_eq!(reply.status, 200);
     let at_limit = started.elapsed();
+    // The reserve keeps the admin API answering.
+    assert_eq!(halb.admin_request("GET", "/healthz").await.status, 200);
     println!(
         "fd limit 1024, 1500 idle connections: halb holds {fds} descriptors, \
          CPU {cpu} ticks in 2 s, log +{log_growth} bytes, GET at the limit {at_limit:?}"
@@ -416,4 +418,78 @@ async fn at_the_descriptor_limit_halb_keeps_serving_without_spinning() {
     for _ in 0..5 {
         assert_eq!(get_once(config.listen, "/").await.status, 200);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_relays_past_the_descriptor_limit_back_off_and_recover() {
+    let _machine = exclusive().await;
+    let echo = tcp_echo().await;
+    let config = BalancerConfig::tcp(&[echo.addr]);
+    let halb = Halb::start_wrapped(&config.to_toml(), "ulimit -n 1024 && exec \"$@\"").await;
+    let pid = halb.pid();
+
+    // Each relayed connection holds a client and a backend socket and,
+    // while bytes flow, splice pipes: far more than 1,024 descriptors.
+    let mut flood = Vec::new();
+    for _ in 0..700 {
+        let Ok(mut stream) = TcpStream::connect(config.listen).await else {
+            continue;
+        };
+        let _ = stream.write_all(b"x").await;
+        flood.push(stream);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let fds = open_fds(pid);
+    let mut kinds = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let target = std::fs::read_link(entry.path())
+            .map(|t| t.display().to_string())
+            .unwrap_or_default();
+        *kinds
+            .entry(target.split(':').next().unwrap_or("").to_owned())
+            .or_insert(0) += 1;
+    }
+    println!("fd kinds: {kinds:?}");
+    let log_before = halb.logs().len();
+    let cpu_before = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu = cpu_ticks(pid) - cpu_before;
+    let log_growth = halb.logs().len() - log_before;
+    println!(
+        "tcp at fd limit 1024, 700 relays: halb holds {fds} descriptors, \
+         CPU {cpu} ticks in 2 s, log +{log_growth} bytes"
+    );
+    assert_eq!(halb.admin_request("GET", "/healthz").await.status, 200);
+    assert!(
+        cpu < 50,
+        "{cpu} ticks of CPU in 2 s at the limit (100 = one core)"
+    );
+    assert!(log_growth < 2000, "the log grew {log_growth} bytes in 2 s");
+
+    drop(flood);
+    let mut stream = within(
+        Duration::from_secs(10),
+        "a connection after the flood",
+        async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let Ok(mut stream) = TcpStream::connect(config.listen).await else {
+                    continue;
+                };
+                let mut buf = [0u8; 4];
+                let echoed = async {
+                    stream.write_all(b"ping").await?;
+                    stream.read_exact(&mut buf).await
+                };
+                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), echoed).await {
+                    return stream;
+                }
+            }
+        },
+    )
+    .await;
+    let _ = stream.shutdown().await;
 }
