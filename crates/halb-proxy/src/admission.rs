@@ -206,8 +206,11 @@ struct IdleClients {
     next: Cell<u64>,
     /// By age: the listener (its [`ListenerAdmission::key`]) and the
     /// connection.
-    entries: RefCell<BTreeMap<u64, (usize, Weak<dyn Evict>)>>,
+    entries: RefCell<BTreeMap<u64, IdleClient>>,
 }
+
+/// An idle connection: its listener's [`ListenerAdmission::key`], and it.
+type IdleClient = (usize, Weak<dyn Evict>);
 
 /// A connection's place among the idle ones, held by the connection (not
 /// its task, which stays small): empty while it is busy.
@@ -284,7 +287,7 @@ pub(crate) fn idle_count() -> usize {
 
 /// A warning that may fire thousands of times a second (a flood): logged
 /// at most once per second, saying how many times it happened since.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct RateLimitedLog {
     /// Milliseconds since `EPOCH` of the last line, +1 (0: never).
     last: AtomicU64,
