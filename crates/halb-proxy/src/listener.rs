@@ -88,6 +88,22 @@ impl ListenerContext {
         self.config.load().name.clone()
     }
 
+    /// Connections refused before any proxying: without the PROXY header
+    /// the listener expects (or a bad one), or over `[listener.limits]`.
+    pub fn refused_connections(&self) -> u64 {
+        self.admission
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Idle client connections closed to make room (a connection cap, or
+    /// no descriptor left).
+    pub fn evicted_connections(&self) -> u64 {
+        self.admission
+            .evicted
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Stop accepting; open connections finish their work and close.
     pub fn close(&self) {
         self.closing.send_replace(true);

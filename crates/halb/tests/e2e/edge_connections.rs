@@ -116,6 +116,13 @@ async fn proxy_v1_and_v2_name_the_original_client_and_a_bare_connection_is_refus
         logs.contains("expects a PROXY header"),
         "the refusal is logged:\n{logs}"
     );
+    let metrics = halb.admin_request("GET", "/metrics").await.text();
+    assert!(
+        metrics.contains(
+            "halb_listener_refused_connections_total{listener=\"front\",protocol=\"http\"} 2"
+        ),
+        "the refusals are counted:\n{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,10 +278,19 @@ async fn at_max_connections_the_next_connection_waits_and_is_served_after_a_clos
     );
 }
 
+/// A connection to `addr` from 127.0.0.2: the thousands these tests open
+/// take their ephemeral ports there, not on 127.0.0.1, where other tests
+/// running meanwhile bind the ports they picked.
+async fn connect_aside(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind("127.0.0.2:0".parse().expect("address"))?;
+    socket.connect(addr).await
+}
+
 /// A slowloris client: a partial head, then a byte every `drip`, until
 /// halb closes the connection; how long that took from the first byte.
 async fn slowloris(addr: SocketAddr, drip: Duration) -> Option<Duration> {
-    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let mut stream = connect_aside(addr).await.ok()?;
     let started = Instant::now();
     stream
         .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nx-a: ")
@@ -372,7 +388,7 @@ async fn at_the_descriptor_limit_halb_keeps_serving_without_spinning() {
     // Flood with idle connections, well past the 1,024 descriptors.
     let mut flood = Vec::new();
     for i in 0..1500 {
-        match TcpStream::connect(config.listen).await {
+        match connect_aside(config.listen).await {
             Ok(stream) => flood.push(stream),
             Err(e) => panic!("connection {i} of the flood: {e}"),
         }
@@ -432,7 +448,7 @@ async fn tcp_relays_past_the_descriptor_limit_back_off_and_recover() {
     // while bytes flow, splice pipes: far more than 1,024 descriptors.
     let mut flood = Vec::new();
     for _ in 0..700 {
-        let Ok(mut stream) = TcpStream::connect(config.listen).await else {
+        let Ok(mut stream) = connect_aside(config.listen).await else {
             continue;
         };
         let _ = stream.write_all(b"x").await;
