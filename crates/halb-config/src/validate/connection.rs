@@ -95,6 +95,37 @@ pub(super) fn send_proxy(
     )
 }
 
+/// `send_proxy` on a pool an HTTP listener (or one of its routes) uses is
+/// an error: HTTP backend connections are pooled and shared by clients, so
+/// a header per connection could not name one.
+pub(super) fn send_proxy_only_for_tcp(
+    c: &mut Checker,
+    listeners: &[crate::Listener],
+    pools: &[crate::Pool],
+) {
+    for (i, pool) in pools.iter().enumerate() {
+        if pool.send_proxy.is_none() {
+            continue;
+        }
+        let user = listeners.iter().find(|listener| {
+            listener.protocol == crate::Protocol::Http
+                && (listener.pool == pool.name
+                    || listener.routes.iter().any(|r| r.pool == pool.name))
+        });
+        if let Some(listener) = user {
+            c.error(
+                format!("pool[{i}].send_proxy"),
+                None,
+                format!(
+                    "applies to pools of TCP listeners only, and HTTP listener {:?} uses pool {:?}; \
+                     HTTP backends learn the client from X-Forwarded-For",
+                    listener.name, pool.name
+                ),
+            );
+        }
+    }
+}
+
 /// A key whose absence means `None`.
 fn optional<T, U>(
     c: &mut Checker,
@@ -141,8 +172,9 @@ mod tests {
         let config = parse(BASE).unwrap();
         assert_eq!(config.listeners[0].connection, Default::default());
         assert_eq!(config.pools[0].send_proxy, None);
+        let tcp = BASE.replace("pool = \"app\"\n", "pool = \"app\"\nprotocol = \"tcp\"\n");
         let config =
-            parse(&BASE.replace("[[pool.backend]]", "send_proxy = \"v2\"\n[[pool.backend]]"))
+            parse(&tcp.replace("[[pool.backend]]", "send_proxy = \"v2\"\n[[pool.backend]]"))
                 .unwrap();
         assert_eq!(config.pools[0].send_proxy, Some(SendProxy::V2));
     }
@@ -171,5 +203,14 @@ mod tests {
                 .unwrap_err()
                 .0;
         assert_eq!(errors[0].path, "pool[0].send_proxy", "{errors:?}");
+        let errors =
+            parse(&BASE.replace("[[pool.backend]]", "send_proxy = \"v1\"\n[[pool.backend]]"))
+                .unwrap_err()
+                .0;
+        assert_eq!(errors[0].path, "pool[0].send_proxy", "{errors:?}");
+        assert!(
+            errors[0].message.contains("TCP listeners only"),
+            "{errors:?}"
+        );
     }
 }

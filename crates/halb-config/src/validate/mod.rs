@@ -132,6 +132,9 @@ pub(crate) fn validate(
     };
     let pools = pool::pools(c, raw_pools);
     let listeners = listeners(c, raw.listeners, &raw.root, &defined_pools, admin_bind);
+    if let (Some(listeners), Some(pools)) = (&listeners, &pools) {
+        connection::send_proxy_only_for_tcp(c, listeners, pools);
+    }
 
     match (
         runtime, admin, listeners, pools, log, access_log, alerts, cluster,

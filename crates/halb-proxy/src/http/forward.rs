@@ -283,7 +283,12 @@ impl Handler {
                         return Err(failed.error);
                     }
                     in_flight.fail();
-                    pool.record_outcome(backend, true);
+                    // Out of descriptors is halb's trouble, not the backend's.
+                    let ours = matches!(&failed.error,
+                        ProxyError::Connect(e) if crate::admission::out_of_descriptors(e));
+                    if !ours {
+                        pool.record_outcome(backend, true);
+                    }
                     tracing::debug!(backend = %backend.address, error = %failed.error, "attempt failed");
                     sent |= !failed.unsent;
                     last_error = failed.error;
