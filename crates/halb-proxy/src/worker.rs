@@ -218,3 +218,93 @@ impl Drop for OpenConnection {
         self.0.set(self.0.get() - 1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use rustix::process::{getrlimit, setrlimit, Resource};
+
+    /// CPU (user + system) this process has used, in clock ticks.
+    fn cpu_ticks() -> u64 {
+        let stat = std::fs::read_to_string("/proc/self/stat").expect("stat");
+        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+        let fields: Vec<&str> = rest.split(' ').collect();
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+    }
+
+    /// Out of descriptors, `accept` fails as long as the shortage lasts:
+    /// the loop must wait between tries instead of spinning, and take the
+    /// waiting connections once descriptors are back. (This test lowers
+    /// its own process's limit: nextest runs each test in a process.)
+    #[test]
+    fn accept_out_of_descriptors_backs_off_and_recovers() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&runtime, async {
+            let config = halb_config::parse(
+                "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\npool = \"app\"\n\
+                 protocol = \"tcp\"\n[[pool]]\nname = \"app\"\n\
+                 [[pool.backend]]\naddress = \"127.0.0.1:1\"\n",
+            )
+            .unwrap();
+            let pool = Arc::new(crate::state::PoolState::new(
+                config.pools[0].clone(),
+                &halb_state::State::new(),
+            ));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let context = Arc::new(crate::ListenerContext::new(
+                config.listeners[0].clone(),
+                addr,
+                &[pool],
+                None,
+            ));
+            // Waiting in the backlog before the shortage starts.
+            let clients: Vec<std::net::TcpStream> = (0..3)
+                .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                .collect();
+            // Read at start, as Proxy::start does.
+            crate::admission::budget();
+            let before = getrlimit(Resource::Nofile);
+            let open = std::fs::read_dir("/proc/self/fd").unwrap().count();
+            let mut short = before;
+            short.current = Some(open as u64 - 1);
+            setrlimit(Resource::Nofile, short).unwrap();
+
+            tokio::task::spawn_local(super::accept_loop(
+                listener,
+                context.clone(),
+                Default::default(),
+                Default::default(),
+            ));
+            let cpu = cpu_ticks();
+            let started = Instant::now();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let used = cpu_ticks() - cpu;
+            assert_eq!(context.admission.open(), 0, "accepted with no descriptor");
+            setrlimit(Resource::Nofile, before).unwrap();
+            println!("accept out of descriptors for 1 s: {used} CPU ticks");
+            assert!(
+                used < 20,
+                "{used} ticks of CPU in {:?} while accept failed (100 = one core)",
+                started.elapsed()
+            );
+
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while context.metrics.connections.get() < 3 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(
+                context.metrics.connections.get(),
+                3,
+                "accepted once descriptors are back"
+            );
+            drop(clients);
+        });
+    }
+}
