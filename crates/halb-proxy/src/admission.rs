@@ -308,6 +308,12 @@ impl RateLimitedLog {
         }
     }
 
+    /// Whether it has logged a line yet.
+    #[cfg(test)]
+    pub fn has_fired(&self) -> bool {
+        self.last.load(Ordering::Relaxed) != 0
+    }
+
     /// Count one occurrence; `Some(n)` when a line is due now, `n` being
     /// the occurrences it stands for (this one and those not logged).
     pub fn hit(&self) -> Option<u64> {

@@ -287,6 +287,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let used = cpu_ticks() - cpu;
             assert_eq!(context.admission.open(), 0, "accepted with no descriptor");
+            assert!(super::ACCEPT_FAILED.has_fired(), "accept never failed");
             setrlimit(Resource::Nofile, before).unwrap();
             println!("accept out of descriptors for 1 s: {used} CPU ticks");
             assert!(
