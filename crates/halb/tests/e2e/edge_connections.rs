@@ -509,3 +509,43 @@ async fn tcp_relays_past_the_descriptor_limit_back_off_and_recover() {
     .await;
     let _ = stream.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_is_cut_off_at_body_timeout_and_a_prompt_one_passes() {
+    let counter = crate::support::backends::upload_counter().await;
+    let config = BalancerConfig::http(&[counter.addr]).listener_key("body_timeout", "\"1s\"");
+    let _halb = Halb::start(&config.to_toml()).await;
+
+    let whole = b"POST /up HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello";
+    let reply = raw_exchange(config.listen, whole).await.expect("answer");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+
+    let mut stream = TcpStream::connect(config.listen).await.expect("connect");
+    stream
+        .write_all(b"POST /up HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n")
+        .await
+        .expect("head");
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        // A byte every 200 ms: never a pause long enough for idle_timeout.
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {
+                if stream.write_all(b"a").await.is_err() {
+                    break;
+                }
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never cut off");
+    }
+    let took = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "cut off after {took:?} for a 1 s body_timeout"
+    );
+}
