@@ -76,8 +76,14 @@ impl Admin {
                 accepted = listener.accept() => match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
-                        tracing::warn!(error = %e, "admin accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        // Out of descriptors, maybe for a while: log once a
+                        // second at most, and wait longer than for a blip.
+                        static FAILED: halb_proxy::RateLimitedLog = halb_proxy::RateLimitedLog::new();
+                        if let Some(count) = FAILED.hit() {
+                            tracing::warn!(error = %e, count, "admin accept failed (count: times in the last second)");
+                        }
+                        let pause = if halb_proxy::out_of_descriptors(&e) { 50 } else { 10 };
+                        tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
                         continue;
                     }
                 },

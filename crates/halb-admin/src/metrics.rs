@@ -11,7 +11,9 @@ use halb_alerts::Alerter;
 use halb_config::Protocol;
 use halb_health::{clock, ServingState};
 use halb_metrics::{Exposition, Kind};
-use halb_proxy::{BackendState, PoolState, Route, RouteCounters, Topology, STATUS_CLASSES};
+use halb_proxy::{
+    BackendState, ListenerContext, PoolState, Route, RouteCounters, Topology, STATUS_CLASSES,
+};
 
 use crate::control::ConfigInfo;
 
@@ -245,6 +247,29 @@ fn listeners(text: &mut Exposition, topology: &Topology) {
             ("protocol", listener.protocol.as_str()),
         ];
         family.sample(&labels, listener.metrics.active_connections.get());
+    }
+    let families = [
+        (
+            "halb_listener_refused_connections_total",
+            "Client connections refused before proxying (no or a bad PROXY header, over [listener.limits]), by listener.",
+            ListenerContext::refused_connections as fn(&ListenerContext) -> u64,
+        ),
+        (
+            "halb_listener_evicted_connections_total",
+            "Idle client connections closed to make room (a connection cap, or no file descriptor left), by listener.",
+            ListenerContext::evicted_connections,
+        ),
+    ];
+    for (name, help, value) in families {
+        let mut family = text.family(name, Kind::Counter, help);
+        for listener in &topology.listeners {
+            let name = listener.name();
+            let labels = [
+                ("listener", name.as_str()),
+                ("protocol", listener.protocol.as_str()),
+            ];
+            family.sample(&labels, value(listener));
+        }
     }
 
     let routes: Vec<_> = topology

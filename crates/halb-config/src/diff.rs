@@ -133,6 +133,7 @@ fn pool_changes(old: &Pool, new: &Pool, changes: &mut Vec<Change>) {
         ("drain_timeout", old.drain_timeout != new.drain_timeout),
         ("slow_start", old.slow_start != new.slow_start),
         ("sticky", old.sticky != new.sticky),
+        ("send_proxy", old.send_proxy != new.send_proxy),
         (
             "panic_threshold",
             old.panic_threshold != new.panic_threshold,

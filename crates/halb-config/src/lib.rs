@@ -6,6 +6,7 @@
 
 mod cluster;
 mod db;
+mod connection;
 mod diff;
 mod duration;
 mod model;
@@ -22,6 +23,7 @@ pub use cluster::{
     DEFAULT_ETCD_PREFIX, DEFAULT_STATE_DIR, MIN_PEER_SECRET,
 };
 pub use db::{DatabaseCheck, OnDown, Password, Role, DEFAULT_POSTGRES_USER};
+pub use connection::{Cidr, ClientLimits, ConnectionPolicy, SendProxy};
 pub use diff::{diff, Change};
 pub use duration::{parse_duration, MAX_DURATION};
 pub use model::*;

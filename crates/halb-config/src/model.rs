@@ -185,6 +185,8 @@ pub struct Listener {
     /// `[[listener.route]]`, in order: the first that matches a request
     /// picks its pool; none matching, `pool` serves it (HTTP only).
     pub routes: Vec<Route>,
+    /// PROXY protocol, trusted proxies, connection caps and client limits.
+    pub connection: crate::ConnectionPolicy,
 }
 
 /// `[[listener.route]]`: which requests go to `pool`. Every condition set
@@ -315,6 +317,9 @@ pub struct Pool {
     /// Backends by host name (`address = "app.internal:8080"`): every
     /// address the name resolves to is a backend with these settings.
     pub named_backends: Vec<NamedBackend>,
+    /// `send_proxy`: a PROXY header first on each backend connection
+    /// (TCP listeners); `None` = none.
+    pub send_proxy: Option<crate::SendProxy>,
 }
 
 /// `[pool.retry_budget]`: retries may be at most `percent` % of the

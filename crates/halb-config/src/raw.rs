@@ -109,6 +109,25 @@ pub(crate) struct RawListener {
     pub idle_timeout: Slot<String>,
     pub max_header_bytes: Slot<i64>,
     pub routes: Slot<Vec<RawRoute>>,
+    pub connection: RawConnection,
+}
+
+/// The connection keys of `[[listener]]` and its `[listener.limits]`.
+#[derive(Debug)]
+pub(crate) struct RawConnection {
+    pub proxy_protocol: Slot<bool>,
+    pub trusted_proxies: Slot<Vec<Slot<String>>>,
+    pub max_connections: Slot<i64>,
+    pub body_timeout: Slot<String>,
+    pub limits: Slot<RawLimits>,
+}
+
+/// `[listener.limits]`
+#[derive(Debug)]
+pub(crate) struct RawLimits {
+    pub at: Header,
+    pub per_ip_connections: Slot<i64>,
+    pub per_ip_rate: Slot<i64>,
 }
 
 /// `[[listener.route]]`
@@ -150,6 +169,7 @@ pub(crate) struct RawPool {
     pub panic_threshold: Slot<i64>,
     pub sticky: Slot<RawSticky>,
     pub backends: Slot<Vec<RawBackend>>,
+    pub send_proxy: Slot<String>,
 }
 
 /// `[pool.sticky]`

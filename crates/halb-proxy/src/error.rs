@@ -25,6 +25,8 @@ pub enum ProxyError {
     NotImplemented(&'static str),
     #[error("request timed out: the client did not send it in time")]
     ClientTimeout,
+    #[error("the client is over its request rate ([listener.limits] per_ip_rate)")]
+    TooManyRequests,
     #[error("no usable backend in the pool")]
     NoBackend,
     #[error("could not connect to the backend: {0}")]
@@ -47,7 +49,8 @@ impl ProxyError {
             ProxyError::BadRequest(_)
             | ProxyError::HeadTooLarge
             | ProxyError::NotImplemented(_)
-            | ProxyError::ClientTimeout => Side::Downstream,
+            | ProxyError::ClientTimeout
+            | ProxyError::TooManyRequests => Side::Downstream,
             ProxyError::NoBackend | ProxyError::Injected(_) => Side::Internal,
             ProxyError::Connect(_)
             | ProxyError::ConnectTimeout
@@ -64,6 +67,7 @@ impl ProxyError {
             ProxyError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Injected(status) => *status,
             ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
@@ -77,6 +81,7 @@ impl ProxyError {
             ProxyError::BadRequest(why) | ProxyError::NotImplemented(why) => why,
             ProxyError::HeadTooLarge => "request header fields too large\n",
             ProxyError::ClientTimeout => "request timed out\n",
+            ProxyError::TooManyRequests => "too many requests\n",
             ProxyError::NoBackend => "no backend is available to serve this request\n",
             ProxyError::Injected(_) => "fault injected\n",
             ProxyError::Connect(_) | ProxyError::Upstream(_) => {

@@ -15,12 +15,16 @@
 //! listener's [`Route`] holds, and offered to the access log, when it ends:
 //! atomic adds and a non-blocking queue, no lock.
 
+mod admission;
+mod client_limits;
+mod edge;
 mod error;
 mod fault;
 mod fence;
 mod http;
 mod in_flight;
 mod listener;
+mod proxy_protocol;
 mod relay;
 mod reload;
 mod route;
@@ -42,6 +46,7 @@ use halb_health::Checker;
 use halb_state::State;
 use tokio::sync::mpsc;
 
+pub use admission::{out_of_descriptors, RateLimitedLog};
 pub use error::{ProxyError, Side};
 pub use halb_config::Change;
 pub use http::BackendError;
@@ -113,6 +118,12 @@ impl Proxy {
             n => n,
         };
         let bound = reload::bind_all(config.listeners.iter(), count, &virtual_ips(config))?;
+        let budget = admission::budget();
+        tracing::info!(
+            fd_limit = budget.limit,
+            max_clients = budget.client_cap(),
+            "client connections capped by the file-descriptor limit"
+        );
         let pools: Vec<Arc<PoolState>> = config
             .pools
             .iter()

@@ -28,6 +28,8 @@ pub struct ListenerContext {
     pub metrics: Arc<ListenerMetrics>,
     /// Injected faults: asked once per request (HTTP) or connection (TCP).
     pub(crate) faults: Arc<halb_chaos::Faults>,
+    /// Open connections, refusals and evictions; per-client-address state.
+    pub(crate) admission: Arc<crate::admission::ListenerAdmission>,
     closing: watch::Sender<bool>,
 }
 
@@ -47,6 +49,7 @@ impl ListenerContext {
             routes: ArcSwap::from_pointee(routes),
             metrics,
             faults: halb_chaos::Faults::new(),
+            admission: Default::default(),
             closing: watch::Sender::new(false),
         }
     }
@@ -83,6 +86,22 @@ impl ListenerContext {
     /// The listener's name (a reload may rename a listener in place).
     pub fn name(&self) -> String {
         self.config.load().name.clone()
+    }
+
+    /// Connections refused before any proxying: without the PROXY header
+    /// the listener expects (or a bad one), or over `[listener.limits]`.
+    pub fn refused_connections(&self) -> u64 {
+        self.admission
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Idle client connections closed to make room (a connection cap, or
+    /// no descriptor left).
+    pub fn evicted_connections(&self) -> u64 {
+        self.admission
+            .evicted
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stop accepting; open connections finish their work and close.

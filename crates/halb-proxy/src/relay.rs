@@ -60,6 +60,8 @@ async fn one_way(from: &TcpStream, to: &TcpStream, moved: &Cell<u64>) -> io::Res
 pub(crate) struct Pipe {
     read: rustix::fd::OwnedFd,
     write: rustix::fd::OwnedFd,
+    /// Its two descriptors, counted against the process's budget.
+    _budget: crate::admission::PipeTicket,
 }
 
 /// Empty pipes a worker keeps for its next spliced bodies.
@@ -71,10 +73,17 @@ thread_local! {
 
 impl Pipe {
     fn new() -> io::Result<Pipe> {
+        // Near the descriptor limit, clients come first: copy instead.
+        let budget = crate::admission::PipeTicket::take()
+            .ok_or_else(|| io::Error::from_raw_os_error(rustix::io::Errno::MFILE.raw_os_error()))?;
         let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
         // A larger pipe moves more per call; the default (64 KiB) still works.
         let _ = rustix::pipe::fcntl_setpipe_size(&write, PIPE_SIZE);
-        Ok(Pipe { read, write })
+        Ok(Pipe {
+            read,
+            write,
+            _budget: budget,
+        })
     }
 
     /// One of this worker's spare pipes, or a new one.

@@ -70,6 +70,13 @@ pub(crate) async fn serve(client: TcpStream, peer: SocketAddr, listener: Arc<Lis
                     affinity.served(preference, index, backend.address);
                 }
                 let _ = upstream.set_nodelay(true);
+                if let Some(version) = pool.config.send_proxy {
+                    if let Err(e) = send_proxy_header(&client, &upstream, peer, version).await {
+                        tracing::debug!(backend = %backend.address, error = %e, "sending the PROXY header failed");
+                        drop(in_flight);
+                        break;
+                    }
+                }
                 let relay = async {
                     match throttle {
                         None => relay(&client, &upstream, &relayed).await,
@@ -96,7 +103,10 @@ pub(crate) async fn serve(client: TcpStream, peer: SocketAddr, listener: Arc<Lis
                 break;
             }
             Ok(Err(e)) => {
-                pool.record_outcome(backend, true);
+                // Out of descriptors is halb's trouble, not the backend's.
+                if !crate::admission::out_of_descriptors(&e) {
+                    pool.record_outcome(backend, true);
+                }
                 in_flight.fail();
                 tracing::debug!(backend = %backend.address, error = %e, "tcp connect failed");
             }
@@ -120,6 +130,21 @@ pub(crate) async fn serve(client: TcpStream, peer: SocketAddr, listener: Arc<Lis
         connect_time,
         relayed.to_client.get(),
     );
+}
+
+/// Tell the backend who the client is: a PROXY header from `peer` (the
+/// client as halb knows it) to the address the client reached.
+async fn send_proxy_header(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    peer: SocketAddr,
+    version: halb_config::SendProxy,
+) -> std::io::Result<()> {
+    let destination = client.local_addr()?;
+    let header = crate::proxy_protocol::encode(version, peer, destination);
+    let mut parts = [bytes::Bytes::from(header)];
+    let mut written = false;
+    crate::sock::write_all(upstream, &mut parts, Duration::from_secs(5), &mut written).await
 }
 
 fn log_connection(

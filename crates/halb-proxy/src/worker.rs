@@ -5,6 +5,7 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,7 +76,20 @@ async fn accept_loop(
     open: Rc<Cell<usize>>,
 ) {
     let mut closing = context.closing();
+    let mut backoff = MIN_BACKOFF;
     loop {
+        let max_connections = context.config.load().connection.max_connections;
+        let full = context.admission.full(max_connections);
+        if full.is_some_and(|only| !crate::admission::has_idle(only)) {
+            // At the cap with no idle client to close: stop accepting until
+            // a connection closes (new ones wait in the kernel's backlog).
+            tokio::select! {
+                biased;
+                _ = closing.wait_for(|closed| *closed) => return,
+                _ = context.admission.wait_for_room(ROOM_PATIENCE) => {}
+            }
+            continue;
+        }
         let accepted = tokio::select! {
             biased;
             _ = closing.wait_for(|closed| *closed) => return,
@@ -84,35 +98,110 @@ async fn accept_loop(
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
-                // Out of file descriptors or similar: back off, keep serving.
-                tracing::warn!(listener = %context.name(), error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                let out_of_fds = crate::admission::out_of_descriptors(&e);
+                if out_of_fds {
+                    // Give descriptors back: the oldest idle clients go.
+                    let evicted = crate::admission::evict_oldest_idle(EVICT_ON_EMFILE, None);
+                    context
+                        .admission
+                        .evicted
+                        .fetch_add(evicted as u64, Ordering::Relaxed);
+                }
+                if let Some(count) = ACCEPT_FAILED.hit() {
+                    tracing::warn!(
+                        listener = %context.name(),
+                        error = %e,
+                        count,
+                        open = context.admission.open(),
+                        "accept failed (count: times in the last second); backing off"
+                    );
+                }
+                // No spinning on an error that persists: wait, longer each
+                // time it repeats, up to MAX_BACKOFF.
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
+        backoff = MIN_BACKOFF;
+        // At the cap: a new client takes the place of the oldest idle one
+        // (closed only now that a client is waiting for its place). Another
+        // worker may have filled the cap since the look above: then this
+        // client waits, accepted but not served, until there is room.
+        let mut over_cap = false;
+        while let Some(only) = context.admission.full(max_connections) {
+            if crate::admission::evict_oldest_idle(1, only) > 0 {
+                context.admission.evicted.fetch_add(1, Ordering::Relaxed);
+                over_cap = true;
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = closing.wait_for(|closed| *closed) => return,
+                _ = context.admission.wait_for_room(ROOM_PATIENCE) => {}
+            }
+        }
         let _ = stream.set_nodelay(true);
         let guard = (
             OpenConnection::new(&open),
             OpenClient::new(&context.metrics),
+            context.admission.admit(),
         );
-        let context = context.clone();
-        match context.protocol {
-            Protocol::Http => {
-                let upstream = upstream.clone();
-                tokio::task::spawn_local(async move {
-                    crate::http::serve(stream, peer, context, upstream).await;
-                    drop(guard);
-                });
-            }
-            Protocol::Tcp => {
-                tokio::task::spawn_local(async move {
-                    crate::tcp::serve(stream, peer, context).await;
-                    drop(guard);
-                });
+        spawn_connection(stream, peer, context.clone(), &upstream, guard);
+        if over_cap {
+            // One over the cap until the evicted connection has closed.
+            tokio::select! {
+                biased;
+                _ = closing.wait_for(|closed| *closed) => return,
+                _ = context.admission.wait_for_room(ROOM_PATIENCE) => {}
             }
         }
     }
 }
+
+/// Serve an accepted connection on this worker: its PROXY header and
+/// client limits first, then HTTP or TCP; `guard` counts it while it lives.
+fn spawn_connection(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    context: Arc<ListenerContext>,
+    upstream: &Rc<UpstreamPool>,
+    guard: impl Sized + 'static,
+) {
+    match context.protocol {
+        Protocol::Http => {
+            let upstream = upstream.clone();
+            tokio::task::spawn_local(async move {
+                if let Some((peer, slot)) = crate::edge::open(&stream, peer, &context).await {
+                    crate::http::serve(stream, peer, context, upstream).await;
+                    drop(slot);
+                }
+                drop(guard);
+            });
+        }
+        Protocol::Tcp => {
+            tokio::task::spawn_local(async move {
+                if let Some((peer, slot)) = crate::edge::open(&stream, peer, &context).await {
+                    crate::tcp::serve(stream, peer, context).await;
+                    drop(slot);
+                }
+                drop(guard);
+            });
+        }
+    }
+}
+
+/// Backoff after a failed accept: the first wait, and the longest.
+const MIN_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_millis(100);
+/// Idle clients closed when accept finds no descriptor left.
+const EVICT_ON_EMFILE: usize = 16;
+/// At the cap, how long to wait for a close before looking again (a close
+/// on another listener frees room in the process's cap too).
+const ROOM_PATIENCE: Duration = Duration::from_millis(100);
+
+/// Failed accepts, logged at most once a second for the whole process.
+static ACCEPT_FAILED: crate::admission::RateLimitedLog = crate::admission::RateLimitedLog::new();
 
 /// Counts a client connection as open until dropped.
 struct OpenConnection(Rc<Cell<usize>>);
@@ -127,5 +216,96 @@ impl OpenConnection {
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.set(self.0.get() - 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use rustix::process::{getrlimit, setrlimit, Resource};
+
+    /// CPU (user + system) this process has used, in clock ticks.
+    fn cpu_ticks() -> u64 {
+        let stat = std::fs::read_to_string("/proc/self/stat").expect("stat");
+        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+        let fields: Vec<&str> = rest.split(' ').collect();
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+    }
+
+    /// Out of descriptors, `accept` fails as long as the shortage lasts:
+    /// the loop must wait between tries instead of spinning, and take the
+    /// waiting connections once descriptors are back. (This test lowers
+    /// its own process's limit: nextest runs each test in a process.)
+    #[test]
+    fn accept_out_of_descriptors_backs_off_and_recovers() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&runtime, async {
+            let config = halb_config::parse(
+                "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\npool = \"app\"\n\
+                 protocol = \"tcp\"\n[[pool]]\nname = \"app\"\n\
+                 [[pool.backend]]\naddress = \"127.0.0.1:1\"\n",
+            )
+            .unwrap();
+            let pool = Arc::new(crate::state::PoolState::new(
+                config.pools[0].clone(),
+                &halb_state::State::new(),
+            ));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let context = Arc::new(crate::ListenerContext::new(
+                config.listeners[0].clone(),
+                addr,
+                &[pool],
+                None,
+            ));
+            // Waiting in the backlog before the shortage starts.
+            let clients: Vec<std::net::TcpStream> = (0..3)
+                .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                .collect();
+            // Read at start, as Proxy::start does.
+            crate::admission::budget();
+            let before = getrlimit(Resource::Nofile);
+            let open = std::fs::read_dir("/proc/self/fd").unwrap().count();
+            let mut short = before;
+            short.current = Some(open as u64 - 1);
+            setrlimit(Resource::Nofile, short).unwrap();
+
+            tokio::task::spawn_local(super::accept_loop(
+                listener,
+                context.clone(),
+                Default::default(),
+                Default::default(),
+            ));
+            let cpu = cpu_ticks();
+            let started = Instant::now();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let used = cpu_ticks() - cpu;
+            assert_eq!(context.admission.open(), 0, "accepted with no descriptor");
+            assert!(super::ACCEPT_FAILED.has_fired(), "accept never failed");
+            setrlimit(Resource::Nofile, before).unwrap();
+            println!("accept out of descriptors for 1 s: {used} CPU ticks");
+            assert!(
+                used < 20,
+                "{used} ticks of CPU in {:?} while accept failed (100 = one core)",
+                started.elapsed()
+            );
+
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while context.metrics.connections.get() < 3 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(
+                context.metrics.connections.get(),
+                3,
+                "accepted once descriptors are back"
+            );
+            drop(clients);
+        });
     }
 }

@@ -6,6 +6,7 @@ mod alerts;
 mod checker;
 mod cluster;
 mod db;
+mod connection;
 mod health;
 mod log;
 mod pool;
@@ -132,6 +133,9 @@ pub(crate) fn validate(
     };
     let pools = pool::pools(c, raw_pools);
     let listeners = listeners(c, raw.listeners, &raw.root, &defined_pools, admin_bind);
+    if let (Some(listeners), Some(pools)) = (&listeners, &pools) {
+        connection::send_proxy_only_for_tcp(c, listeners, pools);
+    }
 
     match (
         runtime, admin, listeners, pools, log, access_log, alerts, cluster,
@@ -409,6 +413,7 @@ fn listener(
         defined_pools,
     );
 
+    let connection = connection::policy(c, at, raw.connection);
     Some(Listener {
         name: name?.value,
         bind: bind?.value,
@@ -418,6 +423,7 @@ fn listener(
         idle_timeout: idle_timeout?.value,
         max_header_bytes: max_header_bytes?.value,
         routes: routes?,
+        connection: connection?,
     })
 }
 

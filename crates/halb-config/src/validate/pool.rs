@@ -168,6 +168,7 @@ fn pool(
         Slot::Set(field) => backends(c, field.value),
     };
 
+    let send_proxy = super::connection::send_proxy(c, at, raw.send_proxy);
     Some(Pool {
         name: name?.value,
         algorithm: algorithm?.value,
@@ -185,6 +186,7 @@ fn pool(
         sticky: sticky?,
         backends: backends.as_ref()?.0.clone(),
         named_backends: backends?.1,
+        send_proxy: send_proxy?,
     })
 }
 

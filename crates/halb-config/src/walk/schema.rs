@@ -4,9 +4,9 @@
 
 use super::{Table, Walker};
 use crate::raw::{
-    Header, RawAccessLog, RawAdmin, RawAlerts, RawBackend, RawChaos, RawConfig, RawHealthCheck,
-    RawListener, RawLog, RawOutlierDetection, RawPool, RawRetryBudget, RawRoute, RawRouteHeader,
-    RawRuntime, RawSticky, RawVrrp, RawVrrpInstance, Slot,
+    Header, RawAccessLog, RawAdmin, RawAlerts, RawBackend, RawChaos, RawConfig, RawConnection,
+    RawHealthCheck, RawLimits, RawListener, RawLog, RawOutlierDetection, RawPool, RawRetryBudget,
+    RawRoute, RawRouteHeader, RawRuntime, RawSticky, RawVrrp, RawVrrpInstance, Slot,
 };
 
 const ROOT_KEYS: &[&str] = &[
@@ -47,7 +47,13 @@ const LISTENER_KEYS: &[&str] = &[
     "idle_timeout",
     "max_header_bytes",
     "route",
+    "proxy_protocol",
+    "trusted_proxies",
+    "max_connections",
+    "body_timeout",
+    "limits",
 ];
+const LIMITS_KEYS: &[&str] = &["per_ip_connections", "per_ip_rate"];
 const ROUTE_KEYS: &[&str] = &["name", "host", "path_prefix", "path", "header", "pool"];
 const ROUTE_HEADER_KEYS: &[&str] = &["name", "value"];
 const POOL_KEYS: &[&str] = &[
@@ -66,6 +72,7 @@ const POOL_KEYS: &[&str] = &[
     "retry_budget",
     "backend",
     "sticky",
+    "send_proxy",
 ];
 const HEALTH_CHECK_KEYS: &[&str] = &[
     "kind",
@@ -236,6 +243,22 @@ impl Walker {
             routes: self
                 .array_of_tables(table, "route")
                 .map(|tables| tables.iter().map(|t| self.route(t)).collect()),
+            connection: RawConnection {
+                proxy_protocol: self.boolean(table, "proxy_protocol"),
+                trusted_proxies: self.string_array(table, "trusted_proxies"),
+                max_connections: self.integer(table, "max_connections"),
+                body_timeout: self.duration(table, "body_timeout"),
+                limits: self.table(table, "limits").map(|t| self.limits(t)),
+            },
+        }
+    }
+
+    fn limits(&mut self, table: &Table<'_>) -> RawLimits {
+        self.reject_unknown_keys(table, LIMITS_KEYS);
+        RawLimits {
+            at: table.at.clone(),
+            per_ip_connections: self.integer(table, "per_ip_connections"),
+            per_ip_rate: self.integer(table, "per_ip_rate"),
         }
     }
 
@@ -288,6 +311,7 @@ impl Walker {
             backends: self
                 .array_of_tables(table, "backend")
                 .map(|tables| tables.iter().map(|t| self.backend(t)).collect()),
+            send_proxy: self.string(table, "send_proxy"),
         }
     }
 

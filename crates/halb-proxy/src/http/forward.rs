@@ -91,6 +91,10 @@ impl Handler {
         let route =
             super::select::route(&self.listener.routes.load(), &request.uri, &request.fields);
         let mut exchange = Exchange::start(route, self.peer, &request.method, &request.uri);
+        let limits = &self.config.connection.limits;
+        if !crate::client_limits::allow_request(&self.listener.admission, self.peer.ip(), limits) {
+            return (error_response(&ProxyError::TooManyRequests, exchange), None);
+        }
         let (route, progress) = exchange.route_and_progress();
         match self.forward(request, &route.pool, progress).await {
             Ok(Forwarded::Response(status, fields, body, throttle)) => {
@@ -164,9 +168,9 @@ impl Handler {
         fields.drop_connection_named();
         let body = self.read_first_frame(body).await?;
         let chunked = !matches!(body, RequestBody::Empty) && !fields.contains(Known::ContentLength);
-        let client = self
-            .client
-            .get_or_init(|| ClientAddress::new(self.peer.ip()));
+        let client = self.client.get_or_init(|| {
+            ClientAddress::of(self.peer.ip(), &self.config.connection.trusted_proxies)
+        });
         let target = origin_form(&uri);
         let head = encode_request(&method, target, host, &fields, client, upgrade, chunked);
         drop(fields);
@@ -279,7 +283,12 @@ impl Handler {
                         return Err(failed.error);
                     }
                     in_flight.fail();
-                    pool.record_outcome(backend, true);
+                    // Out of descriptors is halb's trouble, not the backend's.
+                    let ours = matches!(&failed.error,
+                        ProxyError::Connect(e) if crate::admission::out_of_descriptors(e));
+                    if !ours {
+                        pool.record_outcome(backend, true);
+                    }
                     tracing::debug!(backend = %backend.address, error = %failed.error, "attempt failed");
                     sent |= !failed.unsent;
                     last_error = failed.error;

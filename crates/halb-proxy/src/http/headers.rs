@@ -13,10 +13,30 @@ use super::fields::{put_field, Fields, Known};
 /// the `Forwarded` element halb appends (RFC 7239), whose `for=` holds the
 /// address as `X-Forwarded-For` gives it.
 #[derive(Debug, Clone)]
-pub(crate) struct ClientAddress(Box<str>);
+pub(crate) struct ClientAddress(Box<str>, Trust);
+
+/// Whether the client's own forwarding headers are passed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trust {
+    /// A trusted proxy (`trusted_proxies`): its `X-Forwarded-For` and
+    /// `Forwarded` are kept, and halb's element appended.
+    Proxy,
+    /// Anyone else: what it claims is dropped; the headers name it alone.
+    Client,
+}
 
 impl ClientAddress {
-    pub(crate) fn new(ip: IpAddr) -> Self {
+    /// The forwarding values for `ip`, which `trusted_proxies` trusts or not.
+    pub(crate) fn of(ip: IpAddr, trusted: &[halb_config::Cidr]) -> Self {
+        let trust = if trusted.iter().any(|block| block.contains(ip)) {
+            Trust::Proxy
+        } else {
+            Trust::Client
+        };
+        ClientAddress::new(ip, trust)
+    }
+
+    pub(crate) fn new(ip: IpAddr, trust: Trust) -> Self {
         let text = match ip {
             IpAddr::V4(ip) => {
                 // By hand: the formatting machinery costs more than the
@@ -40,7 +60,7 @@ impl ClientAddress {
             }
             IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto=http"),
         };
-        ClientAddress(text.into_boxed_str())
+        ClientAddress(text.into_boxed_str(), trust)
     }
 
     /// `X-Forwarded-For`'s element: the address alone.
@@ -64,8 +84,9 @@ impl ClientAddress {
 /// client's headers in order but for the hop-by-hop ones (`Upgrade` is
 /// kept and `Connection: upgrade` restated for a real upgrade); then what
 /// tells the backend who the client is: `X-Forwarded-For` (appended to what
-/// the client sent), `X-Forwarded-Proto` (replacing the client's) and
-/// `Forwarded` (after the client's, RFC 7239); and
+/// a trusted proxy sent, else the client's address alone),
+/// `X-Forwarded-Proto` (replacing the client's) and `Forwarded` (after a
+/// trusted proxy's, RFC 7239; an untrusted client's is dropped); and
 /// `Transfer-Encoding: chunked` when the body is re-framed that way.
 pub(crate) fn encode_request(
     method: &Method,
@@ -91,10 +112,12 @@ pub(crate) fn encode_request(
             put_field(dst, b"host", host);
         }
         let mut prior_xff = false;
+        let trusted = client.1 == Trust::Proxy;
         for (name, value, known) in fields.iter() {
             match known {
                 Known::Host if host.is_some() => {}
-                Known::XForwardedFor => prior_xff = true,
+                Known::XForwardedFor => prior_xff = trusted,
+                Known::Forwarded if !trusted => {}
                 Known::XForwardedProto => {}
                 Known::Upgrade if upgrade => put_field(dst, name, value),
                 known if known.is_hop_by_hop() => {}
@@ -136,12 +159,17 @@ mod tests {
                 .any(|value| has_token(value, b"upgrade"))
     }
 
-    /// The head a backend gets for a GET with these headers, from 127.0.0.1.
+    /// The head a backend gets for a GET with these headers, from
+    /// 127.0.0.1 as a trusted proxy.
     fn forwarded(pairs: &[(&str, &str)]) -> String {
+        forwarded_from(pairs, Trust::Proxy)
+    }
+
+    fn forwarded_from(pairs: &[(&str, &str)], trust: Trust) -> String {
         let mut fields = Fields::from_pairs(pairs);
         let upgrade = is_upgrade_request(&fields);
         fields.drop_connection_named();
-        let client = ClientAddress::new("127.0.0.1".parse().unwrap());
+        let client = ClientAddress::new("127.0.0.1".parse().unwrap(), trust);
         let head = encode_request(&Method::GET, b"/x", None, &fields, &client, upgrade, false);
         String::from_utf8(head.to_vec()).unwrap()
     }
@@ -235,11 +263,11 @@ mod tests {
              forwarded: for=127.0.0.1;proto=http\r\n\r\n"
         );
         for ip in ["0.0.0.0", "10.20.3.255", "192.168.100.9", "255.255.255.255"] {
-            let client = ClientAddress::new(ip.parse().unwrap());
+            let client = ClientAddress::new(ip.parse().unwrap(), Trust::Client);
             assert_eq!(client.ip(), ip);
             assert_eq!(client.forwarded(), format!("for={ip};proto=http"));
         }
-        let client = ClientAddress::new("::1".parse().unwrap());
+        let client = ClientAddress::new("::1".parse().unwrap(), Trust::Client);
         assert_eq!(client.ip(), "::1");
         let head = encode_request(
             &Method::PUT,
@@ -255,5 +283,37 @@ mod tests {
             &b"PUT / HTTP/1.1\r\nx-forwarded-for: ::1\r\nx-forwarded-proto: http\r\n\
                forwarded: for=\"[::1]\";proto=http\r\ntransfer-encoding: chunked\r\n\r\n"[..]
         );
+    }
+
+    #[test]
+    fn an_untrusted_client_cannot_forge_its_forwarding_headers() {
+        let pairs = [
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-kept", "1"),
+        ];
+        assert_eq!(
+            forwarded_from(&pairs, Trust::Client),
+            format!("GET /x HTTP/1.1\r\nx-kept: 1\r\n{ADDED}\r\n")
+        );
+        let trusted = ["10.0.0.0/8".parse_cidr(), "::1".parse_cidr()];
+        let of = |ip: &str| ClientAddress::of(ip.parse().unwrap(), &trusted).1;
+        assert_eq!(of("10.1.2.3"), Trust::Proxy);
+        assert_eq!(of("::1"), Trust::Proxy);
+        assert_eq!(of("192.0.2.1"), Trust::Client);
+        assert_eq!(
+            ClientAddress::of("10.1.2.3".parse().unwrap(), &[]).1,
+            Trust::Client
+        );
+    }
+
+    trait ParseCidr {
+        fn parse_cidr(self) -> halb_config::Cidr;
+    }
+
+    impl ParseCidr for &str {
+        fn parse_cidr(self) -> halb_config::Cidr {
+            halb_config::Cidr::parse(self).unwrap()
+        }
     }
 }

@@ -17,6 +17,7 @@ mod databases;
 mod dns_backends;
 mod drain;
 mod drill;
+mod edge_connections;
 mod etcd_canary;
 mod etcd_config;
 mod etcd_fleet;

@@ -3,6 +3,7 @@
 //! not a copy), reading more from the socket only when the backend side
 //! asks for more (backpressure).
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -45,6 +46,9 @@ pub(crate) struct ClientBody {
     continue_written: usize,
     /// Fails the body when no bytes of it come for the idle timeout.
     stall: StallTimer,
+    /// Fails the body when it is not whole by the listener's
+    /// `body_timeout` (slow-body clients); `None`: no such bound.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -65,6 +69,7 @@ impl ClientBody {
             expect_continue: false,
             continue_written: 0,
             stall: StallTimer::new(Duration::ZERO),
+            deadline: None,
         }
     }
 
@@ -73,6 +78,7 @@ impl ClientBody {
         framing: BodyFraming,
         expect_continue: bool,
         idle_timeout: Duration,
+        body_timeout: Option<Duration>,
     ) -> Self {
         let decoder = Decoder::new(framing);
         if decoder.is_done() {
@@ -85,6 +91,7 @@ impl ClientBody {
             expect_continue,
             continue_written: 0,
             stall: StallTimer::new(idle_timeout),
+            deadline: body_timeout.map(|limit| Box::pin(tokio::time::sleep(limit))),
         }
     }
 
@@ -165,6 +172,11 @@ impl Body for ClientBody {
                 Poll::Pending => {
                     if this.stall.expired(cx) {
                         return this.fail(BodyError::Timeout);
+                    }
+                    if let Some(deadline) = &mut this.deadline {
+                        if deadline.as_mut().poll(cx).is_ready() {
+                            return this.fail(BodyError::Timeout);
+                        }
                     }
                     connection.body_waker.set(Some(cx.waker().clone()));
                     return Poll::Pending;

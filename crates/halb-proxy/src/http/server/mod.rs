@@ -65,6 +65,17 @@ pub(crate) struct ClientConnection {
     body_abandoned: Cell<bool>,
     /// Wakes the body's reader when the loop gives up on it.
     body_waker: Cell<Option<Waker>>,
+    /// Its place among the worker's idle connections while it is idle.
+    idle: crate::admission::IdleEntry,
+}
+
+impl crate::admission::Evict for ClientConnection {
+    /// Descriptors run short: an idle connection closes. Its task sees the
+    /// end of the stream and finishes.
+    fn evict(&self) {
+        tracing::debug!("idle client connection closed to free a descriptor");
+        let _ = rustix::net::shutdown(&self.stream, rustix::net::Shutdown::Both);
+    }
 }
 
 impl ClientConnection {
@@ -75,6 +86,7 @@ impl ClientConnection {
             body_pending: Cell::new(false),
             body_abandoned: Cell::new(false),
             body_waker: Cell::new(None),
+            idle: Default::default(),
         }
     }
 
@@ -211,6 +223,11 @@ pub(crate) async fn serve(
         if let Some(since) = idle_since.take() {
             idle.as_mut().reset(since + idle_timeout);
         }
+        // Idle: among the first to close when descriptors run short.
+        let admission = handler.listener.admission.key();
+        connection
+            .idle
+            .start(admission, Rc::downgrade(&connection) as _);
         tokio::select! {
             biased;
             // Only closing is ever sent: any change means it.
@@ -225,6 +242,7 @@ pub(crate) async fn serve(
                 break Next::Close { linger: false };
             }
         }
+        connection.idle.end();
         // The busy part is boxed: an idle connection's task stays small.
         let busy = serve_busy(
             &connection,
@@ -300,7 +318,13 @@ async fn serve_busy(
             upgrade,
         } = head;
         let head_request = method == Method::HEAD;
-        let body = ClientBody::new(connection, body, expect_continue, limits.idle_timeout);
+        let body = ClientBody::new(
+            connection,
+            body,
+            expect_continue,
+            limits.idle_timeout,
+            limits.connection.body_timeout,
+        );
         let request = ClientRequest {
             method,
             uri,

@@ -1,0 +1,443 @@
+//! Which client connections halb takes, and when: connection caps per
+//! listener and for the process (derived from the file-descriptor limit,
+//! with a reserve kept for the admin API, health checks and backends),
+//! closing the oldest idle keep-alive clients under pressure (as HAProxy
+//! does), backing off when `accept` runs out of descriptors, and log lines
+//! that say how often something happened instead of repeating it.
+//!
+//! At a cap the accept loop stops accepting: new connections wait in the
+//! kernel's backlog (backpressure), rather than being accepted and closed.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Weak;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+/// Descriptors kept back from client connections: the admin API, health
+/// checks, the access log, etcd and peer links need some even when
+/// clients hold all they may.
+const MIN_RESERVE: usize = 64;
+
+/// The process's descriptor budget, read once from `RLIMIT_NOFILE`.
+#[derive(Debug)]
+pub(crate) struct FdBudget {
+    /// `RLIMIT_NOFILE` (soft) when halb started.
+    pub limit: usize,
+    /// Descriptors the process held when the data path started (listener
+    /// sockets, the admin API, log files, the runtime's own).
+    pub base: usize,
+    /// Client connections open now, over every listener.
+    open: AtomicUsize,
+    /// Splice pipes open now (two descriptors each).
+    pipes: AtomicUsize,
+}
+
+impl FdBudget {
+    fn read() -> FdBudget {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .map_or(usize::MAX / 4, |n| {
+                usize::try_from(n).unwrap_or(usize::MAX / 4)
+            });
+        let base = std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count());
+        FdBudget {
+            limit,
+            base,
+            open: AtomicUsize::new(0),
+            pipes: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether one more client (and its backend connection) would pass the
+    /// process's cap or, with the splice pipes open now, its descriptors.
+    fn full(&self) -> bool {
+        let open = self.open.load(Ordering::Relaxed);
+        let pipes = self.pipes.load(Ordering::Relaxed);
+        open >= self.client_cap() || 2 * (open + 1) + 2 * pipes > self.available()
+    }
+
+    /// What is left for clients, their backends and pipes.
+    fn available(&self) -> usize {
+        self.limit.saturating_sub(self.base + self.reserve())
+    }
+
+    /// Descriptors never given to clients.
+    pub fn reserve(&self) -> usize {
+        MIN_RESERVE.max(self.limit / 16)
+    }
+
+    /// Client connections the process takes at most, over all listeners,
+    /// and a listener's `max_connections` when unset: each client may hold
+    /// a backend connection too, so half of what the descriptors held at
+    /// start and the reserve leave.
+    pub fn client_cap(&self) -> usize {
+        (self.available() / 2).max(1)
+    }
+}
+
+/// A splice pipe's two descriptors, counted while it lives. Pipes are an
+/// optimisation (the relay copies without one), so they get only what the
+/// clients, their backend connections and the reserve leave.
+#[derive(Debug)]
+pub(crate) struct PipeTicket(());
+
+impl PipeTicket {
+    /// `None` when a pipe would eat into what clients may need.
+    pub fn take() -> Option<PipeTicket> {
+        let budget = budget();
+        let pipes = budget.pipes.fetch_add(1, Ordering::Relaxed) + 1;
+        let clients = budget.open.load(Ordering::Relaxed);
+        if 2 * clients + 2 * pipes > budget.available() {
+            budget.pipes.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(PipeTicket(()))
+    }
+}
+
+impl Drop for PipeTicket {
+    fn drop(&mut self) {
+        budget().pipes.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The process's descriptor budget.
+pub(crate) fn budget() -> &'static FdBudget {
+    static BUDGET: OnceLock<FdBudget> = OnceLock::new();
+    BUDGET.get_or_init(FdBudget::read)
+}
+
+/// A listener's open client connections, shared by its workers' accept
+/// loops, and the wake-up of a loop waiting at the cap.
+#[derive(Debug, Default)]
+pub(crate) struct ListenerAdmission {
+    open: AtomicUsize,
+    /// Accept loops waiting for a connection to close.
+    waiting: AtomicUsize,
+    released: Notify,
+    /// Connections refused: no PROXY header, a bad one, or a client over
+    /// its per-address limits.
+    pub refused: AtomicU64,
+    /// Idle clients closed to make room for new ones.
+    pub evicted: AtomicU64,
+    /// Per-client-address state, used only with `[listener.limits]`.
+    pub clients: crate::client_limits::ClientTable,
+}
+
+impl ListenerAdmission {
+    /// Whether a new connection may be accepted now, under the listener's
+    /// `max_connections` and the process's cap.
+    #[cfg(test)]
+    pub fn has_room(&self, max_connections: Option<usize>) -> bool {
+        self.full(max_connections).is_none()
+    }
+
+    /// Which cap a new connection would pass: `Some(Some(key))` this
+    /// listener's (only its own idle clients make room), `Some(None)` the
+    /// process's (any idle client does), `None` neither.
+    pub fn full(&self, max_connections: Option<usize>) -> Option<Option<usize>> {
+        let budget = budget();
+        let cap = max_connections.unwrap_or_else(|| budget.client_cap());
+        if self.open.load(Ordering::Relaxed) >= cap {
+            return Some(Some(self.key()));
+        }
+        budget.full().then_some(None)
+    }
+
+    /// Tells this listener's idle connections from others'.
+    pub fn key(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
+    /// Wait until a connection of this listener closes, or `patience`
+    /// passes (a close elsewhere in the process frees room too).
+    pub async fn wait_for_room(&self, patience: Duration) {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _ = tokio::time::timeout(patience, self.released.notified()).await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Count a client connection as open until the ticket drops.
+    pub fn admit(self: &Arc<Self>) -> AdmissionTicket {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        budget().open.fetch_add(1, Ordering::Relaxed);
+        AdmissionTicket(self.clone())
+    }
+
+    /// Client connections of this listener open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// An admitted client connection; its drop frees its place.
+pub(crate) struct AdmissionTicket(Arc<ListenerAdmission>);
+
+impl Drop for AdmissionTicket {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        budget().open.fetch_sub(1, Ordering::Relaxed);
+        if self.0.waiting.load(Ordering::SeqCst) > 0 {
+            self.0.released.notify_waiters();
+        }
+    }
+}
+
+thread_local! {
+    /// This worker's idle client connections, oldest first.
+    static IDLE: IdleClients = IdleClients::default();
+}
+
+/// A client connection that halb may close to get its descriptor back.
+pub(crate) trait Evict {
+    /// Close now (the connection's own task sees its end and cleans up).
+    fn evict(&self);
+}
+
+/// Idle client connections (nothing in flight, waiting for a request) of
+/// one worker, by when they went idle: the ones to close first when
+/// descriptors run short.
+#[derive(Default)]
+struct IdleClients {
+    next: Cell<u64>,
+    /// By age: the listener (its [`ListenerAdmission::key`]) and the
+    /// connection.
+    entries: RefCell<BTreeMap<u64, IdleClient>>,
+}
+
+/// An idle connection: its listener's [`ListenerAdmission::key`], and it.
+type IdleClient = (usize, Weak<dyn Evict>);
+
+/// A connection's place among the idle ones, held by the connection (not
+/// its task, which stays small): empty while it is busy.
+#[derive(Default)]
+pub(crate) struct IdleEntry(Cell<Option<u64>>);
+
+impl IdleEntry {
+    /// The connection went idle: it may be evicted from now on.
+    pub fn start(&self, listener: usize, connection: Weak<dyn Evict>) {
+        self.end();
+        IDLE.with(|idle| {
+            let id = idle.next.get();
+            idle.next.set(id + 1);
+            idle.entries.borrow_mut().insert(id, (listener, connection));
+            self.0.set(Some(id));
+        });
+    }
+
+    /// The connection is busy again (or closing).
+    pub fn end(&self) {
+        if let Some(id) = self.0.take() {
+            let _ = IDLE.try_with(|idle| idle.entries.borrow_mut().remove(&id));
+        }
+    }
+}
+
+impl Drop for IdleEntry {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// Close the oldest idle client connections of this worker (of the
+/// listener `only`, if given), up to `count`; how many were closed.
+pub(crate) fn evict_oldest_idle(count: usize, only: Option<usize>) -> usize {
+    let mut evicted = 0;
+    while evicted < count {
+        let next = IDLE.with(|idle| {
+            let mut entries = idle.entries.borrow_mut();
+            let id = entries
+                .iter()
+                .find(|(_, (listener, _))| only.is_none_or(|only| only == *listener))
+                .map(|(id, _)| *id)?;
+            entries.remove(&id)
+        });
+        let Some((_, connection)) = next else {
+            break;
+        };
+        if let Some(connection) = connection.upgrade() {
+            connection.evict();
+            evicted += 1;
+        }
+    }
+    evicted
+}
+
+/// Whether this worker has an idle client connection to close (of the
+/// listener `only`, if given).
+pub(crate) fn has_idle(only: Option<usize>) -> bool {
+    IDLE.with(|idle| {
+        let entries = idle.entries.borrow();
+        match only {
+            None => !entries.is_empty(),
+            Some(only) => entries.values().any(|(listener, _)| *listener == only),
+        }
+    })
+}
+
+/// Idle client connections registered on this worker.
+#[cfg(test)]
+pub(crate) fn idle_count() -> usize {
+    IDLE.with(|idle| idle.entries.borrow().len())
+}
+
+/// A warning that may fire thousands of times a second (a flood): logged
+/// at most once per second, saying how many times it happened since.
+#[derive(Debug, Default)]
+pub struct RateLimitedLog {
+    /// Milliseconds since `EPOCH` of the last line, +1 (0: never).
+    last: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl RateLimitedLog {
+    /// A log that has not fired yet.
+    pub const fn new() -> Self {
+        RateLimitedLog {
+            last: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether it has logged a line yet.
+    #[cfg(test)]
+    pub fn has_fired(&self) -> bool {
+        self.last.load(Ordering::Relaxed) != 0
+    }
+
+    /// Count one occurrence; `Some(n)` when a line is due now, `n` being
+    /// the occurrences it stands for (this one and those not logged).
+    pub fn hit(&self) -> Option<u64> {
+        let now = u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX) + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < 1000 {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        if self
+            .last
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.suppressed.swap(0, Ordering::Relaxed) + 1)
+    }
+}
+
+/// Whether an `accept` error means the process or system is out of
+/// descriptors.
+pub fn out_of_descriptors(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(code) if code == rustix::io::Errno::MFILE.raw_os_error()
+            || code == rustix::io::Errno::NFILE.raw_os_error()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::rc::Rc;
+
+    #[test]
+    fn the_budget_keeps_a_reserve_and_halves_the_rest() {
+        let budget = FdBudget {
+            limit: 20_000,
+            base: 50,
+            open: AtomicUsize::new(0),
+            pipes: AtomicUsize::new(0),
+        };
+        assert_eq!(budget.reserve(), 1_250);
+        assert_eq!(budget.client_cap(), 9_350);
+        let small = FdBudget {
+            limit: 1_024,
+            base: 50,
+            open: AtomicUsize::new(0),
+            pipes: AtomicUsize::new(0),
+        };
+        assert_eq!(small.reserve(), 64);
+        assert_eq!(small.client_cap(), 455);
+    }
+
+    #[test]
+    fn a_flood_of_warnings_logs_once_a_second_with_a_count() {
+        let log = RateLimitedLog::new();
+        assert_eq!(log.hit(), Some(1));
+        for _ in 0..999 {
+            assert_eq!(log.hit(), None);
+        }
+        std::thread::sleep(Duration::from_millis(1010));
+        assert_eq!(log.hit(), Some(1000));
+    }
+
+    #[derive(Default)]
+    struct Client {
+        evicted: Cell<bool>,
+        idle: IdleEntry,
+    }
+
+    impl Evict for Client {
+        fn evict(&self) {
+            self.evicted.set(true);
+        }
+    }
+
+    #[test]
+    fn the_oldest_idle_connection_is_evicted_first() {
+        let (first, second, third) = (
+            Rc::new(Client::default()),
+            Rc::new(Client::default()),
+            Rc::new(Client::default()),
+        );
+        for client in [&first, &second, &third] {
+            let weak: Weak<dyn Evict> = Rc::downgrade(&(client.clone() as Rc<dyn Evict>));
+            client.idle.start(1, weak);
+        }
+        assert_eq!(idle_count(), 3);
+        // Busy again: no longer a candidate.
+        first.idle.end();
+        assert!(has_idle(Some(1)) && !has_idle(Some(2)));
+        assert_eq!(
+            evict_oldest_idle(1, Some(2)),
+            0,
+            "another listener's are kept"
+        );
+        assert_eq!(evict_oldest_idle(1, Some(1)), 1);
+        assert!(!first.evicted.get() && second.evicted.get() && !third.evicted.get());
+        drop(third);
+        assert_eq!(idle_count(), 0, "a connection that goes leaves the table");
+        assert_eq!(evict_oldest_idle(4, None), 0);
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_a_close_wakes_the_waiting_accept_loop() {
+        let admission = Arc::new(ListenerAdmission::default());
+        let ticket = admission.admit();
+        assert!(!admission.has_room(Some(1)));
+        assert!(admission.has_room(Some(2)));
+        let waiter = {
+            let admission = admission.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                admission.wait_for_room(Duration::from_secs(5)).await;
+                started.elapsed()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(ticket);
+        let waited = waiter.await.unwrap();
+        assert!(waited < Duration::from_secs(2), "{waited:?}");
+        assert!(admission.has_room(Some(1)));
+    }
+}
