@@ -114,7 +114,7 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
 }
 
 fn pool_changes(old: &Pool, new: &Pool, changes: &mut Vec<Change>) {
-    let settings: [(&'static str, bool); 13] = [
+    let settings: [(&'static str, bool); 14] = [
         ("algorithm", old.algorithm != new.algorithm),
         ("hash_key", old.hash_key != new.hash_key),
         ("retries", old.retries != new.retries),
