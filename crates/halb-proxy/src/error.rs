@@ -21,6 +21,9 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("the request head is larger than the listener allows")]
     HeadTooLarge,
+    /// CONNECT: halb is a reverse proxy and opens no tunnels.
+    #[error("method not allowed: halb does not tunnel CONNECT")]
+    MethodNotAllowed,
     #[error("not implemented: {0}")]
     NotImplemented(&'static str),
     #[error("request timed out: the client did not send it in time")]
@@ -46,6 +49,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_)
             | ProxyError::HeadTooLarge
+            | ProxyError::MethodNotAllowed
             | ProxyError::NotImplemented(_)
             | ProxyError::ClientTimeout => Side::Downstream,
             ProxyError::NoBackend | ProxyError::Injected(_) => Side::Internal,
@@ -62,6 +66,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
@@ -76,6 +81,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(why) | ProxyError::NotImplemented(why) => why,
             ProxyError::HeadTooLarge => "request header fields too large\n",
+            ProxyError::MethodNotAllowed => "CONNECT is not supported\n",
             ProxyError::ClientTimeout => "request timed out\n",
             ProxyError::NoBackend => "no backend is available to serve this request\n",
             ProxyError::Injected(_) => "fault injected\n",

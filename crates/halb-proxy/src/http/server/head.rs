@@ -60,6 +60,11 @@ pub(crate) fn parse(
     };
     let method = request.method.unwrap_or("");
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| bad("malformed method\n"))?;
+    if method == Method::CONNECT {
+        // A reverse proxy has no tunnel to offer; forwarding it would
+        // hand the backend an authority-form target it never expects.
+        return Err(ProxyError::MethodNotAllowed);
+    }
     let base: &[u8] = buf;
     let target = Span::of(base, request.path.unwrap_or("").as_bytes());
     let mut fields = FieldsBuilder::with_capacity(request.headers.len());
@@ -134,7 +139,10 @@ impl Framing {
                 for coding in value.split(|b| *b == b',') {
                     let coding = coding.trim_ascii();
                     if coding.is_empty() {
-                        continue;
+                        // `chunked,`: RFC 9110 §5.6.1 lets a recipient skip
+                        // it, but a backend that reads it differently would
+                        // frame the body its own way (HAProxy refuses it too).
+                        return Err(bad("empty element in Transfer-Encoding\n"));
                     }
                     if self.chunked_last {
                         // Anything after chunked, including chunked again.
@@ -314,6 +322,24 @@ mod tests {
                 501,
             ),
             (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked,\r\n\r\n",
+                400,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ,chunked\r\n\r\n",
+                400,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9223372036854775808\r\n\r\n",
+                400,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4611686018427387904\r\n\r\n",
+                400,
+            ),
+            (b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", 405),
+            (b"CONNECT /  HTTP/1.1\r\nHost: x\r\n\r\n", 400),
         ];
         for (raw, expected) in cases {
             assert_eq!(
@@ -339,5 +365,28 @@ mod tests {
         assert_eq!(status(&large), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
         large.extend_from_slice(b"\r\n\r\n");
         assert_eq!(status(&large), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+
+    #[test]
+    fn ten_thousand_headers_are_refused_at_the_first_one_too_many() {
+        let mut many = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+        for i in 0..10_000 {
+            many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        // Even with a limit that would let the whole head in, and even
+        // unfinished: the count is checked as the headers are parsed.
+        for raw in [&many[..], &many[..many.len() / 2]] {
+            let started = std::time::Instant::now();
+            let parsed = parse(&mut BytesMut::from(raw), 1 << 20);
+            assert!(matches!(parsed, Err(ProxyError::HeadTooLarge)));
+            assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn connect_is_refused_with_405() {
+        let error = parse_all(b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n").unwrap_err();
+        assert_eq!(error.status(), StatusCode::METHOD_NOT_ALLOWED);
     }
 }
