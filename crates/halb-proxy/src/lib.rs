@@ -15,6 +15,7 @@
 //! listener's [`Route`] holds, and offered to the access log, when it ends:
 //! atomic adds and a non-blocking queue, no lock.
 
+pub mod codec_check;
 mod error;
 mod fault;
 mod http;

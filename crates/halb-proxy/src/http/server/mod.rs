@@ -8,7 +8,7 @@
 //! shared reference (the loop does not read while a body is pending).
 
 mod body;
-mod head;
+pub(crate) mod head;
 mod write;
 
 use std::cell::{Cell, RefCell};
