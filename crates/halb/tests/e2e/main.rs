@@ -37,6 +37,7 @@ mod runtime_weights;
 mod service_notify;
 mod shutdown;
 mod slow_start;
+mod smuggling;
 mod spliced_bodies;
 mod streaming;
 mod tcp;
