@@ -22,6 +22,7 @@ mod etcd_fleet;
 mod failures;
 mod faults;
 mod flapping;
+mod head_limits;
 mod health_checks;
 mod http_semantics;
 mod hung_backend;
