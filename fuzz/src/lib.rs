@@ -125,9 +125,12 @@ pub fn peer_message(data: &[u8]) {
     }
 }
 
+/// One target's check of one input.
+pub type Check = fn(&[u8]);
+
 /// Every target by its name (as in `fuzz/fuzz_targets/` and
 /// `fuzz/corpus/`), for the replay test.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("request_head", request_head),
     ("chunked", chunked),
     ("response_head", response_head),
