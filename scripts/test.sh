@@ -21,6 +21,8 @@ command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 # replica) and Redis servers behind halb's role-aware checks.
 compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# The request-smuggling corpus compares halb with HAProxy in the same run.
+command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} for the tests..."
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -41,6 +43,25 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else
   cargo test --workspace --no-fail-fast
+fi
+
+# A short fuzz run of every target (fuzz/, 20 s each) when a nightly
+# toolchain exists; without one, only the corpus replay (a normal test,
+# run above) covers the decoders. New inputs go to a scratch directory,
+# the kept corpus is only read.
+if cargo +nightly --version >/dev/null 2>&1; then
+  command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
+  scratch=$(mktemp -d)
+  trap 'rm -rf "$scratch"' EXIT
+  for target in $(cd fuzz && cargo +nightly fuzz list); do
+    echo "fuzzing $target for 20 s..."
+    mkdir -p "$scratch/$target"
+    (cd fuzz && cargo +nightly fuzz run "$target" "$scratch/$target" "corpus/$target" \
+      -- -max_total_time=20 -print_final_stats=1 2>&1 | tail -n 12)
+  done
+else
+  echo "no nightly toolchain (rustup toolchain install nightly): the short fuzz run is skipped;" \
+    "the fuzz corpus was still replayed by cargo test"
 fi
 
 # A short smoke run of the side-by-side benchmark (every case once for about

@@ -21,6 +21,9 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("the request head is larger than the listener allows")]
     HeadTooLarge,
+    /// CONNECT: halb is a reverse proxy and opens no tunnels.
+    #[error("method not allowed: halb does not tunnel CONNECT")]
+    MethodNotAllowed,
     #[error("not implemented: {0}")]
     NotImplemented(&'static str),
     #[error("request timed out: the client did not send it in time")]
@@ -48,6 +51,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_)
             | ProxyError::HeadTooLarge
+            | ProxyError::MethodNotAllowed
             | ProxyError::NotImplemented(_)
             | ProxyError::ClientTimeout
             | ProxyError::TooManyRequests => Side::Downstream,
@@ -65,6 +69,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
@@ -80,6 +85,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(why) | ProxyError::NotImplemented(why) => why,
             ProxyError::HeadTooLarge => "request header fields too large\n",
+            ProxyError::MethodNotAllowed => "CONNECT is not supported\n",
             ProxyError::ClientTimeout => "request timed out\n",
             ProxyError::TooManyRequests => "too many requests\n",
             ProxyError::NoBackend => "no backend is available to serve this request\n",

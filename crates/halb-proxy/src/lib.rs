@@ -18,6 +18,7 @@
 mod admission;
 mod client_limits;
 mod edge;
+pub mod codec_check;
 mod error;
 mod fault;
 mod fence;

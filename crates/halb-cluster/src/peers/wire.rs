@@ -97,7 +97,14 @@ pub async fn read_handshake<R: AsyncReadExt + Unpin>(from: &mut R) -> Result<Mes
     }
     let mut bytes = vec![0u8; length];
     from.read_exact(&mut bytes).await?;
-    serde_json::from_slice(&bytes).map_err(|e| WireError::Bad(e.to_string()))
+    decode(&bytes)
+}
+
+/// One message out of a frame's body (the bytes after its length): the
+/// one place a peer's bytes become a [`Message`], so the fuzz target
+/// (`fuzz/`) exercises what a link does.
+pub fn decode(frame: &[u8]) -> Result<Message, WireError> {
+    serde_json::from_slice(frame).map_err(|e| WireError::Bad(e.to_string()))
 }
 
 /// Reads one message.
@@ -115,8 +122,7 @@ pub async fn read_counted<R: AsyncReadExt + Unpin>(
     }
     let mut bytes = vec![0u8; length];
     from.read_exact(&mut bytes).await?;
-    let message = serde_json::from_slice(&bytes).map_err(|e| WireError::Bad(e.to_string()))?;
-    Ok((message, 4 + length))
+    Ok((decode(&bytes)?, 4 + length))
 }
 
 /// Writes one message.

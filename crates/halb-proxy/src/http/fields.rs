@@ -214,15 +214,6 @@ impl Fields {
             .map(|(_, value, _)| value)
     }
 
-    /// Mark every field of a class dropped.
-    pub(crate) fn drop_all(&mut self, known: Known) {
-        for field in &mut self.list {
-            if field.known == known {
-                field.known = Known::Dropped;
-            }
-        }
-    }
-
     /// Drop the headers the `Connection` headers name, but for those it may
     /// not remove. Tokens that name hop-by-hop headers (`keep-alive`,
     /// `upgrade`) or none (`close`) cost no search: the encoders decide on

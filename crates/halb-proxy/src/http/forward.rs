@@ -414,9 +414,22 @@ fn origin_form(uri: &Uri) -> &[u8] {
 pub(crate) fn error_response(error: &ProxyError, mut exchange: Exchange) -> Reply {
     let status = error.status();
     exchange.answered(status, false);
+    const TEXT: (&str, &str) = ("content-type", "text/plain; charset=utf-8");
+    let fields = if status == StatusCode::METHOD_NOT_ALLOWED {
+        // RFC 9110 §15.5.6: a 405 says what is allowed; any method but CONNECT.
+        Fields::from_pairs(&[
+            TEXT,
+            (
+                "allow",
+                "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH",
+            ),
+        ])
+    } else {
+        Fields::from_pairs(&[TEXT])
+    };
     Reply {
         status,
-        fields: Fields::from_pairs(&[("content-type", "text/plain; charset=utf-8")]),
+        fields,
         close: status.is_client_error(),
         body: ResponseBody::full(
             Bytes::from_static(error.client_message().as_bytes()),

@@ -11,6 +11,13 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::time::{Instant, Sleep};
 
+/// The largest Content-Length or chunk size accepted, plus one: 2^62.
+/// Far above any real body, and below what a backend that reads lengths
+/// into a signed 64-bit integer (Java, Go, nginx's `off_t`) would wrap, so
+/// halb and the backend never read a length two ways; a length at or above
+/// it gets 400 (a backend's, 502).
+pub(crate) const LENGTH_LIMIT: u64 = 1 << 62;
+
 /// Longest chunk extension accepted, and all trailers together.
 const MAX_CHUNK_EXTENSION: usize = 4096;
 const MAX_TRAILERS: usize = 16 * 1024;
@@ -140,8 +147,12 @@ fn step(chunk: Chunk, byte: u8) -> Result<Option<Chunk>, &'static str> {
                     return malformed("chunk size too large");
                 }
                 let digit = (byte as char).to_digit(16).unwrap_or(0);
+                let size = size << 4 | u64::from(digit);
+                if size >= LENGTH_LIMIT {
+                    return malformed("chunk size too large");
+                }
                 Chunk::Size {
-                    size: size << 4 | u64::from(digit),
+                    size,
                     digits: digits + 1,
                 }
             }
@@ -224,14 +235,15 @@ pub(crate) fn merge_content_length(value: &[u8], seen: &mut Option<u64>) -> Resu
     Ok(())
 }
 
-/// 1*DIGIT, without sign or overflow: a Content-Length value.
+/// 1*DIGIT, without sign, below [`LENGTH_LIMIT`]: a Content-Length value.
 fn parse_length(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 {
         return None;
     }
-    digits.iter().try_fold(0u64, |n, d| {
+    let length = digits.iter().try_fold(0u64, |n, d| {
         d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
-    })
+    })?;
+    (length < LENGTH_LIMIT).then_some(length)
 }
 
 /// Ends a body that makes no progress for `limit`: one timer for the
@@ -360,6 +372,9 @@ mod tests {
             b"5\r\nhello\n0\r\n\r\n",
             b"-5\r\nhello\r\n0\r\n\r\n",
             b"11111111111111111\r\n",
+            b"ffffffffffffffff\r\n",
+            b"4000000000000000\r\n",
+            b"0x5\r\nhello\r\n0\r\n\r\n",
             b"0\r\nX: \x01\r\n\r\n",
             b"0\r\nX: v\n\r\n",
             b"5;a\x00\r\nhello\r\n0\r\n\r\n",
@@ -371,6 +386,41 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn lengths_stop_below_two_to_the_62() {
+        let mut seen = None;
+        assert_eq!(
+            merge_content_length(b"4611686018427387903", &mut seen),
+            Ok(())
+        );
+        assert_eq!(seen, Some(LENGTH_LIMIT - 1));
+        for huge in [
+            &b"4611686018427387904"[..],
+            b"9223372036854775808",
+            b"18446744073709551615",
+        ] {
+            assert_eq!(
+                merge_content_length(huge, &mut None),
+                Err(BadLength::Invalid),
+                "{:?}",
+                String::from_utf8_lossy(huge)
+            );
+        }
+        let mut decoder = Decoder::new(BodyFraming::Chunked);
+        let mut buf = BytesMut::from(&b"3fffffffffffffff\r\nab"[..]);
+        assert_eq!(
+            decoder.decode(&mut buf),
+            Ok(Decoded::Data(Bytes::from_static(b"ab")))
+        );
+        let mut decoder = Decoder::new(BodyFraming::Chunked);
+        let mut buf = BytesMut::from(&b"000000000000005\r\nhello\r\n0\r\n\r\n"[..]);
+        assert_eq!(
+            decoder.decode(&mut buf),
+            Ok(Decoded::Data(Bytes::from_static(b"hello"))),
+            "leading zeros are digits like any other"
+        );
     }
 
     #[test]

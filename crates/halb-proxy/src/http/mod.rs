@@ -4,6 +4,7 @@
 
 mod body;
 mod client;
+pub(crate) mod codec_entry;
 mod exchange;
 mod fields;
 mod forward;

@@ -14,7 +14,7 @@
 //! stream together, as they would with no proxy between.
 
 mod body;
-mod head;
+pub(crate) mod head;
 mod upload;
 
 use std::io;

@@ -8,7 +8,7 @@
 //! shared reference (the loop does not read while a body is pending).
 
 mod body;
-mod head;
+pub(crate) mod head;
 mod write;
 
 use std::cell::{Cell, RefCell};
@@ -425,8 +425,9 @@ async fn read_head(
     limits: &halb_config::Listener,
 ) -> Result<Option<RequestHead>, HeadFailure> {
     let mut deadline = None;
+    let mut reparse = head::Reparse::default();
     loop {
-        if !connection.buf.borrow().is_empty() {
+        if reparse.due(&connection.buf.borrow(), limits.max_header_bytes) {
             let parsed = head::parse(&mut connection.buf.borrow_mut(), limits.max_header_bytes);
             match parsed {
                 Ok(Some(head)) => return Ok(Some(head)),
