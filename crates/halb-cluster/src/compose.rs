@@ -219,6 +219,8 @@ pub fn parse_backend(key: &str, value: &str) -> Result<(String, Backend), String
             address,
             weight: value.weight,
             backup: value.backup,
+            priority: 0,
+            zone: None,
         },
     ))
 }

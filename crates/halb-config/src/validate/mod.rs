@@ -6,6 +6,7 @@ mod alerts;
 mod checker;
 mod cluster;
 mod health;
+mod levels;
 mod log;
 mod pool;
 mod route;
@@ -197,7 +198,9 @@ fn runtime(c: &mut Checker, raw: RawRuntime) -> Option<Runtime> {
             Ok(interval)
         },
     );
+    let zone = levels::zone(c, &raw.at, raw.zone);
     Some(Runtime {
+        zone: zone?,
         workers: workers?.value,
         drain_timeout: drain_timeout?.value,
         resolve_interval: resolve_interval?.value,
