@@ -220,6 +220,18 @@ impl State {
         table.is_some_and(|t| t.apply(entry, unix_ms()))
     }
 
+    /// A pool's traffic started or stopped leaving the node's zone (see
+    /// [`Event::ZoneSpill`]); the pool's snapshot notices it when it
+    /// recomputes its shares.
+    pub fn report_zone_spill(&self, pool: &str, spilling: bool, local_permille: u32) {
+        self.publish(Event::ZoneSpill {
+            pool: pool.into(),
+            spilling,
+            local_permille,
+            at_ms: crate::event::unix_ms(),
+        });
+    }
+
     fn publish(&self, event: Event) {
         // No subscriber is fine: nobody listens yet.
         let _ = self.events.send(event);
