@@ -260,6 +260,46 @@ impl Spread {
     }
 }
 
+impl crate::state::PoolState {
+    /// The share of traffic each level takes now (backups not listed:
+    /// they serve only when these have nothing usable). A pool without a
+    /// spread has one level, at 100 % while it has a usable backend.
+    pub fn level_shares(&self) -> Vec<LevelShare> {
+        let now = halb_health::clock::now();
+        if let Some(spread) = &self.spread {
+            return spread.shares(&self.backends, now);
+        }
+        let serving = self.backends.iter().find(|b| b.level != BACKUP_LEVEL);
+        let Some(first) = serving else {
+            return Vec::new();
+        };
+        let usable = (self.backends.iter())
+            .any(|b| b.level != BACKUP_LEVEL && b.weight > 0 && b.health.is_in_service());
+        vec![LevelShare {
+            priority: first.level,
+            percent: if usable { 100.0 } else { 0.0 },
+            local_percent: None,
+        }]
+    }
+
+    /// The share of the pool's traffic that stays in the node's zone now,
+    /// in percent; `None` when zones are not in play.
+    pub fn local_share(&self) -> Option<f64> {
+        let shares = self.level_shares();
+        let zoned: f64 = (shares.iter())
+            .filter(|s| s.local_percent.is_some())
+            .map(|s| s.percent)
+            .sum();
+        if zoned == 0.0 {
+            return None;
+        }
+        let kept: f64 = (shares.iter())
+            .filter_map(|s| Some(s.percent * s.local_percent? / 100.0))
+            .sum();
+        Some((kept * 10_000.0 / zoned).round() / 100.0)
+    }
+}
+
 /// One level's shares, in percent, for status.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LevelShare {
