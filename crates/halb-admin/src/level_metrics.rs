@@ -13,7 +13,7 @@ use halb_proxy::Topology;
 
 pub(crate) fn levels(text: &mut Exposition, topology: &Topology) {
     let mut by_level = text.family(
-        "halb_pool_level_requests_total",
+        "halb_pool_level_attempts_total",
         Kind::Counter,
         "Requests (HTTP) or connections (TCP) sent to the pool's backends of each priority level (level=\"backup\" for backup = true), retries included.",
     );
@@ -31,7 +31,7 @@ pub(crate) fn levels(text: &mut Exposition, topology: &Topology) {
         }
     }
     let mut by_zone = text.family(
-        "halb_pool_zone_requests_total",
+        "halb_pool_zone_attempts_total",
         Kind::Counter,
         "Requests (HTTP) or connections (TCP) sent to backends in the node's zone (locality=\"local\") and elsewhere (\"remote\"); only for pools on a node with [runtime] zone.",
     );

@@ -247,8 +247,28 @@ async fn traffic_stays_in_the_zone_spills_in_proportion_and_returns() {
         })
         .await;
     let outcomes = load.finish().await;
+    let metrics = halb.admin_request("GET", "/metrics").await;
+    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
 
     assert_failed_only_while_dying(&outcomes, killed, marked_down);
+    let sample = |name: &str| -> f64 {
+        let line = (metrics.lines())
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{metrics}"));
+        line.rsplit(' ').next().unwrap().parse().expect("a number")
+    };
+    let remote = sample("halb_pool_zone_attempts_total{pool=\"app\",locality=\"remote\"}");
+    let kept_in_zone = sample("halb_pool_zone_attempts_total{pool=\"app\",locality=\"local\"}");
+    assert!(remote >= (spilled[4] + spilled[5]) as f64, "{metrics}");
+    assert!(
+        kept_in_zone >= local[..4].iter().sum::<usize>() as f64,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample("halb_pool_local_zone_share{pool=\"app\"}"),
+        1.0,
+        "{metrics}"
+    );
     assert_eq!(
         local[4..],
         [0, 0],
