@@ -46,20 +46,28 @@ pub(super) fn priority(
 pub(super) fn zone(c: &mut Checker, at: &Header, raw: Slot<String>) -> Option<Option<String>> {
     let zone = c.optional(at, "zone", raw.map(|s| Some(s.clone())), None, |zone| {
         let Some(zone) = zone else { return Ok(None) };
-        let allowed = |ch: char| ch.is_ascii_alphanumeric() || "-_.".contains(ch);
-        if zone.is_empty() || zone.len() > 64 {
-            return Err(format!(
-                "expected a zone name of 1 to 64 characters, got {zone:?}"
-            ));
-        }
-        if let Some(bad) = zone.chars().find(|&ch| !allowed(ch)) {
-            return Err(format!(
-                "zone {zone:?} contains {bad:?}; a zone name has letters, digits, '-', '_' and '.'"
-            ));
-        }
+        check_zone_name(&zone)?;
         Ok(Some(zone))
     })?;
     Some(zone.value)
+}
+
+/// Whether `zone` is a valid zone name: 1 to 64 letters, digits, `-`, `_`
+/// and `.`; the error says why not. Backends registered in etcd are held
+/// to the same rule.
+pub fn check_zone_name(zone: &str) -> Result<(), String> {
+    let allowed = |ch: char| ch.is_ascii_alphanumeric() || "-_.".contains(ch);
+    if zone.is_empty() || zone.len() > 64 {
+        return Err(format!(
+            "expected a zone name of 1 to 64 characters, got {zone:?}"
+        ));
+    }
+    if let Some(bad) = zone.chars().find(|&ch| !allowed(ch)) {
+        return Err(format!(
+            "zone {zone:?} contains {bad:?}; a zone name has letters, digits, '-', '_' and '.'"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

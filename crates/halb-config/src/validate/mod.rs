@@ -7,6 +7,8 @@ mod checker;
 mod cluster;
 mod health;
 mod levels;
+
+pub use levels::check_zone_name;
 mod log;
 mod pool;
 mod route;
