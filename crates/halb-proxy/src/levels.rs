@@ -267,6 +267,16 @@ impl crate::state::PoolState {
     pub fn level_shares(&self) -> Vec<LevelShare> {
         let now = halb_health::clock::now();
         if let Some(spread) = &self.spread {
+            // A pool without traffic still reports a spill starting or
+            // ending when it is looked at (status, metrics scrapes).
+            let ignore_ejections = self.outlier.any_ejected(now) && self.in_panic(now);
+            spread.refresh(
+                &self.name,
+                &self.backends,
+                &self.state,
+                now,
+                ignore_ejections,
+            );
             return spread.shares(&self.backends, now);
         }
         let serving = self.backends.iter().find(|b| b.level != BACKUP_LEVEL);

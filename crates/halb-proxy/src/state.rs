@@ -203,7 +203,7 @@ pub struct PoolState {
     /// Slow-start window in clock nanos; 0 = off.
     slow_start: u64,
     /// Where every change to a backend's health goes.
-    state: Arc<State>,
+    pub(crate) state: Arc<State>,
     /// The pool's name, for the state and for logs.
     pub name: Arc<str>,
     /// `[pool.sticky]`, over this snapshot's backends.
