@@ -4,9 +4,11 @@
 //!
 //! A pool with one level and no zone in play has no [`Spread`]: its picks
 //! are today's, primaries then backups. Otherwise the shares follow the
-//! backends' health: they are recomputed at most every [`REFRESH`] by the
-//! first request after it (health changes without a new snapshot), and a
-//! request costs a ticket and a few comparisons.
+//! backends' health, which changes without a new snapshot: the first
+//! request after a change of health (seen as a new
+//! [`State::generation`]) recomputes them, and at least every [`REFRESH`]
+//! (ejections end with time, without an event); a request otherwise costs
+//! a load, a ticket and a few comparisons.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -39,8 +41,12 @@ pub struct Spread {
     zoned: bool,
     draws: Draws,
     plan: ArcSwap<Plan>,
-    /// Clock nanos after which the next request recomputes the plan.
+    /// Clock nanos after which the next request recomputes the plan
+    /// (ejections end with time, without an event).
     refresh_at: AtomicU64,
+    /// The state's generation the plan was computed at: a change of
+    /// health is an event, and the next request recomputes the plan.
+    generation: AtomicU64,
     /// Whether the last plan sent part of the traffic out of the zone.
     spilling: AtomicBool,
     /// The share kept local by the last plan, in permille (1000: all).
@@ -150,6 +156,7 @@ impl Spread {
             draws: Draws::default(),
             plan: ArcSwap::from_pointee(Plan::new(&[], config.overflow, zoned)),
             refresh_at: AtomicU64::new(0),
+            generation: AtomicU64::new(u64::MAX),
             spilling: AtomicBool::new(false),
             local_permille: AtomicU32::new(1000),
         })
@@ -167,7 +174,8 @@ impl Spread {
         ignore_ejections: bool,
         key: Option<u64>,
     ) -> Option<(u8, Choice)> {
-        if now >= self.refresh_at.load(Relaxed) {
+        let generation = state.generation();
+        if generation != self.generation.load(Relaxed) || now >= self.refresh_at.load(Relaxed) {
             self.refresh(pool, backends, state, now, ignore_ejections);
         }
         let choice = self.plan.load().choose(self.draws.next(key))?;
@@ -196,12 +204,16 @@ impl Spread {
         now: u64,
         ignore_ejections: bool,
     ) {
+        // One thread recomputes for a new generation, one for a due time;
+        // the others go on with the last plan meanwhile.
+        let generation = state.generation();
+        let new_generation = self.generation.swap(generation, Relaxed) != generation;
         let due = self.refresh_at.load(Relaxed);
-        if now < due
-            || (self.refresh_at)
+        let timed = now >= due
+            && (self.refresh_at)
                 .compare_exchange(due, now + REFRESH, Relaxed, Relaxed)
-                .is_err()
-        {
+                .is_ok();
+        if !new_generation && !timed {
             return;
         }
         let plan = self.plan_now(backends, now, ignore_ejections);
