@@ -285,6 +285,10 @@
         h('span', { class: 'chip', 'data-role': 'algorithm' }),
         h('span', { class: 'chip danger', 'data-role': 'panic', hidden: true, text: 'panic mode',
           title: 'Too few backends left: outlier ejections are ignored' }),
+        h('span', { class: 'chip', 'data-role': 'levels', hidden: true,
+          title: 'Share of new traffic each priority level takes now' }),
+        h('span', { class: 'chip', 'data-role': 'zone', hidden: true,
+          title: 'Share of new traffic kept in this node\'s zone' }),
         stats),
       h('div', { class: 'table-wrap' },
         h('table', { class: 'grid backends' },
@@ -301,6 +305,14 @@
     setText(field('algorithm'), pool.algorithm);
     field('panic').hidden = !pool.panic;
     view.section.dataset.panic = String(Boolean(pool.panic));
+    const levels = pool.levels || [];
+    field('levels').hidden = levels.length < 2;
+    setText(field('levels'), levels.map((l) => 'level ' + l.priority + ' ' + l.percent + '%').join(' · '));
+    const local = pool.local_zone_percent;
+    const zoneChip = field('zone');
+    zoneChip.hidden = local === null || local === undefined;
+    zoneChip.classList.toggle('danger', local !== null && local !== undefined && local < 100);
+    setText(zoneChip, 'zone ' + (pool.zone || '') + ': ' + local + '% local');
 
     let rps = 0;
     let requests = 0;
@@ -403,7 +415,10 @@
     const tr = h('tr', { class: 'backend', 'data-pool': poolName, 'data-backend': address, 'data-state': '' },
       h('td', { class: 'address', title: address }, h('span', { class: 'mono', text: address }),
         h('span', { class: 'chip backup', 'data-role': 'backup', hidden: true, text: 'backup',
-          title: 'Gets traffic only when no primary backend is usable' })),
+          title: 'Gets traffic only when no primary backend is usable' }),
+        h('span', { class: 'chip level', 'data-role': 'level', hidden: true,
+          title: 'Priority level: serves when the levels before it are short of healthy weight' }),
+        h('span', { class: 'chip zone', 'data-role': 'backend-zone', hidden: true })),
       h('td', {}, h('span', { class: 'badge', 'data-role': 'state' })),
       h('td', { class: 'num' }, weight),
       cell('rps', 'num'),
@@ -438,6 +453,13 @@
     if (document.activeElement !== row.weight && !row.weightBusy) row.weight.value = String(backend.weight);
     row.weight.dataset.current = String(backend.weight);
     field('backup').hidden = !backend.backup;
+    field('level').hidden = backend.backup || !backend.priority;
+    setText(field('level'), 'level ' + backend.priority);
+    field('backend-zone').hidden = !backend.zone;
+    setText(field('backend-zone'), backend.zone ? 'zone ' + backend.zone : '');
+    field('backend-zone').title = backend.local ? 'In this node\'s zone' : 'In another zone than this node';
+    row.tr.dataset.priority = String(backend.priority);
+    row.tr.dataset.zone = backend.zone || '';
     setText(field('rps'), m.rate ? formatRate(m.rate.rps) : '–');
     row.tr.dataset.rps = m.rate ? m.rate.rps.toFixed(2) : '';
     setErrorRate(field('errors'), m.rate ? errorRate(m.rate.failures, m.rate.requests) : null);

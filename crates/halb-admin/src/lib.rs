@@ -5,6 +5,7 @@
 mod control;
 mod dashboard;
 mod faults;
+mod level_metrics;
 mod metrics;
 mod status;
 

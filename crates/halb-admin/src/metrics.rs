@@ -111,6 +111,7 @@ pub fn render(topology: &Topology, config: &ConfigInfo, sources: &MetricSources)
     backends(&mut text, topology);
     health_checks(&mut text, topology);
     pools(&mut text, topology);
+    crate::level_metrics::levels(&mut text, topology);
     if let Some(faults) = &sources.faults {
         fault_metrics(&mut text, faults);
     }

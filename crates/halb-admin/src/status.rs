@@ -74,7 +74,28 @@ pub struct PoolStatus {
     pub retries_denied: u64,
     /// Ejections are being ignored because too few backends are left.
     pub panic: bool,
+    /// `overflow`: the healthy share (percent) a level or zone needs to
+    /// take all of its traffic.
+    pub overflow: u32,
+    /// The node's zone (`[runtime] zone`), if it has one.
+    pub zone: Option<String>,
+    /// The share of the traffic each priority level takes now.
+    pub levels: Vec<LevelStatus>,
+    /// The share of the traffic that stays in the node's zone now, in
+    /// percent; `null` when zones are not in play in this pool.
+    pub local_zone_percent: Option<f64>,
     pub backends: Vec<BackendStatus>,
+}
+
+/// One priority level of a pool.
+#[derive(Debug, Serialize)]
+pub struct LevelStatus {
+    pub priority: u8,
+    /// Its share of the pool's traffic, in percent.
+    pub percent: f64,
+    /// The share of its traffic kept in the node's zone, in percent;
+    /// `null` when zones are not in play in this level.
+    pub local_percent: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -83,6 +104,12 @@ pub struct BackendStatus {
     pub state: &'static str,
     pub weight: u32,
     pub backup: bool,
+    /// `priority`: the level it serves in (0 first).
+    pub priority: u8,
+    /// `zone`, if set.
+    pub zone: Option<String>,
+    /// In the node's zone.
+    pub local: bool,
     pub in_flight: u64,
     pub requests: u64,
     pub failures: u64,
@@ -176,6 +203,16 @@ pub fn pool_status(pool: &PoolState) -> PoolStatus {
         retries: pool.retry_budget.spent(),
         retries_denied: pool.retry_budget.denied(),
         panic: pool.outlier.any_ejected(now) && pool.in_panic(now),
+        overflow: pool.config.overflow,
+        zone: pool.local_zone.as_deref().map(str::to_owned),
+        levels: (pool.level_shares().into_iter())
+            .map(|l| LevelStatus {
+                priority: l.priority,
+                percent: l.percent,
+                local_percent: l.local_percent,
+            })
+            .collect(),
+        local_zone_percent: pool.local_share(),
         backends: pool
             .backends
             .iter()
@@ -191,6 +228,9 @@ pub fn backend_status(backend: &BackendState, now: u64) -> BackendStatus {
         state: backend.health.serving_state(now).as_str(),
         weight: backend.weight,
         backup: backend.backup,
+        priority: backend.priority,
+        zone: backend.zone.as_deref().map(str::to_owned),
+        local: backend.local,
         in_flight: backend.in_flight(),
         requests: backend.requests.load(Relaxed),
         failures: backend.failures.load(Relaxed),

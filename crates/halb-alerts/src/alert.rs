@@ -24,6 +24,15 @@ pub enum Alert {
     PoolUnavailable { pool: String },
     /// A pool that was unavailable has a usable backend again.
     PoolAvailable { pool: String },
+    /// Part of a pool's traffic leaves the node's zone: the local zone's
+    /// healthy weight fell below the pool's `overflow` threshold.
+    ZoneSpillStarted {
+        pool: String,
+        /// The share of the traffic still kept in the zone, in percent.
+        local_percent: String,
+    },
+    /// A pool's traffic stays in the node's zone again.
+    ZoneSpillEnded { pool: String },
     /// A VRRP instance changed state (this node took or gave up the
     /// virtual IPs, or went to fault).
     VrrpTransition {
@@ -89,6 +98,8 @@ impl Alert {
             Alert::VrrpTransition { .. } => "vrrp_transition",
             Alert::FaultStarted { .. } => "fault_started",
             Alert::FaultEnded { .. } => "fault_ended",
+            Alert::ZoneSpillStarted { .. } => "zone_spill_started",
+            Alert::ZoneSpillEnded { .. } => "zone_spill_ended",
         }
     }
 
@@ -96,12 +107,14 @@ impl Alert {
     pub fn severity(&self) -> Severity {
         match self {
             Alert::PoolUnavailable { .. } => Severity::Critical,
-            Alert::BackendDown { .. } | Alert::ReloadFailed { .. } | Alert::FaultStarted { .. } => {
-                Severity::Warning
-            }
-            Alert::BackendUp { .. } | Alert::PoolAvailable { .. } | Alert::FaultEnded { .. } => {
-                Severity::Info
-            }
+            Alert::BackendDown { .. }
+            | Alert::ReloadFailed { .. }
+            | Alert::FaultStarted { .. }
+            | Alert::ZoneSpillStarted { .. } => Severity::Warning,
+            Alert::BackendUp { .. }
+            | Alert::PoolAvailable { .. }
+            | Alert::FaultEnded { .. }
+            | Alert::ZoneSpillEnded { .. } => Severity::Info,
             Alert::VrrpTransition { to, .. } if to == "fault" => Severity::Critical,
             Alert::VrrpTransition { .. } => Severity::Warning,
         }

@@ -29,7 +29,7 @@ impl Cursor {
     }
 
     #[inline]
-    fn ticket(&self) -> usize {
+    pub(crate) fn ticket(&self) -> usize {
         self.0.fetch_add(1, Ordering::Relaxed)
     }
 }

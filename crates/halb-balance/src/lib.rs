@@ -17,6 +17,9 @@
 //! | `peak_ewma`            | [`PeakEwmaBalancer`] (reads [`PeakEwma`] estimates) |
 //! | `maglev`               | [`Maglev`] (keys from [`hash_bytes`]) |
 //!
+//! [`spread`] comes before the pick: which priority level, and which zone
+//! of it, a request may go to.
+//!
 //! Shared rules: constructors take the backends in pool order and a pick
 //! returns an index into that order; a pick only returns a backend for which
 //! [`BackendSet::usable`] is true, and `None` when there is none; a backend
@@ -32,6 +35,7 @@ mod peak_ewma;
 mod round_robin;
 mod sample;
 mod smooth_weighted;
+pub mod spread;
 mod two_choices;
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use halb_config::{Backend, Config, Shared, MAX_BACKEND_WEIGHT};
+use halb_config::{Backend, Config, Shared, MAX_BACKEND_WEIGHT, MAX_PRIORITY};
 use serde::Deserialize;
 
 use crate::snapshot::{text_hash, Snapshot, CONFIG_KEY, POOLS_DIR};
@@ -37,7 +37,8 @@ pub struct Composer {
     parsed: Option<(i64, String, Result<Shared, Vec<String>>)>,
 }
 
-/// A dynamic backend's value: empty, or `{"weight":N,"backup":bool}`.
+/// A dynamic backend's value: empty, or
+/// `{"weight":N,"backup":bool,"priority":N,"zone":"a"}` (each optional).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BackendValue {
@@ -45,6 +46,10 @@ struct BackendValue {
     weight: u32,
     #[serde(default)]
     backup: bool,
+    #[serde(default)]
+    priority: Option<u8>,
+    #[serde(default)]
+    zone: Option<String>,
 }
 
 fn default_weight() -> u32 {
@@ -201,10 +206,14 @@ pub fn parse_backend(key: &str, value: &str) -> Result<(String, Backend), String
         BackendValue {
             weight: default_weight(),
             backup: false,
+            priority: None,
+            zone: None,
         }
     } else {
         serde_json::from_str::<BackendValue>(value).map_err(|e| {
-            format!("the value must be empty or {{\"weight\":N,\"backup\":bool}}: {e}")
+            format!(
+                "the value must be empty or {{\"weight\":N,\"backup\":bool,\"priority\":N,\"zone\":\"name\"}}: {e}"
+            )
         })?
     };
     if value.weight > MAX_BACKEND_WEIGHT {
@@ -213,12 +222,30 @@ pub fn parse_backend(key: &str, value: &str) -> Result<(String, Backend), String
             value.weight
         ));
     }
+    if let Some(priority) = value.priority {
+        if priority > MAX_PRIORITY {
+            return Err(format!(
+                "priority must be from 0 to {MAX_PRIORITY}, got {priority}"
+            ));
+        }
+        if value.backup {
+            return Err(
+                "a backup is the last level, after every priority: set \"backup\" or \"priority\", not both"
+                    .to_owned(),
+            );
+        }
+    }
+    if let Some(zone) = &value.zone {
+        halb_config::check_zone_name(zone)?;
+    }
     Ok((
         pool.to_owned(),
         Backend {
             address,
             weight: value.weight,
             backup: value.backup,
+            priority: value.priority.unwrap_or(0),
+            zone: value.zone,
         },
     ))
 }
@@ -329,6 +356,19 @@ mod tests {
             "node-local sections stay"
         );
         assert_eq!(composed.identity.revision(), "4");
+    }
+
+    #[test]
+    fn dynamic_backends_carry_a_priority_and_a_zone() {
+        let key = "pools/app/backends/127.0.0.1:9001";
+        let (_, backend) = parse_backend(key, r#"{"priority":2,"zone":"b"}"#).unwrap();
+        assert_eq!((backend.priority, backend.zone.as_deref()), (2, Some("b")));
+        let (_, plain) = parse_backend(key, "").unwrap();
+        assert_eq!((plain.priority, plain.zone), (0, None));
+        let refused = |value: &str| parse_backend(key, value).unwrap_err();
+        assert!(refused(r#"{"priority":10}"#).contains("from 0 to 9"));
+        assert!(refused(r#"{"priority":1,"backup":true}"#).contains("not both"));
+        assert!(refused(r#"{"zone":"a b"}"#).contains("zone"));
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub enum Change {
         pool: String,
         backend: SocketAddr,
     },
-    /// `keys` names what changed (`weight`, `backup`).
+    /// `keys` names what changed (`weight`, `backup`, `priority`, `zone`).
     BackendChanged {
         pool: String,
         backend: SocketAddr,
@@ -114,7 +114,7 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
 }
 
 fn pool_changes(old: &Pool, new: &Pool, changes: &mut Vec<Change>) {
-    let settings: [(&'static str, bool); 14] = [
+    let settings: &[(&'static str, bool)] = &[
         ("algorithm", old.algorithm != new.algorithm),
         ("hash_key", old.hash_key != new.hash_key),
         ("retries", old.retries != new.retries),
@@ -138,6 +138,7 @@ fn pool_changes(old: &Pool, new: &Pool, changes: &mut Vec<Change>) {
             "panic_threshold",
             old.panic_threshold != new.panic_threshold,
         ),
+        ("overflow", old.overflow != new.overflow),
     ];
     let keys: Vec<&'static str> = settings
         .iter()
@@ -186,6 +187,12 @@ fn backend_keys(old: &Backend, new: &Backend) -> Vec<&'static str> {
     }
     if old.backup != new.backup {
         keys.push("backup");
+    }
+    if old.priority != new.priority {
+        keys.push("priority");
+    }
+    if old.zone != new.zone {
+        keys.push("zone");
     }
     keys
 }

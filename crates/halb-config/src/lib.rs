@@ -31,6 +31,7 @@ pub use resolved::Answers;
 pub use sticky::{
     Sticky, StickyKind, DEFAULT_STICKY_COOKIE, DEFAULT_STICKY_SIZE, DEFAULT_STICKY_TTL,
 };
+pub use validate::check_zone_name;
 pub use webhook::WebhookUrl;
 
 /// One problem found in a config file.

@@ -139,6 +139,8 @@ pub struct Runtime {
     pub drain_timeout: Duration,
     /// `resolve_interval`: how often host-name backends are looked up again.
     pub resolve_interval: Duration,
+    /// `zone`: the node's zone; traffic prefers backends in it.
+    pub zone: Option<String>,
 }
 
 /// The default of `runtime.resolve_interval`.
@@ -156,6 +158,7 @@ impl Default for Runtime {
             workers: 0,
             drain_timeout: DEFAULT_SHUTDOWN_DRAIN,
             resolve_interval: DEFAULT_RESOLVE_INTERVAL,
+            zone: None,
         }
     }
 }
@@ -310,6 +313,11 @@ pub struct Pool {
     /// leave fewer than this share of the pool's checked-up primaries,
     /// ejections are ignored and traffic spreads over all of them.
     pub panic_threshold: u32,
+    /// `overflow` (percent, 1..=100): a priority level, or the local zone
+    /// of one, with at least this share of its weight healthy takes all
+    /// the traffic offered to it; below, the next level (or the other
+    /// zones) takes the surplus.
+    pub overflow: u32,
     /// `[pool.sticky]`: session affinity; `None` = none.
     pub sticky: Option<crate::Sticky>,
     /// Backends by IP address, and (at run time) those a host name resolved to.
@@ -343,6 +351,15 @@ impl Default for RetryBudget {
 /// Pool-level defaults for the keys above.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_PANIC_THRESHOLD: u32 = 50;
+
+/// The default of `[[pool]] overflow` (percent): a level or zone with at
+/// least 70 % of its weight healthy takes all its traffic. Envoy's
+/// overprovisioning factor of 1.4 puts the line at 1 / 1.4 ≈ 71.4 %; 70 is
+/// that line rounded to a number an operator can reason with.
+pub const DEFAULT_OVERFLOW: u32 = 70;
+
+/// The highest `[[pool.backend]] priority`.
+pub const MAX_PRIORITY: u8 = 9;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
@@ -521,6 +538,8 @@ pub struct NamedBackend {
     pub port: u16,
     pub weight: u32,
     pub backup: bool,
+    pub priority: u8,
+    pub zone: Option<String>,
 }
 
 /// The highest `weight` a backend can have.
@@ -534,4 +553,8 @@ pub struct Backend {
     pub weight: u32,
     /// Used only when no primary backend is usable.
     pub backup: bool,
+    /// `priority`: the backend's level, 0 (first) to 9; see `docs/zones.md`.
+    pub priority: u8,
+    /// `zone`: where the backend runs; `None` when not set.
+    pub zone: Option<String>,
 }

@@ -60,6 +60,7 @@ pub(crate) struct RawRuntime {
     pub workers: Slot<i64>,
     pub drain_timeout: Slot<String>,
     pub resolve_interval: Slot<String>,
+    pub zone: Slot<String>,
 }
 
 /// `[log]`
@@ -167,6 +168,7 @@ pub(crate) struct RawPool {
     pub drain_timeout: Slot<String>,
     pub slow_start: Slot<String>,
     pub panic_threshold: Slot<i64>,
+    pub overflow: Slot<i64>,
     pub sticky: Slot<RawSticky>,
     pub backends: Slot<Vec<RawBackend>>,
     pub send_proxy: Slot<String>,
@@ -241,6 +243,8 @@ pub(crate) struct RawBackend {
     pub address: Slot<String>,
     pub weight: Slot<i64>,
     pub backup: Slot<bool>,
+    pub priority: Slot<i64>,
+    pub zone: Slot<String>,
 }
 
 /// `[vrrp]`

@@ -44,6 +44,8 @@ impl Config {
                         address,
                         weight: named.weight,
                         backup: named.backup,
+                        priority: named.priority,
+                        zone: named.zone.clone(),
                     });
                 }
             }

@@ -24,6 +24,7 @@ mod fault;
 mod fence;
 mod http;
 mod in_flight;
+pub mod levels;
 mod listener;
 mod proxy_protocol;
 mod relay;
@@ -128,7 +129,10 @@ impl Proxy {
         let pools: Vec<Arc<PoolState>> = config
             .pools
             .iter()
-            .map(|pool| Arc::new(PoolState::new(pool.clone(), &state)))
+            .map(|pool| {
+                let zone = config.runtime.zone.as_deref();
+                Arc::new(PoolState::new_in_zone(pool.clone(), zone, &state))
+            })
             .collect();
         let mut workers = Vec::with_capacity(count);
         for index in 0..count {

@@ -196,18 +196,23 @@ impl Proxy {
         )?;
 
         let mut pools: Vec<Arc<PoolState>> = Vec::with_capacity(config.pools.len());
+        let zone = config.runtime.zone.as_deref();
+        // The node moved to another zone: every pool places its backends anew.
+        let zone_moved = self.running.runtime.zone != config.runtime.zone;
         for wanted in &config.pools {
             let running = old.pools.iter().find(|p| p.config.name == wanted.name);
             let pool = match running {
                 None => {
-                    let pool = Arc::new(PoolState::new(wanted.clone(), &self.state));
+                    let pool = Arc::new(PoolState::new_in_zone(wanted.clone(), zone, &self.state));
                     self.start_checks(&pool, pool.backends.iter().map(|b| b.address));
                     pool
                 }
-                Some(running) if !changes.iter().any(|c| touches_pool(c, &wanted.name)) => {
+                Some(running)
+                    if !zone_moved && !changes.iter().any(|c| touches_pool(c, &wanted.name)) =>
+                {
                     running.clone()
                 }
-                Some(running) => self.next_snapshot(running, wanted, &changes),
+                Some(running) => self.next_snapshot(running, wanted, zone, &changes),
             };
             pools.push(pool);
         }
@@ -266,6 +271,7 @@ impl Proxy {
         &mut self,
         running: &Arc<PoolState>,
         wanted: &halb_config::Pool,
+        zone: Option<&str>,
         changes: &[Change],
     ) -> Arc<PoolState> {
         let name = &wanted.name;
@@ -279,7 +285,7 @@ impl Proxy {
                 }
             }
         }
-        let next = Arc::new(running.next(wanted.clone()));
+        let next = Arc::new(running.next_in_zone(wanted.clone(), zone));
         let check_changed = running.config.health_check != wanted.health_check;
         if check_changed {
             self.checkers.remove(name);

@@ -23,6 +23,8 @@ use halb_metrics::Histogram;
 use halb_state::{MemberSpec, State};
 
 use crate::in_flight::{self, InFlightCount};
+use crate::levels::{Spread, BACKUP_LEVEL};
+use halb_balance::spread::Locality;
 
 /// One backend and its live counters, shared by every worker.
 ///
@@ -36,6 +38,14 @@ pub struct BackendState {
     pub address: SocketAddr,
     pub weight: u32,
     pub backup: bool,
+    /// `priority` as configured (0 for a backup).
+    pub priority: u8,
+    /// `zone` as configured.
+    pub zone: Option<Arc<str>>,
+    /// The level it serves in: its priority, or [`BACKUP_LEVEL`].
+    pub level: u8,
+    /// In the node's zone (`[runtime] zone`).
+    pub local: bool,
     /// Requests (HTTP) or connections (TCP) currently using the backend: a
     /// place in its pool's array of counts.
     in_flight: Arc<InFlightCount>,
@@ -56,6 +66,7 @@ impl BackendState {
     /// A backend counting its requests in flight at `counters[index]`.
     fn new(
         config: &halb_config::Backend,
+        local_zone: Option<&str>,
         health: Arc<BackendHealth>,
         counters: &Arc<[AtomicU64]>,
         index: usize,
@@ -65,6 +76,10 @@ impl BackendState {
             address: config.address,
             weight: config.weight,
             backup: config.backup,
+            priority: config.priority,
+            zone: config.zone.as_deref().map(Arc::from),
+            level: level_of(config),
+            local: is_local(config, local_zone),
             in_flight: Arc::new(InFlightCount::new(counters, index)),
             requests: Arc::default(),
             failures: Arc::default(),
@@ -78,6 +93,7 @@ impl BackendState {
     /// the old settings end there).
     fn carried_over(
         config: &halb_config::Backend,
+        local_zone: Option<&str>,
         old: &BackendState,
         counters: &Arc<[AtomicU64]>,
         index: usize,
@@ -86,6 +102,10 @@ impl BackendState {
             address: config.address,
             weight: config.weight,
             backup: config.backup,
+            priority: config.priority,
+            zone: config.zone.as_deref().map(Arc::from),
+            level: level_of(config),
+            local: is_local(config, local_zone),
             in_flight: Arc::new(InFlightCount::new(counters, index)),
             requests: old.requests.clone(),
             failures: old.failures.clone(),
@@ -102,6 +122,10 @@ impl BackendState {
             address: self.address,
             weight: self.weight,
             backup: self.backup,
+            priority: self.priority,
+            zone: self.zone.clone(),
+            level: self.level,
+            local: self.local,
             in_flight: Arc::new(InFlightCount::new(counters, index)),
             requests: self.requests.clone(),
             failures: self.failures.clone(),
@@ -122,6 +146,20 @@ impl BackendState {
         self.in_flight.increment();
         InFlight(self.clone())
     }
+}
+
+/// The level a backend serves in.
+fn level_of(config: &halb_config::Backend) -> u8 {
+    if config.backup {
+        BACKUP_LEVEL
+    } else {
+        config.priority
+    }
+}
+
+/// Whether a backend is in the node's zone.
+fn is_local(config: &halb_config::Backend, local_zone: Option<&str>) -> bool {
+    local_zone.is_some_and(|zone| config.zone.as_deref() == Some(zone))
 }
 
 /// An in-flight slot on a backend; released on drop.
@@ -165,11 +203,17 @@ pub struct PoolState {
     /// Slow-start window in clock nanos; 0 = off.
     slow_start: u64,
     /// Where every change to a backend's health goes.
-    state: Arc<State>,
+    pub(crate) state: Arc<State>,
     /// The pool's name, for the state and for logs.
     pub name: Arc<str>,
     /// `[pool.sticky]`, over this snapshot's backends.
     pub(crate) affinity: Option<crate::sticky::Affinity>,
+    /// `[runtime] zone` of the node.
+    pub local_zone: Option<Arc<str>>,
+    /// The levels in the order they serve: priorities, then backups.
+    order: Box<[u8]>,
+    /// Levels and zones in play; `None`: primaries, then backups.
+    pub spread: Option<Spread>,
 }
 
 impl std::fmt::Debug for PoolState {
@@ -186,7 +230,12 @@ impl PoolState {
     /// start pending when the pool runs checks); the owner starts their
     /// checks.
     pub fn new(config: Pool, state: &Arc<State>) -> Self {
-        Self::build(config, None, state)
+        Self::build(config, None, None, state)
+    }
+
+    /// [`PoolState::new`] on a node in `zone`.
+    pub fn new_in_zone(config: Pool, zone: Option<&str>, state: &Arc<State>) -> Self {
+        Self::build(config, zone.map(Arc::from), None, state)
     }
 
     /// The next snapshot of this pool, with `config` (the same pool's, with
@@ -204,16 +253,32 @@ impl PoolState {
     /// the next snapshot starts serving.
     pub fn next(&self, config: Pool) -> Self {
         let state = self.state.clone();
-        Self::build(config, Some(self), &state)
+        Self::build(config, self.local_zone.clone(), Some(self), &state)
     }
 
-    fn build(config: Pool, previous: Option<&PoolState>, state: &Arc<State>) -> Self {
+    /// [`PoolState::next`] on a node now in `zone`.
+    pub fn next_in_zone(&self, config: Pool, zone: Option<&str>) -> Self {
+        let state = self.state.clone();
+        Self::build(config, zone.map(Arc::from), Some(self), &state)
+    }
+
+    fn build(
+        config: Pool,
+        local_zone: Option<Arc<str>>,
+        previous: Option<&PoolState>,
+        state: &Arc<State>,
+    ) -> Self {
         let checked = config.health_check.kind != HealthCheckKind::None;
+        let zone = local_zone.as_deref();
         let old = |b: &halb_config::Backend| {
             previous.and_then(|p| p.backends.iter().find(|o| o.address == b.address))
         };
         let unchanged = |b: &halb_config::Backend, old: &BackendState| {
-            old.weight == b.weight && old.backup == b.backup
+            old.weight == b.weight
+                && old.backup == b.backup
+                && old.priority == b.priority
+                && old.zone.as_deref() == b.zone.as_deref()
+                && old.local == is_local(b, zone)
         };
         let same_backends = previous.filter(|p| {
             p.backends.len() == config.backends.len()
@@ -247,8 +312,10 @@ impl PoolState {
                             kept.push((old.in_flight.clone(), successor.in_flight.clone()));
                             Arc::new(successor)
                         }
-                        Some(old) => Arc::new(BackendState::carried_over(b, old, &counters, index)),
-                        None => Arc::new(BackendState::new(b, health, &counters, index)),
+                        Some(old) => {
+                            Arc::new(BackendState::carried_over(b, zone, old, &counters, index))
+                        }
+                        None => Arc::new(BackendState::new(b, zone, health, &counters, index)),
                     })
                     .collect();
                 (backends, counters, kept)
@@ -276,7 +343,15 @@ impl PoolState {
             .sticky
             .as_ref()
             .map(|s| crate::sticky::Affinity::build(&config.name, s, &backends, state));
+        let spread = Spread::new(&config, &backends);
+        let mut order: Vec<u8> = backends.iter().map(|b| b.level).collect();
+        order.push(BACKUP_LEVEL);
+        order.sort_unstable();
+        order.dedup();
         PoolState {
+            local_zone,
+            order: order.into(),
+            spread,
             affinity,
             name: config.name.as_str().into(),
             outlier,
@@ -314,38 +389,83 @@ impl PoolState {
     /// panic, see [`PoolState::in_panic`]); backends in slow start are
     /// admitted with a probability equal to their ramp, falling back to
     /// admitting them when nothing else is usable.
+    ///
+    /// With priority levels or zones in play ([`Spread`]), the request
+    /// first goes to the level and side of the zone its draw gives; when
+    /// nothing there can take it (all tried, or just gone down), to the
+    /// levels in order, then to the backups.
     pub fn pick(&self, key: Option<u64>, tried: &Tried) -> Option<(usize, &Arc<BackendState>)> {
         let candidates = self.candidates(key, tried, self.slow_start);
-        for backups in [false, true] {
-            let mut candidates = candidates(backups);
-            if let Some(i) = self.balancer.pick(&candidates, key) {
-                return Some((i, &self.backends[i]));
-            }
-            if self.slow_start > 0 {
-                candidates.slow_start = 0;
-                if let Some(i) = self.balancer.pick(&candidates, key) {
-                    return Some((i, &self.backends[i]));
+        if let Some(spread) = &self.spread {
+            let probe = candidates(0, Locality::Any);
+            let chosen = spread.choose(
+                &self.name,
+                &self.backends,
+                &self.state,
+                probe.now,
+                probe.ignore_ejections,
+                key,
+            );
+            if let Some((level, choice)) = chosen {
+                if let Some(group) = spread.group(choice) {
+                    let mut set = candidates(level, choice.locality);
+                    if let Some(i) = group.pick(&set, key) {
+                        return Some((i, &self.backends[i]));
+                    }
+                    if self.slow_start > 0 {
+                        set.slow_start = 0;
+                        if let Some(i) = group.pick(&set, key) {
+                            return Some((i, &self.backends[i]));
+                        }
+                    }
                 }
+            }
+        }
+        for &level in self.order.iter() {
+            if let Some(found) = self.pick_in(candidates(level, Locality::Any), key) {
+                return Some(found);
             }
         }
         None
     }
 
-    /// The backends a request may go to now, primaries or backups; with
-    /// `slow_start` (clock nanos) 0, ramping backends are admitted in full.
+    /// The balancer's pick among `candidates`; in slow start, ramping
+    /// backends are admitted in full when nothing else is usable.
+    #[inline]
+    fn pick_in(
+        &self,
+        mut candidates: Candidates<'_>,
+        key: Option<u64>,
+    ) -> Option<(usize, &Arc<BackendState>)> {
+        if let Some(i) = self.balancer.pick(&candidates, key) {
+            return Some((i, &self.backends[i]));
+        }
+        if self.slow_start > 0 {
+            candidates.slow_start = 0;
+            if let Some(i) = self.balancer.pick(&candidates, key) {
+                return Some((i, &self.backends[i]));
+            }
+        }
+        None
+    }
+
+    /// The backends a request may go to now, of one level and side of the
+    /// zone; with `slow_start` (clock nanos) 0, ramping backends are
+    /// admitted in full.
     fn candidates<'a>(
         &'a self,
         key: Option<u64>,
         tried: &'a Tried,
         slow_start: u64,
-    ) -> impl Fn(bool) -> Candidates<'a> {
+    ) -> impl Fn(u8, Locality) -> Candidates<'a> {
         let now = clock::now();
         let ignore_ejections = self.outlier.any_ejected(now) && self.in_panic(now);
-        move |backups| Candidates {
+        move |level, locality| Candidates {
             backends: &self.backends,
             in_flight: &self.in_flight,
             tried,
-            backups,
+            level,
+            locality,
             now,
             ignore_ejections,
             slow_start,
@@ -374,11 +494,11 @@ impl PoolState {
             let candidates = self.candidates(key, tried, 0);
             let mut chosen = preference
                 .wanted
-                .filter(|&i| candidates(self.backends[i].backup).usable(i));
+                .filter(|&i| candidates(self.backends[i].level, Locality::Any).usable(i));
             if chosen.is_none() && (preference.wanted.is_some() || preference.stale) {
                 if let Some(hash) = preference.key_hash {
-                    for backups in [false, true] {
-                        let set = candidates(backups);
+                    for &level in self.order.iter() {
+                        let set = candidates(level, Locality::Any);
                         chosen = (0..self.backends.len())
                             .filter(|&i| set.usable(i))
                             .max_by_key(|&i| crate::sticky::score(hash, self.backends[i].address));
@@ -430,7 +550,11 @@ impl PoolState {
             return false;
         }
         let (mut in_service, mut not_ejected) = (0usize, 0usize);
-        for backend in self.backends.iter().filter(|b| !b.backup && b.weight > 0) {
+        for backend in self
+            .backends
+            .iter()
+            .filter(|b| b.level != BACKUP_LEVEL && b.weight > 0)
+        {
             if backend.health.is_in_service() {
                 in_service += 1;
                 if !backend.health.is_ejected(now) {
@@ -456,7 +580,7 @@ impl PoolState {
 }
 
 /// The balancer `algorithm` builds over `backends`, in their order.
-fn balancer(algorithm: Algorithm, backends: &[Arc<BackendState>]) -> Arc<dyn Balancer> {
+pub(crate) fn balancer(algorithm: Algorithm, backends: &[Arc<BackendState>]) -> Arc<dyn Balancer> {
     let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
     match algorithm {
         Algorithm::RoundRobin => Arc::new(RoundRobin::new(backends.len())),
@@ -498,7 +622,9 @@ struct Candidates<'a> {
     /// The backends' in-flight counts, in the same order.
     in_flight: &'a [AtomicU64],
     tried: &'a Tried,
-    backups: bool,
+    /// The level picked from: a priority, or [`BACKUP_LEVEL`].
+    level: u8,
+    locality: Locality,
     now: u64,
     ignore_ejections: bool,
     /// Slow-start window in clock nanos; 0 = admit every usable backend.
@@ -518,7 +644,12 @@ impl BackendSet for Candidates<'_> {
         let backend = &self.backends[index];
         let health = &backend.health;
         backend.weight > 0
-            && backend.backup == self.backups
+            && backend.level == self.level
+            && match self.locality {
+                Locality::Any => true,
+                Locality::Local => backend.local,
+                Locality::Remote => !backend.local,
+            }
             && health.is_in_service()
             && (self.ignore_ejections || !health.is_ejected(self.now))
             && !self.tried.contains(index)

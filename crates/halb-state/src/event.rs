@@ -95,6 +95,15 @@ pub enum Event {
         usable: bool,
         at_ms: u64,
     },
+    /// Whether part of the pool's traffic leaves the node's zone changed:
+    /// `spilling` while a serving level's local zone is below the pool's
+    /// `overflow` threshold. `local_permille`: the share that stays local.
+    ZoneSpill {
+        pool: Arc<str>,
+        spilling: bool,
+        local_permille: u32,
+        at_ms: u64,
+    },
 }
 
 impl Event {
@@ -106,7 +115,8 @@ impl Event {
             | Event::Verdict { pool, .. }
             | Event::Admin { pool, .. }
             | Event::Ejected { pool, .. }
-            | Event::PoolUsable { pool, .. } => pool,
+            | Event::PoolUsable { pool, .. }
+            | Event::ZoneSpill { pool, .. } => pool,
         }
     }
 }

@@ -111,6 +111,10 @@ pub struct State {
     fleet_secret: Mutex<Option<Arc<str>>>,
     sticky: Mutex<HashMap<Arc<str>, Arc<StickyTable>>>,
     sticky_learned: broadcast::Sender<StickyEntry>,
+    /// Counts the events published: a reader that keeps something derived
+    /// from health (a pool's level shares) sees with one load that it
+    /// must look again.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for State {
@@ -128,6 +132,7 @@ impl Default for State {
             fleet_secret: Mutex::new(None),
             sticky: Mutex::new(HashMap::new()),
             sticky_learned: broadcast::Sender::new(STICKY_BACKLOG),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -220,7 +225,29 @@ impl State {
         table.is_some_and(|t| t.apply(entry, unix_ms()))
     }
 
+    /// A pool's traffic started or stopped leaving the node's zone (see
+    /// [`Event::ZoneSpill`]); the pool's snapshot notices it when it
+    /// recomputes its shares.
+    pub fn report_zone_spill(&self, pool: &str, spilling: bool, local_permille: u32) {
+        self.publish(Event::ZoneSpill {
+            pool: pool.into(),
+            spilling,
+            local_permille,
+            at_ms: crate::event::unix_ms(),
+        });
+    }
+
+    /// Changes every time an event is published (after the change it
+    /// tells of is applied): equal values mean no backend's health,
+    /// operator state or membership changed in between.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn publish(&self, event: Event) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         // No subscriber is fine: nobody listens yet.
         let _ = self.events.send(event);
     }

@@ -469,6 +469,22 @@ async fn alert_on_events(state: Arc<State>, alerter: Arc<ArcSwap<Alerter>>) {
             } => Alert::PoolAvailable {
                 pool: pool.to_string(),
             },
+            Event::ZoneSpill {
+                pool,
+                spilling: true,
+                local_permille,
+                ..
+            } => Alert::ZoneSpillStarted {
+                pool: pool.to_string(),
+                local_percent: format!("{:.1}", f64::from(local_permille) / 10.0),
+            },
+            Event::ZoneSpill {
+                pool,
+                spilling: false,
+                ..
+            } => Alert::ZoneSpillEnded {
+                pool: pool.to_string(),
+            },
             _ => continue,
         };
         alerter.load().send(alert);

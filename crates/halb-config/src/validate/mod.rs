@@ -8,6 +8,9 @@ mod cluster;
 mod db;
 mod connection;
 mod health;
+mod levels;
+
+pub use levels::check_zone_name;
 mod log;
 mod pool;
 mod route;
@@ -202,7 +205,9 @@ fn runtime(c: &mut Checker, raw: RawRuntime) -> Option<Runtime> {
             Ok(interval)
         },
     );
+    let zone = levels::zone(c, &raw.at, raw.zone);
     Some(Runtime {
+        zone: zone?,
         workers: workers?.value,
         drain_timeout: drain_timeout?.value,
         resolve_interval: resolve_interval?.value,

@@ -122,6 +122,8 @@ fn pool(
         int_in(0, 100),
     );
 
+    let overflow = super::levels::overflow(c, at, raw.overflow);
+
     let health_check = match raw.health_check {
         Slot::Missing => Some(HealthCheck::default()),
         Slot::Invalid => None,
@@ -183,6 +185,7 @@ fn pool(
         drain_timeout: drain_timeout?.value,
         slow_start: slow_start?.value,
         panic_threshold: panic_threshold?.value,
+        overflow: overflow?,
         sticky: sticky?,
         backends: backends.as_ref()?.0.clone(),
         named_backends: backends?.1,
@@ -268,24 +271,22 @@ type Backends = (Vec<Backend>, Vec<NamedBackend>);
 fn backends(c: &mut Checker, raw: Vec<RawBackend>) -> Option<Backends> {
     // address → (path, line) of its first use in this pool
     let mut seen: HashMap<String, (String, Option<usize>)> = HashMap::new();
-    let checked: Vec<Option<(Address, u32, bool)>> = raw
+    let checked: Vec<Option<(Address, Backend)>> = raw
         .into_iter()
         .map(|raw| backend(c, raw, &mut seen))
         .collect();
     let mut by_ip = Vec::new();
     let mut by_name = Vec::new();
-    for (address, weight, backup) in checked.into_iter().collect::<Option<Vec<_>>>()? {
+    for (address, backend) in checked.into_iter().collect::<Option<Vec<_>>>()? {
         match address {
-            Address::Ip(address) => by_ip.push(Backend {
-                address,
-                weight,
-                backup,
-            }),
+            Address::Ip(address) => by_ip.push(Backend { address, ..backend }),
             Address::Name { host, port } => by_name.push(NamedBackend {
                 host,
                 port,
-                weight,
-                backup,
+                weight: backend.weight,
+                backup: backend.backup,
+                priority: backend.priority,
+                zone: backend.zone,
             }),
         }
     }
@@ -296,7 +297,7 @@ fn backend(
     c: &mut Checker,
     raw: RawBackend,
     seen: &mut HashMap<String, (String, Option<usize>)>,
-) -> Option<(Address, u32, bool)> {
+) -> Option<(Address, Backend)> {
     let at = &raw.at;
     let address = c.required(at, "address", raw.address, backend_address);
     if let Some(address) = &address {
@@ -320,7 +321,17 @@ fn backend(
         int_in(0, MAX_WEIGHT),
     );
     let backup = c.optional(at, "backup", raw.backup, false, Ok);
-    Some((address?.value, weight?.value, backup?.value))
+    let priority = super::levels::priority(c, at, raw.priority, backup.as_ref().map(|b| b.value));
+    let zone = super::levels::zone(c, at, raw.zone);
+    let backend = Backend {
+        // Replaced by the address proper, or dropped for a named one.
+        address: SocketAddr::from(([0, 0, 0, 0], 0)),
+        weight: weight?.value,
+        backup: backup?.value,
+        priority: priority?,
+        zone: zone?,
+    };
+    Some((address?.value, backend))
 }
 
 /// `ip:port`, `[ipv6]:port` or `host.name:port`.

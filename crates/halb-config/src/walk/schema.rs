@@ -32,7 +32,7 @@ const VRRP_INSTANCE_KEYS: &[&str] = &[
     "track_pools",
     "notify",
 ];
-const RUNTIME_KEYS: &[&str] = &["workers", "drain_timeout", "resolve_interval"];
+const RUNTIME_KEYS: &[&str] = &["workers", "drain_timeout", "resolve_interval", "zone"];
 const LOG_KEYS: &[&str] = &["level"];
 const ACCESS_LOG_KEYS: &[&str] = &["format", "path"];
 const ALERTS_KEYS: &[&str] = &["webhooks", "timeout", "max_attempts"];
@@ -66,6 +66,7 @@ const POOL_KEYS: &[&str] = &[
     "drain_timeout",
     "slow_start",
     "panic_threshold",
+    "overflow",
     "health_check",
     "on_down",
     "outlier_detection",
@@ -101,7 +102,7 @@ const OUTLIER_DETECTION_KEYS: &[&str] = &[
 ];
 const RETRY_BUDGET_KEYS: &[&str] = &["percent", "min_per_second"];
 const STICKY_KEYS: &[&str] = &["kind", "cookie", "key", "ttl", "size", "secret"];
-const BACKEND_KEYS: &[&str] = &["address", "weight", "backup"];
+const BACKEND_KEYS: &[&str] = &["address", "weight", "backup", "priority", "zone"];
 
 impl Walker {
     pub(super) fn config(&mut self, root: &Table<'_>) -> RawConfig {
@@ -116,6 +117,7 @@ impl Walker {
                 workers: Slot::Missing,
                 drain_timeout: Slot::Missing,
                 resolve_interval: Slot::Missing,
+                zone: Slot::Missing,
             },
         };
         let log = self.table(root, "log").map(|table| self.log(table));
@@ -155,6 +157,7 @@ impl Walker {
             workers: self.integer(table, "workers"),
             drain_timeout: self.duration(table, "drain_timeout"),
             resolve_interval: self.duration(table, "resolve_interval"),
+            zone: self.string(table, "zone"),
         }
     }
 
@@ -307,6 +310,7 @@ impl Walker {
             drain_timeout: self.duration(table, "drain_timeout"),
             slow_start: self.duration(table, "slow_start"),
             panic_threshold: self.integer(table, "panic_threshold"),
+            overflow: self.integer(table, "overflow"),
             sticky: self.table(table, "sticky").map(|t| self.sticky(t)),
             backends: self
                 .array_of_tables(table, "backend")
@@ -379,6 +383,8 @@ impl Walker {
             address: self.string(table, "address"),
             weight: self.integer(table, "weight"),
             backup: self.boolean(table, "backup"),
+            priority: self.integer(table, "priority"),
+            zone: self.string(table, "zone"),
         }
     }
 }

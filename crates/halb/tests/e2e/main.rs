@@ -48,3 +48,4 @@ mod vrrp;
 mod vrrp_active_active;
 mod vrrp_fleet;
 mod websocket;
+mod zones;
