@@ -109,6 +109,25 @@ pub(crate) struct RawListener {
     pub idle_timeout: Slot<String>,
     pub max_header_bytes: Slot<i64>,
     pub routes: Slot<Vec<RawRoute>>,
+    pub tls: Slot<RawListenerTls>,
+}
+
+/// `[listener.tls]`
+#[derive(Debug)]
+pub(crate) struct RawListenerTls {
+    pub at: Header,
+    pub cert: Slot<String>,
+    pub key: Slot<String>,
+    pub sni: Slot<Vec<RawSniCertificate>>,
+}
+
+/// `[[listener.tls.sni]]`
+#[derive(Debug)]
+pub(crate) struct RawSniCertificate {
+    pub at: Header,
+    pub name: Slot<String>,
+    pub cert: Slot<String>,
+    pub key: Slot<String>,
 }
 
 /// `[[listener.route]]`

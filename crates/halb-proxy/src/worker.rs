@@ -15,6 +15,7 @@ use tokio::task::LocalSet;
 
 use crate::http::UpstreamPool;
 use crate::listener::{ListenerContext, OpenClient};
+use crate::transport::{TlsStream, Transport};
 
 /// What the owner asks a worker to do.
 #[derive(Debug)]
@@ -98,9 +99,23 @@ async fn accept_loop(
         let context = context.clone();
         match context.protocol {
             Protocol::Http => {
+                let transport = match context.tls.load_full() {
+                    None => Transport::Plain(stream),
+                    Some(tls) => match tls.session() {
+                        Ok(session) => Transport::Tls(Box::new(TlsStream::new(
+                            stream,
+                            session,
+                            context.metrics.clone(),
+                        ))),
+                        Err(error) => {
+                            tracing::error!(listener = %context.name(), %error, "no TLS session");
+                            continue;
+                        }
+                    },
+                };
                 let upstream = upstream.clone();
                 tokio::task::spawn_local(async move {
-                    crate::http::serve(stream, peer, context, upstream).await;
+                    crate::http::serve(transport, peer, context, upstream).await;
                     drop(guard);
                 });
             }

@@ -8,6 +8,7 @@ use crate::raw::{
     RawListener, RawLog, RawOutlierDetection, RawPool, RawRetryBudget, RawRoute, RawRouteHeader,
     RawRuntime, RawSticky, RawVrrp, RawVrrpInstance, Slot,
 };
+use crate::raw::{RawListenerTls, RawSniCertificate};
 
 const ROOT_KEYS: &[&str] = &[
     "runtime",
@@ -47,7 +48,10 @@ const LISTENER_KEYS: &[&str] = &[
     "idle_timeout",
     "max_header_bytes",
     "route",
+    "tls",
 ];
+const LISTENER_TLS_KEYS: &[&str] = &["cert", "key", "sni"];
+const SNI_KEYS: &[&str] = &["name", "cert", "key"];
 const ROUTE_KEYS: &[&str] = &["name", "host", "path_prefix", "path", "header", "pool"];
 const ROUTE_HEADER_KEYS: &[&str] = &["name", "value"];
 const POOL_KEYS: &[&str] = &[
@@ -230,6 +234,29 @@ impl Walker {
             routes: self
                 .array_of_tables(table, "route")
                 .map(|tables| tables.iter().map(|t| self.route(t)).collect()),
+            tls: self.table(table, "tls").map(|t| self.listener_tls(t)),
+        }
+    }
+
+    fn listener_tls(&mut self, table: &Table<'_>) -> RawListenerTls {
+        self.reject_unknown_keys(table, LISTENER_TLS_KEYS);
+        RawListenerTls {
+            at: table.at.clone(),
+            cert: self.string(table, "cert"),
+            key: self.string(table, "key"),
+            sni: self
+                .array_of_tables(table, "sni")
+                .map(|tables| tables.iter().map(|t| self.sni_certificate(t)).collect()),
+        }
+    }
+
+    fn sni_certificate(&mut self, table: &Table<'_>) -> RawSniCertificate {
+        self.reject_unknown_keys(table, SNI_KEYS);
+        RawSniCertificate {
+            at: table.at.clone(),
+            name: self.string(table, "name"),
+            cert: self.string(table, "cert"),
+            key: self.string(table, "key"),
         }
     }
 

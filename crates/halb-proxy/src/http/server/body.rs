@@ -12,25 +12,11 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use super::ClientConnection;
-use crate::http::framing::{BodyFraming, Decoded, Decoder, StallTimer};
+use crate::http::codec::framing::{BodyFraming, Decoded, Decoder, StallTimer};
+use crate::http::codec::BodyError;
 
 /// Read size while a body streams in.
 const BODY_READ: usize = 64 * 1024;
-
-/// Why a request body could not be read.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum BodyError {
-    #[error("malformed chunked body: {0}")]
-    Malformed(&'static str),
-    #[error("the client closed the connection before the end of the body")]
-    Incomplete,
-    #[error("the client sent no body bytes within the idle timeout")]
-    Timeout,
-    #[error("reading the request body: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the client connection was closed before the end of the body")]
-    Abandoned,
-}
 
 /// A client's request body, read from the connection it came on. The
 /// connection loop does not read while a body is pending; the body tells
@@ -101,10 +87,8 @@ impl ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<std::io::Result<()>> {
         while self.continue_written < CONTINUE.len() {
-            match connection
-                .stream
-                .try_write(&CONTINUE[self.continue_written..])
-            {
+            let mut rest = [Bytes::from_static(&CONTINUE[self.continue_written..])];
+            match connection.stream.try_send_parts(&mut rest) {
                 Ok(n) => self.continue_written += n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     std::task::ready!(connection.stream.poll_write_ready(cx))?;

@@ -6,17 +6,19 @@ use std::net::IpAddr;
 use bytes::{BufMut, Bytes};
 use http::Method;
 
-use super::fields::{put_field, Fields, Known};
+use crate::http::codec::fields::{put_field, Fields, Known};
 
 /// The forwarding header values for one client, made once per connection
 /// (and only when it sends a request) so a request costs no formatting:
 /// the `Forwarded` element halb appends (RFC 7239), whose `for=` holds the
 /// address as `X-Forwarded-For` gives it.
+/// `https`: the client came over TLS, and `proto=` says so.
 #[derive(Debug, Clone)]
-pub(crate) struct ClientAddress(Box<str>);
+pub(crate) struct ClientAddress(Box<str>, bool);
 
 impl ClientAddress {
-    pub(crate) fn new(ip: IpAddr) -> Self {
+    pub(crate) fn new(ip: IpAddr, https: bool) -> Self {
+        let proto = if https { ";proto=https" } else { ";proto=http" };
         let text = match ip {
             IpAddr::V4(ip) => {
                 // By hand: the formatting machinery costs more than the
@@ -35,27 +37,36 @@ impl ClientAddress {
                     }
                     text.push(char::from(b'0' + octet % 10));
                 }
-                text.push_str(";proto=http");
+                text.push_str(proto);
                 text
             }
-            IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto=http"),
+            IpAddr::V6(ip) => format!("for=\"[{ip}]\"{proto}"),
         };
-        ClientAddress(text.into_boxed_str())
+        ClientAddress(text.into_boxed_str(), https)
     }
 
     /// `X-Forwarded-For`'s element: the address alone.
     fn ip(&self) -> &str {
-        const V4_TAIL: usize = ";proto=http".len();
-        const V6_TAIL: usize = "]\";proto=http".len();
+        let v4_tail = ";proto=http".len() + usize::from(self.1);
+        let v6_tail = v4_tail + "]\"".len();
         match self.0.as_bytes().get(4) {
-            Some(b'"') => &self.0[6..self.0.len() - V6_TAIL],
-            _ => &self.0[4..self.0.len() - V4_TAIL],
+            Some(b'"') => &self.0[6..self.0.len() - v6_tail],
+            _ => &self.0[4..self.0.len() - v4_tail],
         }
     }
 
     /// `Forwarded`'s element.
     fn forwarded(&self) -> &str {
         &self.0
+    }
+
+    /// `X-Forwarded-Proto`'s value.
+    fn proto(&self) -> &'static [u8] {
+        if self.1 {
+            b"https"
+        } else {
+            b"http"
+        }
     }
 }
 
@@ -81,7 +92,7 @@ pub(crate) fn encode_request(
         + host.map_or(0, <[u8]>::len)
         + fields.encoded_len()
         + 168;
-    super::server::carve(room, |dst| {
+    crate::http::arena::carve(room, |dst| {
         dst.put_slice(method.as_str().as_bytes());
         dst.put_u8(b' ');
         dst.put_slice(target);
@@ -109,7 +120,9 @@ pub(crate) fn encode_request(
             }
         }
         dst.put_slice(client.ip().as_bytes());
-        dst.put_slice(b"\r\nx-forwarded-proto: http\r\nforwarded: ");
+        dst.put_slice(b"\r\nx-forwarded-proto: ");
+        dst.put_slice(client.proto());
+        dst.put_slice(b"\r\nforwarded: ");
         dst.put_slice(client.forwarded().as_bytes());
         dst.put_slice(b"\r\n");
         if upgrade {
@@ -126,7 +139,7 @@ pub(crate) fn encode_request(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::fields::has_token;
+    use crate::http::codec::fields::has_token;
 
     /// What the server side finds when it parses a request head.
     fn is_upgrade_request(fields: &Fields) -> bool {
@@ -141,7 +154,7 @@ mod tests {
         let mut fields = Fields::from_pairs(pairs);
         let upgrade = is_upgrade_request(&fields);
         fields.drop_connection_named();
-        let client = ClientAddress::new("127.0.0.1".parse().unwrap());
+        let client = ClientAddress::new("127.0.0.1".parse().unwrap(), false);
         let head = encode_request(&Method::GET, b"/x", None, &fields, &client, upgrade, false);
         String::from_utf8(head.to_vec()).unwrap()
     }
@@ -235,11 +248,11 @@ mod tests {
              forwarded: for=127.0.0.1;proto=http\r\n\r\n"
         );
         for ip in ["0.0.0.0", "10.20.3.255", "192.168.100.9", "255.255.255.255"] {
-            let client = ClientAddress::new(ip.parse().unwrap());
+            let client = ClientAddress::new(ip.parse().unwrap(), false);
             assert_eq!(client.ip(), ip);
             assert_eq!(client.forwarded(), format!("for={ip};proto=http"));
         }
-        let client = ClientAddress::new("::1".parse().unwrap());
+        let client = ClientAddress::new("::1".parse().unwrap(), false);
         assert_eq!(client.ip(), "::1");
         let head = encode_request(
             &Method::PUT,
@@ -255,5 +268,26 @@ mod tests {
             &b"PUT / HTTP/1.1\r\nx-forwarded-for: ::1\r\nx-forwarded-proto: http\r\n\
                forwarded: for=\"[::1]\";proto=http\r\ntransfer-encoding: chunked\r\n\r\n"[..]
         );
+    }
+
+    #[test]
+    fn a_client_over_tls_is_said_to_come_over_https() {
+        for ip in ["10.1.2.3", "::1"] {
+            let client = ClientAddress::new(ip.parse().unwrap(), true);
+            assert_eq!(client.ip(), ip);
+            assert!(client.forwarded().ends_with(";proto=https"), "{ip}");
+            let head = encode_request(
+                &Method::GET,
+                b"/",
+                None,
+                &Fields::from_pairs(&[("x-forwarded-proto", "http")]),
+                &client,
+                false,
+                false,
+            );
+            let head = std::str::from_utf8(&head).unwrap().to_owned();
+            assert!(head.contains("\r\nx-forwarded-proto: https\r\n"), "{head}");
+            assert!(!head.contains("x-forwarded-proto: http\r\n"), "{head}");
+        }
     }
 }
