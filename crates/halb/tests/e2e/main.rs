@@ -40,6 +40,7 @@ mod slow_start;
 mod spliced_bodies;
 mod streaming;
 mod tcp;
+mod tls;
 mod vrrp;
 mod vrrp_active_active;
 mod vrrp_fleet;
