@@ -374,3 +374,6 @@ pub(crate) fn watch_files(topology: std::sync::Weak<ArcSwap<crate::Topology>>) {
         tracing::warn!(%error, "cannot watch certificate files; reload to pick up new ones");
     }
 }
+
+#[cfg(test)]
+mod tests;
