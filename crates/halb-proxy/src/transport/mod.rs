@@ -134,3 +134,62 @@ impl Transport {
         }
     }
 }
+
+/// Bytes read per copy when relaying through user space.
+const RELAY_BUFFER: usize = 16 * 1024;
+
+/// Relay between a client over TLS (or any transport) and a plain backend
+/// socket until both directions have ended, copying through user space
+/// (the bytes are decrypted and encrypted on the way). A direction that
+/// ends is passed on: `close_notify` to the client, `shutdown(SHUT_WR)` to
+/// the backend. `stall_limit`: how long a write may make no progress.
+pub(crate) async fn relay_copy(
+    client: &Transport,
+    backend: &TcpStream,
+    stall_limit: Duration,
+) -> io::Result<()> {
+    let to_backend = async {
+        let mut buf = BytesMut::with_capacity(RELAY_BUFFER);
+        loop {
+            client.readable().await?;
+            buf.reserve(RELAY_BUFFER);
+            match client.try_read_buf(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {
+                    let mut parts = [buf.split().freeze()];
+                    let mut written = false;
+                    crate::sock::write_all(backend, &mut parts, stall_limit, &mut written).await?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let _ = rustix::net::shutdown(backend, rustix::net::Shutdown::Write);
+        Ok::<_, io::Error>(())
+    };
+    let to_client = async {
+        let mut buf = BytesMut::with_capacity(RELAY_BUFFER);
+        loop {
+            backend.readable().await?;
+            buf.reserve(RELAY_BUFFER);
+            match backend.try_read_buf(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {
+                    let mut parts = [buf.split().freeze()];
+                    let mut written = false;
+                    client
+                        .write_all(&mut parts, stall_limit, &mut written)
+                        .await?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        client.close();
+        // What close() could not write now goes before the relay ends.
+        let mut written = false;
+        client.write_all(&mut [], stall_limit, &mut written).await
+    };
+    tokio::try_join!(to_backend, to_client)?;
+    Ok(())
+}

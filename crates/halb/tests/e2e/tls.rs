@@ -415,3 +415,76 @@ async fn sessions_resume_over_tls_1_2_and_1_3() {
     let resumed = metric(&halb, "halb_tls_resumed_handshakes_total", &[]).await;
     assert!(resumed >= 2.0, "resumed handshakes: {resumed}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_upgrade_over_tls_is_relayed_both_ways() {
+    use std::io::Read as _;
+
+    let backend = backends::websocket_echo().await;
+    let setup = certificates();
+    let config = tls_config(backend.addr, &setup.dir, &setup.dir.path("api.pem"));
+    let port = config.listen.port();
+    let _halb = Halb::start(&config.to_toml()).await;
+
+    // Bytes after the 101 go through as they are: the echo backend sends
+    // every one back. 256 KiB, so that both ways take many records.
+    let payload: Vec<u8> = (0..256 * 1024u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let echoed = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-quiet", "-ign_eof", "-connect"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-servername", "default.test"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run openssl s_client");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(
+                b"GET /chat HTTP/1.1\r\nhost: default.test\r\nupgrade: websocket\r\n\
+                  connection: upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                  sec-websocket-version: 13\r\n\r\n",
+            )
+            .unwrap();
+        stdin.write_all(&payload).unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut chunk = [0u8; 64 * 1024];
+        while Instant::now() < deadline {
+            let Some(head_end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+                match stdout.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&chunk[..n]),
+                }
+                continue;
+            };
+            if got.len() - (head_end + 4) >= payload.len() {
+                break;
+            }
+            match stdout.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        (got, payload)
+    })
+    .await
+    .expect("join");
+    let (got, payload) = echoed;
+    let head_end = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head: {}", text(&got)));
+    let head = text(&got[..head_end]);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let body = &got[head_end + 4..];
+    assert_eq!(body.len(), payload.len(), "echoed bytes");
+    assert!(
+        body == payload.as_slice(),
+        "the echoed bytes differ from those sent"
+    );
+}

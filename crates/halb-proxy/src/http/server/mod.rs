@@ -442,22 +442,33 @@ async fn tunnel(connection: Rc<ClientConnection>, upgrade: BackendUpgrade, stall
         return;
     };
     let from_client = connection.buf.into_inner();
-    let Transport::Plain(client) = connection.stream else {
-        // Relaying decrypted bytes both ways is not done (yet): a TLS
-        // client's upgrade ends here.
-        tracing::debug!("upgrade over TLS is not relayed; closing");
-        return;
-    };
-    for (bytes, to) in [(from_client, &backend), (from_backend, &client)] {
-        if !bytes.is_empty() {
-            let mut parts = [bytes.freeze()];
-            let mut written = false;
-            let wrote = crate::sock::write_all(to, &mut parts, stall_limit, &mut written);
-            if wrote.await.is_err() {
-                return;
-            }
+    let client = connection.stream;
+    let mut written = false;
+    if !from_client.is_empty() {
+        let mut parts = [from_client.freeze()];
+        let wrote = crate::sock::write_all(&backend, &mut parts, stall_limit, &mut written);
+        if wrote.await.is_err() {
+            return;
         }
     }
+    if !from_backend.is_empty() {
+        let mut parts = [from_backend.freeze()];
+        if client
+            .write_all(&mut parts, stall_limit, &mut written)
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    let Transport::Plain(client) = client else {
+        // TLS: the bytes are decrypted and encrypted on the way.
+        if let Err(e) = crate::transport::relay_copy(&client, &backend, stall_limit).await {
+            tracing::debug!(error = %e, "tunnel ended");
+        }
+        drop(in_flight);
+        return;
+    };
     let relayed = crate::relay::Relayed::default();
     if let Err(e) = crate::relay::relay(&client, &backend, &relayed).await {
         tracing::debug!(error = %e, "tunnel ended");
