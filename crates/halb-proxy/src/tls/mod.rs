@@ -267,7 +267,8 @@ impl TlsTerminator {
             .map_err(|e| e.to_string())?
             .with_no_client_auth()
             .with_cert_resolver(resolver.clone());
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // HTTP/2 first: a client that speaks both gets multiplexing.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         // Tickets (TLS 1.3 and 1.2) under keys rustls rotates every 6 hours,
         // and a session cache for TLS 1.2 clients that resume by ID.
         config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;

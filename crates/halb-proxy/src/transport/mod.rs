@@ -6,6 +6,7 @@
 //! branch per call, no indirect call, and the server's code is not made
 //! generic over the transport in every type that holds a body.
 
+pub(crate) mod async_io;
 pub(crate) mod tls;
 
 use std::future::poll_fn;

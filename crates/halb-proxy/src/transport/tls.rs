@@ -84,9 +84,52 @@ impl TlsStream {
     /// Read the plaintext that has arrived into `buf`, reading and
     /// decrypting records from the socket as needed, without waiting.
     pub(crate) fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        self.try_read_with(|session| read_plaintext(session, buf))
+    }
+
+    /// As [`TlsStream::try_read_buf`], into a slice.
+    pub(crate) fn try_read(&self, dst: &mut [u8]) -> io::Result<usize> {
+        self.try_read_with(|session| session.reader().read(dst))
+    }
+
+    /// Go on with the handshake as far as the bytes that came allow;
+    /// `Ok(true)` once it is complete (plaintext that came with it stays
+    /// buffered for the next read).
+    pub(crate) fn try_handshake(&self) -> io::Result<bool> {
+        if self.established.get() {
+            return Ok(true);
+        }
+        match self.try_read_with(|_| Ok(0)) {
+            Ok(0) if self.established.get() => Ok(true),
+            Ok(_) => Err(io::ErrorKind::UnexpectedEof.into()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.established.get() => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The client and halb agreed on HTTP/2 (ALPN `h2`).
+    pub(crate) fn is_h2(&self) -> bool {
+        self.session.borrow().alpn_protocol() == Some(b"h2")
+    }
+
+    /// Read plaintext with `read`, which says `WouldBlock` when rustls has
+    /// none buffered: records are then read from the socket and processed.
+    fn try_read_with(
+        &self,
+        mut read: impl FnMut(&mut ServerConnection) -> io::Result<usize>,
+    ) -> io::Result<usize> {
         let mut session = self.session.borrow_mut();
         loop {
-            match read_plaintext(&mut session, buf) {
+            if !self.established.get() && !session.is_handshaking() {
+                self.established.set(true);
+                self.metrics.tls.established(&session);
+            }
+            let attempt = if self.established.get() {
+                read(&mut session)
+            } else {
+                Err(io::ErrorKind::WouldBlock.into())
+            };
+            match attempt {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
                 other => return other,
@@ -192,6 +235,17 @@ impl TlsStream {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         Ok(taken)
+    }
+
+    /// Hand what rustls takes of `buf` to the session and write its records.
+    pub(crate) fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        let mut parts = [Bytes::copy_from_slice(buf)];
+        self.try_send_parts(&mut parts)
+    }
+
+    /// Write every record rustls holds; `WouldBlock` while the socket is full.
+    pub(crate) fn try_flush(&self) -> io::Result<()> {
+        flush(&mut self.session.borrow_mut(), &self.tcp)
     }
 
     /// Queue `close_notify` and write it if the socket takes it now.

@@ -23,6 +23,7 @@ mod failures;
 mod faults;
 mod flapping;
 mod health_checks;
+mod http2;
 mod http_semantics;
 mod hung_backend;
 mod metrics;

@@ -158,8 +158,8 @@ async fn curl_gets_the_certificate_its_sni_names_over_tls_1_2_and_1_3() {
     let halb = Halb::start(&config.to_toml()).await;
 
     let versions: [(&[&str], &str); 2] = [
-        (&["--tlsv1.2", "--tls-max", "1.2"], "TLSv1.2"),
-        (&["--tlsv1.3"], "TLSv1.3"),
+        (&["--http1.1", "--tlsv1.2", "--tls-max", "1.2"], "TLSv1.2"),
+        (&["--http1.1", "--tlsv1.3"], "TLSv1.3"),
     ];
     for (flags, version) in versions {
         for (name, ca) in [

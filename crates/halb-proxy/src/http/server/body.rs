@@ -31,6 +31,9 @@ pub(crate) struct ClientBody {
     continue_written: usize,
     /// Fails the body when no bytes of it come for the idle timeout.
     stall: StallTimer,
+    /// An HTTP/2 stream's body: its DATA frames, rather than the bytes of
+    /// an HTTP/1.1 connection.
+    stream: Option<Box<h2::RecvStream>>,
 }
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -51,6 +54,52 @@ impl ClientBody {
             expect_continue: false,
             continue_written: 0,
             stall: StallTimer::new(Duration::ZERO),
+            stream: None,
+        }
+    }
+
+    /// The body of an HTTP/2 request stream.
+    pub(crate) fn stream(stream: h2::RecvStream, idle_timeout: Duration) -> Self {
+        if stream.is_end_stream() {
+            return ClientBody::empty();
+        }
+        ClientBody {
+            stream: Some(Box::new(stream)),
+            stall: StallTimer::new(idle_timeout),
+            ..ClientBody::empty()
+        }
+    }
+
+    fn poll_stream(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match stream.poll_data(cx) {
+            Poll::Ready(Some(Ok(data))) => {
+                // Taken: the client may send as much again (flow control).
+                let _ = stream.flow_control().release_capacity(data.len());
+                self.stall.progressed();
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                self.stream = None;
+                let error = std::io::Error::other(error);
+                Poll::Ready(Some(Err(BodyError::Io(error))))
+            }
+            Poll::Ready(None) => {
+                self.stream = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if self.stall.expired(cx) {
+                    self.stream = None;
+                    return Poll::Ready(Some(Err(BodyError::Timeout)));
+                }
+                Poll::Pending
+            }
         }
     }
 
@@ -71,6 +120,7 @@ impl ClientBody {
             expect_continue,
             continue_written: 0,
             stall: StallTimer::new(idle_timeout),
+            stream: None,
         }
     }
 
@@ -110,6 +160,9 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        if this.stream.is_some() {
+            return this.poll_stream(cx);
+        }
         let Some(connection) = this.connection.clone() else {
             return Poll::Ready(None);
         };
@@ -158,10 +211,16 @@ impl Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.connection.is_none()
+        match &self.stream {
+            Some(stream) => stream.is_end_stream(),
+            None => self.connection.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.stream.is_some() {
+            return SizeHint::default();
+        }
         match self.decoder {
             Decoder::Done => SizeHint::with_exact(0),
             Decoder::Length(left) => SizeHint::with_exact(left),

@@ -8,6 +8,7 @@
 //! shared reference (the loop does not read while a body is pending).
 
 mod body;
+mod h2;
 mod service;
 mod write;
 
@@ -61,6 +62,8 @@ pub(crate) struct ClientConnection {
     body_abandoned: Cell<bool>,
     /// Wakes the body's reader when the loop gives up on it.
     body_waker: Cell<Option<Waker>>,
+    /// No request head has been read yet (an h2c preface may come).
+    first_head: Cell<bool>,
 }
 
 impl ClientConnection {
@@ -71,6 +74,7 @@ impl ClientConnection {
             body_pending: Cell::new(false),
             body_abandoned: Cell::new(false),
             body_waker: Cell::new(None),
+            first_head: Cell::new(true),
         }
     }
 
@@ -142,17 +146,76 @@ enum Next {
     },
     /// The backend switched protocols: join the two connections.
     Tunnel(BackendUpgrade),
+    /// The client opened with the HTTP/2 preface (h2c).
+    Http2,
 }
 
 /// Serve one client connection until it closes, times out, or its
 /// listener closes (`closing` turns true: reload, shutdown): then an idle
 /// connection closes at once and a busy one finishes its response, saying
 /// `Connection: close`.
-pub(crate) async fn serve<S: Service>(
+pub(crate) fn serve<S: Service + 'static>(
+    stream: Transport,
+    handler: S,
+    closing: watch::Receiver<bool>,
+) -> impl Future<Output = ()> {
+    serve_http1(stream, handler, closing, false)
+}
+
+/// A TLS connection: the handshake (within `request_head_timeout`), then
+/// HTTP/2 if ALPN chose it, else HTTP/1.1.
+async fn serve_tls<S: Service + 'static>(
     stream: Transport,
     handler: S,
     closing: watch::Receiver<bool>,
 ) {
+    let Transport::Tls(tls) = &stream else {
+        return;
+    };
+    let handshake = async {
+        loop {
+            match tls.try_handshake() {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            stream.readable().await?;
+        }
+    };
+    let limit = handler.limits().request_head_timeout;
+    match tokio::time::timeout(limit, handshake).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::debug!(peer = %handler.peer(), %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %handler.peer(), "TLS handshake not done in time");
+            return;
+        }
+    }
+    if tls.is_h2() {
+        let io = crate::transport::async_io::TransportIo::new(stream, BytesMut::new());
+        return h2::serve(io, Rc::new(handler), closing).await;
+    }
+    let http1: Pin<Box<dyn Future<Output = ()>>> =
+        Box::pin(serve_http1(stream, handler, closing, true));
+    http1.await
+}
+
+/// The HTTP/1.1 connection loop; first the TLS handshake (and HTTP/2 if
+/// it chose that) unless `handshaken`.
+async fn serve_http1<S: Service + 'static>(
+    stream: Transport,
+    handler: S,
+    closing: watch::Receiver<bool>,
+    handshaken: bool,
+) {
+    if !handshaken && matches!(stream, Transport::Tls(_)) {
+        // Boxed: a plain connection's future does not carry the TLS one.
+        return Box::pin(serve_tls(stream, handler, closing)).await;
+    }
     let idle_timeout = handler.limits().idle_timeout;
     let peer = handler.peer();
     // One wait for the close for the connection's life, registered once
@@ -202,6 +265,15 @@ pub(crate) async fn serve<S: Service>(
     };
     match next {
         Next::Tunnel(upgrade) => return Box::pin(tunnel(connection, upgrade, idle_timeout)).await,
+        Next::Http2 => {
+            // h2c with prior knowledge: the preface is in the buffer.
+            let Ok(connection) = Rc::try_unwrap(connection) else {
+                return;
+            };
+            let early = connection.buf.into_inner();
+            let io = crate::transport::async_io::TransportIo::new(connection.stream, early);
+            return Box::pin(h2::serve(io, Rc::new(handler), closing)).await;
+        }
         Next::Close { linger: true } => Box::pin(linger(&connection)).await,
         _ => connection.stream.close(),
     }
@@ -228,6 +300,7 @@ async fn serve_busy<S: Service>(
             Ok(Some(head)) => head,
             Ok(None) => return Next::Idle { since: done_at },
             Err(HeadFailure::Closed) => return Next::Close { linger: false },
+            Err(HeadFailure::Http2) => return Next::Http2,
             Err(failure @ (HeadFailure::Invalid(_) | HeadFailure::TimedOut)) => {
                 let (error, linger) = match failure {
                     HeadFailure::Invalid(error) => (error, true),
@@ -349,6 +422,8 @@ enum HeadFailure {
     /// The head did not come within `request_head_timeout`: answer 408 and
     /// close, without waiting for more.
     TimedOut,
+    /// The connection opened with the HTTP/2 preface.
+    Http2,
 }
 
 /// Read one request head. `Ok(None)`: nothing has arrived (the buffer is
@@ -359,10 +434,22 @@ async fn read_head(
 ) -> Result<Option<RequestHead>, HeadFailure> {
     let mut deadline = None;
     loop {
-        if !connection.buf.borrow().is_empty() {
+        let first = connection.first_head.get();
+        let awaiting_preface = first && {
+            let buf = connection.buf.borrow();
+            let seen = buf.len().min(h2::PREFACE.len());
+            !buf.is_empty() && buf[..seen] == h2::PREFACE[..seen]
+        };
+        if awaiting_preface && connection.buf.borrow().len() >= h2::PREFACE.len() {
+            return Err(HeadFailure::Http2);
+        }
+        if !awaiting_preface && !connection.buf.borrow().is_empty() {
             let parsed = head::parse(&mut connection.buf.borrow_mut(), limits.max_header_bytes);
             match parsed {
-                Ok(Some(head)) => return Ok(Some(head)),
+                Ok(Some(head)) => {
+                    connection.first_head.set(false);
+                    return Ok(Some(head));
+                }
                 Ok(None) => {}
                 Err(error) => return Err(HeadFailure::Invalid(error)),
             }
