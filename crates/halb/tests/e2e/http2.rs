@@ -95,8 +95,17 @@ async fn curl_speaks_http2_over_tls_and_in_the_clear_to_http1_backends() {
 async fn h2load_with_100_streams_per_connection_gets_all_200() {
     let backend = backends::named("app").await;
     let files = TlsFiles::new();
-    let config = BalancerConfig::http(&[backend.addr]).listener_key("tls", &files.listener_key());
-    let halb = Halb::start(&config.to_toml()).await;
+    // 200 streams at once open up to 200 backend connections together: on
+    // a busy test machine the test's backend may take more than the
+    // default second to accept them all.
+    let config = BalancerConfig::http(&[backend.addr])
+        .listener_key("tls", &files.listener_key())
+        .pool_key("connect_timeout", "\"10s\"");
+    let toml = format!(
+        "{}\n[log]\nlevel = \"info,halb_proxy=debug\"\n",
+        config.to_toml()
+    );
+    let halb = Halb::start(&toml).await;
     let url = format!("https://127.0.0.1:{}/", config.listen.port());
     let out = tokio::task::spawn_blocking(move || {
         Command::new("h2load")
@@ -165,4 +174,47 @@ async fn a_client_resetting_streams_rapidly_gets_goaway_and_others_are_served() 
     ]);
     assert!(ok && body == "app", "{log}");
     drop(halb);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_sends_goaway_and_finishes_the_streams_under_way() {
+    let backend = backends::delayed("slow", Duration::from_millis(800)).await;
+    let config = BalancerConfig::http(&[backend.addr]);
+    let mut halb = Halb::start(&config.to_toml()).await;
+
+    let tcp = tokio::net::TcpStream::connect(config.listen).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2c handshake");
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::get(format!("http://{}/", config.listen))
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    halb.signal("TERM");
+
+    let response = within(Duration::from_secs(10), "the response", response)
+        .await
+        .expect("the stream under way is answered");
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut got = Vec::new();
+    while let Some(chunk) = body.data().await {
+        got.extend_from_slice(&chunk.expect("body"));
+    }
+    assert_eq!(got, b"slow");
+    // The connection ends without error: GOAWAY with NO_ERROR, then close.
+    let ended = within(Duration::from_secs(10), "the connection's end", connection)
+        .await
+        .expect("join");
+    if let Err(error) = ended {
+        assert!(
+            error.is_go_away() && error.reason() == Some(h2::Reason::NO_ERROR),
+            "{error}"
+        );
+    }
+    // No new stream after GOAWAY.
+    let request = http::Request::get("/").body(()).unwrap();
+    assert!(client.send_request(request, true).is_err());
+    halb.wait_for_exit(Duration::from_secs(10)).await;
 }

@@ -29,6 +29,10 @@ pub(crate) const MAX_CONCURRENT_STREAMS: u32 = 100;
 const MAX_PENDING_RESETS: usize = 20;
 /// Streams halb may reset because the client misbehaved, per connection.
 const MAX_LOCAL_RESETS: usize = 1024;
+/// Flow-control windows: what a client may send ahead on one stream, and
+/// on all of them, before halb has passed the bytes on.
+const STREAM_WINDOW: u32 = 256 * 1024;
+const CONNECTION_WINDOW: u32 = 1024 * 1024;
 /// The first bytes of every HTTP/2 connection (RFC 9113 §3.4).
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -46,6 +50,8 @@ pub(crate) async fn serve<S: Service + 'static>(
         .max_header_list_size(header_list)
         .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
         .max_local_error_reset_streams(Some(MAX_LOCAL_RESETS))
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .handshake::<_, Bytes>(io);
     let mut connection = match tokio::time::timeout(limits.request_head_timeout, handshake).await {
         Ok(Ok(connection)) => connection,
