@@ -81,6 +81,12 @@ pub enum StartError {
     },
 }
 
+/// Read every certificate and key file the listeners name, as starting or
+/// reloading would (`halb check`): the first unusable file is the error.
+pub fn check_tls(listeners: &[halb_config::Listener]) -> Result<(), StartError> {
+    tls::load_all(listeners).map(|_| ())
+}
+
 /// The running data path. One owner (the binary's main loop) holds it and
 /// applies every change: start, reload, shutdown.
 pub struct Proxy {

@@ -488,3 +488,43 @@ async fn a_websocket_upgrade_over_tls_is_relayed_both_ways() {
         "the echoed bytes differ from those sent"
     );
 }
+
+#[test]
+fn halb_check_reads_the_certificate_files() {
+    let setup = certificates();
+    let good = tls_config(
+        crate::support::free_addr(),
+        &setup.dir,
+        &setup.dir.path("api.pem"),
+    );
+    let file = crate::support::process::TempFile::with_contents("check.toml", &good.to_toml());
+    let path = file.path.to_str().unwrap().to_owned();
+    let checked =
+        crate::support::process::run_halb(&["check", "--config", &path], Duration::from_secs(20));
+    assert_eq!(
+        checked.code(),
+        Some(0),
+        "{}{}",
+        checked.stdout,
+        checked.stderr
+    );
+
+    let missing = setup.dir.path("missing.pem");
+    let bad = tls_config(crate::support::free_addr(), &setup.dir, &missing);
+    let file = crate::support::process::TempFile::with_contents("check.toml", &bad.to_toml());
+    let path = file.path.to_str().unwrap().to_owned();
+    let checked =
+        crate::support::process::run_halb(&["check", "--config", &path], Duration::from_secs(20));
+    assert_eq!(
+        checked.code(),
+        Some(1),
+        "{}{}",
+        checked.stdout,
+        checked.stderr
+    );
+    let wanted = format!(
+        "listener front: [listener.tls]: {}: cannot be read",
+        missing.display()
+    );
+    assert!(checked.stderr.contains(&wanted), "{}", checked.stderr);
+}
