@@ -158,7 +158,10 @@ async fn a_client_resetting_streams_rapidly_gets_goaway_and_others_are_served() 
     let error = ended
         .expect("join")
         .expect_err("the connection should end in GOAWAY");
-    println!("after {opened} streams opened and reset: {error}");
+    println!(
+        "after {opened} streams opened and reset: {error}; {} reached the backend",
+        backend.requests()
+    );
     assert!(error.is_go_away(), "{error}");
     assert_eq!(
         error.reason(),
