@@ -162,10 +162,11 @@ async fn a_client_resetting_streams_rapidly_gets_goaway_and_others_are_served() 
         "after {opened} streams opened and reset: {error}; {} reached the backend",
         backend.requests()
     );
-    assert!(error.is_go_away(), "{error}");
-    assert_eq!(
-        error.reason(),
-        Some(h2::Reason::ENHANCE_YOUR_CALM),
+    // GOAWAY, then halb closes: a client still writing may see the close
+    // (a broken pipe) before it reads the GOAWAY.
+    assert!(
+        error.is_io()
+            || error.is_go_away() && error.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM),
         "{error}"
     );
     assert!(opened < 10_000, "every stream was taken: {opened}");
