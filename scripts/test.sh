@@ -23,6 +23,11 @@ compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgres
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # The request-smuggling corpus compares halb with HAProxy in the same run.
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+# The TLS tests drive halb with curl and openssl s_client.
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The HTTP/2 tests load halb with h2load (100 streams per connection).
+command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} for the tests..."
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -5,8 +5,8 @@
 #![forbid(unsafe_code)]
 
 mod cluster;
-mod db;
 mod connection;
+mod db;
 mod diff;
 mod duration;
 mod model;
@@ -22,8 +22,8 @@ pub use cluster::{
     check_etcd_prefix, check_node_name, Cluster, Etcd, EtcdEndpoint, Peers, DEFAULT_ETCD_PORT,
     DEFAULT_ETCD_PREFIX, DEFAULT_STATE_DIR, MIN_PEER_SECRET,
 };
-pub use db::{DatabaseCheck, OnDown, Password, Role, DEFAULT_POSTGRES_USER};
 pub use connection::{Cidr, ClientLimits, ConnectionPolicy, SendProxy};
+pub use db::{DatabaseCheck, OnDown, Password, Role, DEFAULT_POSTGRES_USER};
 pub use diff::{diff, Change};
 pub use duration::{parse_duration, MAX_DURATION};
 pub use model::*;

@@ -190,6 +190,32 @@ pub struct Listener {
     pub routes: Vec<Route>,
     /// PROXY protocol, trusted proxies, connection caps and client limits.
     pub connection: crate::ConnectionPolicy,
+    /// `[listener.tls]`: terminate TLS on this listener (HTTP only).
+    pub tls: Option<ListenerTls>,
+}
+
+/// `[listener.tls]`: the certificate served when no `[[listener.tls.sni]]`
+/// entry matches the name the client asks for (or it asks for none).
+/// The files are read when the config is applied, and again when they
+/// change on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// `cert`: PEM certificate chain, the leaf first.
+    pub cert: std::path::PathBuf,
+    /// `key`: PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf.
+    pub key: std::path::PathBuf,
+    /// `[[listener.tls.sni]]`, in order.
+    pub sni: Vec<SniCertificate>,
+}
+
+/// `[[listener.tls.sni]]`: the certificate for clients that ask for `name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniCertificate {
+    /// `name`: a host name (`api.example.com`) or a wildcard of one label
+    /// (`*.example.com`); stored lower-case.
+    pub name: String,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 /// `[[listener.route]]`: which requests go to `pool`. Every condition set

@@ -111,6 +111,7 @@ pub(crate) struct RawListener {
     pub max_header_bytes: Slot<i64>,
     pub routes: Slot<Vec<RawRoute>>,
     pub connection: RawConnection,
+    pub tls: Slot<RawListenerTls>,
 }
 
 /// The connection keys of `[[listener]]` and its `[listener.limits]`.
@@ -129,6 +130,24 @@ pub(crate) struct RawLimits {
     pub at: Header,
     pub per_ip_connections: Slot<i64>,
     pub per_ip_rate: Slot<i64>,
+}
+
+/// `[listener.tls]`
+#[derive(Debug)]
+pub(crate) struct RawListenerTls {
+    pub at: Header,
+    pub cert: Slot<String>,
+    pub key: Slot<String>,
+    pub sni: Slot<Vec<RawSniCertificate>>,
+}
+
+/// `[[listener.tls.sni]]`
+#[derive(Debug)]
+pub(crate) struct RawSniCertificate {
+    pub at: Header,
+    pub name: Slot<String>,
+    pub cert: Slot<String>,
+    pub key: Slot<String>,
 }
 
 /// `[[listener.route]]`

@@ -858,8 +858,9 @@ backend = [{ address = "127.0.0.1:9001" }]
         &error,
         "listener[0].protocol",
         Some(4),
-        "\"https\" is not a protocol halb speaks yet",
+        "\"https\" is not a protocol: to terminate TLS",
     );
+    assert!(error.message.contains("[listener.tls]"), "{error}");
     assert!(error.message.contains("protocol = \"tcp\""), "{error}");
     assert!(!error.message.contains("did you mean"), "{error}");
 }

@@ -17,8 +17,8 @@
 
 mod admission;
 mod client_limits;
-mod edge;
 pub mod codec_check;
+mod edge;
 mod error;
 mod fault;
 mod fence;
@@ -34,6 +34,8 @@ mod sock;
 mod state;
 mod sticky;
 mod tcp;
+mod tls;
+mod transport;
 mod worker;
 
 use std::collections::HashMap;
@@ -58,6 +60,7 @@ pub use route::{
     ListenerMetrics, Route, RouteCounters, Routes, Rule, DEFAULT_ROUTE, STATUS_CLASSES,
 };
 pub use state::{BackendState, InFlight, PoolState, Tried};
+pub use tls::{TlsFileError, TlsMetrics, TLS_FAILURES, TLS_VERSIONS};
 
 use worker::WorkerCommand;
 
@@ -79,6 +82,17 @@ pub enum StartError {
     },
     #[error("cannot start worker thread: {0}")]
     Thread(std::io::Error),
+    #[error("listener {listener}: [listener.tls]: {source}")]
+    Tls {
+        listener: String,
+        source: TlsFileError,
+    },
+}
+
+/// Read every certificate and key file the listeners name, as starting or
+/// reloading would (`halb check`): the first unusable file is the error.
+pub fn check_tls(listeners: &[halb_config::Listener]) -> Result<(), StartError> {
+    tls::load_all(listeners).map(|_| ())
 }
 
 /// The running data path. One owner (the binary's main loop) holds it and
@@ -119,6 +133,7 @@ impl Proxy {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
+        let mut tls = tls::load_all(&config.listeners)?;
         let bound = reload::bind_all(config.listeners.iter(), count, &virtual_ips(config))?;
         let budget = admission::budget();
         tracing::info!(
@@ -161,10 +176,14 @@ impl Proxy {
         for pool in &pools {
             proxy.start_checks(pool, pool.backends.iter().map(|b| b.address));
         }
-        let listeners = bound.into_iter().map(|b| proxy.open(b, &pools)).collect();
+        let listeners = bound
+            .into_iter()
+            .map(|b| proxy.open(b, &pools, &mut tls))
+            .collect();
         proxy
             .topology
             .store(Arc::new(Topology { listeners, pools }));
+        tls::watch_files(Arc::downgrade(&proxy.topology));
         Ok(proxy)
     }
 
@@ -185,12 +204,20 @@ impl Proxy {
     }
 
     /// Hand a bound listener to the workers.
-    fn open(&self, bound: reload::BoundListener, pools: &[Arc<PoolState>]) -> Arc<ListenerContext> {
+    fn open(
+        &self,
+        bound: reload::BoundListener,
+        pools: &[Arc<PoolState>],
+        tls: &mut HashMap<String, tls::Certificates>,
+    ) -> Arc<ListenerContext> {
         tracing::info!(listener = %bound.config.name, address = %bound.address, protocol = bound.config.protocol.as_str(), "listening");
         let context = Arc::new(
             ListenerContext::new(bound.config, bound.address, pools, self.access_log.clone())
                 .with_faults(self.faults.clone()),
         );
+        // Before any worker accepts: no connection on it goes unencrypted.
+        let config = context.config.load_full();
+        context.set_tls(config.tls.as_ref(), tls.remove(&config.name));
         for (worker, socket) in self.workers.iter().zip(bound.sockets) {
             let _ = worker.commands.send(WorkerCommand::Listen {
                 context: context.clone(),

@@ -30,6 +30,8 @@ pub struct ListenerContext {
     pub(crate) faults: Arc<halb_chaos::Faults>,
     /// Open connections, refusals and evictions; per-client-address state.
     pub(crate) admission: Arc<crate::admission::ListenerAdmission>,
+    /// `[listener.tls]`: new connections are TLS while this is set.
+    pub(crate) tls: arc_swap::ArcSwapOption<crate::tls::TlsTerminator>,
     closing: watch::Sender<bool>,
 }
 
@@ -50,6 +52,7 @@ impl ListenerContext {
             metrics,
             faults: halb_chaos::Faults::new(),
             admission: Default::default(),
+            tls: arc_swap::ArcSwapOption::empty(),
             closing: watch::Sender::new(false),
         }
     }
@@ -81,6 +84,28 @@ impl ListenerContext {
         let pools: Vec<Arc<PoolState>> =
             (self.routes.load().all()).map(|r| r.pool.clone()).collect();
         self.rebuild_routes(&pools, access_log);
+    }
+
+    /// Terminate TLS with `certificates` (read by `settings`) from now on,
+    /// or stop (`None`). A listener that already terminates TLS keeps its
+    /// ticket keys and session cache: sessions resume across reloads.
+    pub(crate) fn set_tls(
+        &self,
+        settings: Option<&halb_config::ListenerTls>,
+        certificates: Option<crate::tls::Certificates>,
+    ) {
+        let (Some(settings), Some(certificates)) = (settings, certificates) else {
+            self.tls.store(None);
+            return;
+        };
+        if let Some(running) = self.tls.load_full() {
+            running.replace(settings, certificates);
+            return;
+        }
+        match crate::tls::TlsTerminator::new(settings, certificates) {
+            Ok(terminator) => self.tls.store(Some(Arc::new(terminator))),
+            Err(error) => tracing::error!(listener = %self.name(), %error, "cannot set up TLS"),
+        }
     }
 
     /// The listener's name (a reload may rename a listener in place).

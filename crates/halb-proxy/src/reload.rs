@@ -189,6 +189,7 @@ impl Proxy {
             }
             continuing.push(running);
         }
+        let mut tls = crate::tls::load_all(&config.listeners)?;
         let bound = bind_all(
             to_bind.into_iter(),
             self.workers.len(),
@@ -236,12 +237,13 @@ impl Proxy {
         for (wanted, running) in config.listeners.iter().zip(continuing) {
             if let Some(running) = running {
                 running.config.store(Arc::new(wanted.clone()));
+                running.set_tls(wanted.tls.as_ref(), tls.remove(&wanted.name));
                 running.set_routes(&pools);
                 listeners.push(running);
             }
         }
         for bound in bound {
-            listeners.push(self.open(bound, &pools));
+            listeners.push(self.open(bound, &pools, &mut tls));
         }
         for running in &old.listeners {
             if !listeners.iter().any(|l| Arc::ptr_eq(l, running)) {

@@ -34,6 +34,8 @@ pub struct ListenerMetrics {
     /// HTTP: from the request head's arrival to the end of the response, as
     /// the client saw it.
     pub request_duration: Histogram,
+    /// TLS handshakes (a listener with `[listener.tls]`).
+    pub tls: crate::tls::TlsMetrics,
 }
 
 /// One listener's traffic to one backend, or (for [`Route::local`]) what

@@ -16,6 +16,7 @@ use tokio::task::LocalSet;
 
 use crate::http::UpstreamPool;
 use crate::listener::{ListenerContext, OpenClient};
+use crate::transport::{TlsStream, Transport};
 
 /// What the owner asks a worker to do.
 #[derive(Debug)]
@@ -172,8 +173,25 @@ fn spawn_connection(
         Protocol::Http => {
             let upstream = upstream.clone();
             tokio::task::spawn_local(async move {
+                // A PROXY header comes before the TLS handshake.
                 if let Some((peer, slot)) = crate::edge::open(&stream, peer, &context).await {
-                    crate::http::serve(stream, peer, context, upstream).await;
+                    let transport = match context.tls.load_full() {
+                        None => Some(Transport::Plain(stream)),
+                        Some(tls) => match tls.session() {
+                            Ok(session) => Some(Transport::Tls(Box::new(TlsStream::new(
+                                stream,
+                                session,
+                                context.metrics.clone(),
+                            )))),
+                            Err(error) => {
+                                tracing::error!(listener = %context.name(), %error, "no TLS session");
+                                None
+                            }
+                        },
+                    };
+                    if let Some(transport) = transport {
+                        crate::http::serve(transport, peer, context, upstream).await;
+                    }
                     drop(slot);
                 }
                 drop(guard);

@@ -90,6 +90,10 @@ pub fn check_file(path: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Loaded { config, .. }) => {
+            if let Err(error) = halb_proxy::check_tls(&config.listeners) {
+                report(path, &[error.to_string()]);
+                return ExitCode::FAILURE;
+            }
             println!(
                 "{}: OK ({} listener{}, {} pool{})",
                 path.display(),

@@ -5,8 +5,8 @@
 mod alerts;
 mod checker;
 mod cluster;
-mod db;
 mod connection;
+mod db;
 mod health;
 mod levels;
 
@@ -15,6 +15,7 @@ mod log;
 mod pool;
 mod route;
 mod sticky;
+mod tls;
 mod vrrp;
 
 use std::collections::HashMap;
@@ -366,9 +367,9 @@ fn listener(
         |name: String| {
             if ["https", "tls", "h2"].contains(&name.to_ascii_lowercase().as_str()) {
                 return Err(format!(
-                    "{name:?} is not a protocol halb speaks yet: it does not terminate TLS; \
-                     use protocol = \"tcp\" to pass TLS through to backends that terminate it, \
-                     or terminate TLS in front of halb and use protocol = \"http\""
+                    "{name:?} is not a protocol: to terminate TLS, keep protocol = \"http\" \
+                     and add [listener.tls] with `cert` and `key`; use protocol = \"tcp\" to \
+                     pass TLS through to backends that terminate it"
                 ));
             }
             one_of("protocol", &Protocol::ALL, Protocol::as_str)(name)
@@ -417,6 +418,7 @@ fn listener(
         protocol.as_ref().map(|p| p.value),
         defined_pools,
     );
+    let tls = tls::listener_tls(c, raw.tls, at, protocol.as_ref().map(|p| p.value));
 
     let connection = connection::policy(c, at, raw.connection);
     Some(Listener {
@@ -429,6 +431,7 @@ fn listener(
         max_header_bytes: max_header_bytes?.value,
         routes: routes?,
         connection: connection?,
+        tls: tls?,
     })
 }
 

@@ -8,6 +8,7 @@ use crate::raw::{
     RawHealthCheck, RawLimits, RawListener, RawLog, RawOutlierDetection, RawPool, RawRetryBudget,
     RawRoute, RawRouteHeader, RawRuntime, RawSticky, RawVrrp, RawVrrpInstance, Slot,
 };
+use crate::raw::{RawListenerTls, RawSniCertificate};
 
 const ROOT_KEYS: &[&str] = &[
     "runtime",
@@ -52,8 +53,11 @@ const LISTENER_KEYS: &[&str] = &[
     "max_connections",
     "body_timeout",
     "limits",
+    "tls",
 ];
 const LIMITS_KEYS: &[&str] = &["per_ip_connections", "per_ip_rate"];
+const LISTENER_TLS_KEYS: &[&str] = &["cert", "key", "sni"];
+const SNI_KEYS: &[&str] = &["name", "cert", "key"];
 const ROUTE_KEYS: &[&str] = &["name", "host", "path_prefix", "path", "header", "pool"];
 const ROUTE_HEADER_KEYS: &[&str] = &["name", "value"];
 const POOL_KEYS: &[&str] = &[
@@ -253,6 +257,7 @@ impl Walker {
                 body_timeout: self.duration(table, "body_timeout"),
                 limits: self.table(table, "limits").map(|t| self.limits(t)),
             },
+            tls: self.table(table, "tls").map(|t| self.listener_tls(t)),
         }
     }
 
@@ -262,6 +267,28 @@ impl Walker {
             at: table.at.clone(),
             per_ip_connections: self.integer(table, "per_ip_connections"),
             per_ip_rate: self.integer(table, "per_ip_rate"),
+        }
+    }
+
+    fn listener_tls(&mut self, table: &Table<'_>) -> RawListenerTls {
+        self.reject_unknown_keys(table, LISTENER_TLS_KEYS);
+        RawListenerTls {
+            at: table.at.clone(),
+            cert: self.string(table, "cert"),
+            key: self.string(table, "key"),
+            sni: self
+                .array_of_tables(table, "sni")
+                .map(|tables| tables.iter().map(|t| self.sni_certificate(t)).collect()),
+        }
+    }
+
+    fn sni_certificate(&mut self, table: &Table<'_>) -> RawSniCertificate {
+        self.reject_unknown_keys(table, SNI_KEYS);
+        RawSniCertificate {
+            at: table.at.clone(),
+            name: self.string(table, "name"),
+            cert: self.string(table, "cert"),
+            key: self.string(table, "key"),
         }
     }
 

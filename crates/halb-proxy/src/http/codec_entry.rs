@@ -5,8 +5,8 @@ use bytes::BytesMut;
 use http::{Method, StatusCode};
 
 use super::client::head::{parse_response, ResponseFraming};
-use super::framing::{BodyFraming, Decoded, Decoder};
-use super::server::head::parse;
+use super::codec::framing::{BodyFraming, Decoded, Decoder};
+use super::codec::request::parse;
 use crate::codec_check::Framing;
 use crate::error::ProxyError;
 

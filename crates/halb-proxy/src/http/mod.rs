@@ -1,23 +1,19 @@
-//! HTTP/1.1 proxying with halb's own codecs on both sides: the server side
-//! for clients ([`server`]), and the client side for backends ([`client`]),
-//! whose keep-alive connections each worker pools ([`upstream`]).
+//! HTTP/1.1 proxying with halb's own codec, in three layers: the codec
+//! ([`codec`]: heads, fields, framing; no proxy logic), connections over a
+//! transport ([`server`] for clients over plain TCP or TLS, [`client`] for
+//! backends, whose keep-alive connections each worker pools in
+//! [`upstream`]), and the proxy logic between them ([`proxy`]).
 
-mod body;
+mod arena;
 mod client;
+mod codec;
 pub(crate) mod codec_entry;
-mod exchange;
-mod fields;
-mod forward;
-mod framing;
-mod hash_key;
-mod headers;
-mod select;
+mod proxy;
 mod server;
-mod span;
 mod upstream;
 
 pub use client::BackendError;
-pub(crate) use hash_key::ip_key;
-pub(crate) use server::serve;
-pub(crate) use server::BodyError;
+pub(crate) use codec::BodyError;
+pub(crate) use proxy::hash_key::ip_key;
+pub(crate) use proxy::serve;
 pub(crate) use upstream::UpstreamPool;

@@ -15,7 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 use super::head::ResponseFraming;
 use super::upload::Upload;
 use super::{BackendConnection, BackendError, BODY_READ};
-use crate::http::framing::{Decoded, Decoder, StallTimer};
+use crate::http::codec::framing::{Decoded, Decoder, StallTimer};
 use crate::http::upstream::UpstreamPool;
 use crate::state::InFlight;
 use halb_health::AdminState;

@@ -6,8 +6,8 @@ use bytes::BytesMut;
 use http::{Method, StatusCode, Version};
 
 use super::BackendError;
-use crate::http::fields::{has_token, Fields, FieldsBuilder, Known};
-use crate::http::framing::{merge_content_length, BadLength, BodyFraming};
+use crate::http::codec::fields::{has_token, Fields, FieldsBuilder, Known};
+use crate::http::codec::framing::{merge_content_length, BadLength, BodyFraming};
 
 /// Headers a response head may carry; more is a malformed response.
 const MAX_HEADERS: usize = 128;

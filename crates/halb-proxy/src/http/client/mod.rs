@@ -15,6 +15,7 @@
 
 mod body;
 pub(crate) mod head;
+mod request_body;
 mod upload;
 
 use std::io;
@@ -31,8 +32,9 @@ pub(crate) use body::BackendBody;
 pub(crate) use head::ResponseHead;
 pub(crate) use upload::Upload;
 
-use super::body::RequestBody;
-use super::server::carve;
+pub(crate) use request_body::RequestBody;
+
+use super::arena::carve;
 use crate::error::ProxyError;
 use crate::sock::write_all;
 use upload::UploadError;

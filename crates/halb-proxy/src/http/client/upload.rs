@@ -12,9 +12,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame};
 use tokio::net::TcpStream;
 
-use crate::http::body::RequestBody;
-use crate::http::framing::{chunk_size_line, StallTimer};
-use crate::http::server::BodyError;
+use super::RequestBody;
+use crate::http::codec::framing::{chunk_size_line, StallTimer};
+use crate::http::codec::BodyError;
 use crate::sock::try_send_parts;
 
 /// Frames are taken from the client while fewer parts than this wait.

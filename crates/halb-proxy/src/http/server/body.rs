@@ -13,25 +13,11 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use super::ClientConnection;
-use crate::http::framing::{BodyFraming, Decoded, Decoder, StallTimer};
+use crate::http::codec::framing::{BodyFraming, Decoded, Decoder, StallTimer};
+use crate::http::codec::BodyError;
 
 /// Read size while a body streams in.
 const BODY_READ: usize = 64 * 1024;
-
-/// Why a request body could not be read.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum BodyError {
-    #[error("malformed chunked body: {0}")]
-    Malformed(&'static str),
-    #[error("the client closed the connection before the end of the body")]
-    Incomplete,
-    #[error("the client sent no body bytes within the idle timeout")]
-    Timeout,
-    #[error("reading the request body: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the client connection was closed before the end of the body")]
-    Abandoned,
-}
 
 /// A client's request body, read from the connection it came on. The
 /// connection loop does not read while a body is pending; the body tells
@@ -49,6 +35,9 @@ pub(crate) struct ClientBody {
     /// Fails the body when it is not whole by the listener's
     /// `body_timeout` (slow-body clients); `None`: no such bound.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// An HTTP/2 stream's body: its DATA frames, rather than the bytes of
+    /// an HTTP/1.1 connection.
+    stream: Option<Box<h2::RecvStream>>,
 }
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -70,6 +59,52 @@ impl ClientBody {
             continue_written: 0,
             stall: StallTimer::new(Duration::ZERO),
             deadline: None,
+            stream: None,
+        }
+    }
+
+    /// The body of an HTTP/2 request stream.
+    pub(crate) fn stream(stream: h2::RecvStream, idle_timeout: Duration) -> Self {
+        if stream.is_end_stream() {
+            return ClientBody::empty();
+        }
+        ClientBody {
+            stream: Some(Box::new(stream)),
+            stall: StallTimer::new(idle_timeout),
+            ..ClientBody::empty()
+        }
+    }
+
+    fn poll_stream(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match stream.poll_data(cx) {
+            Poll::Ready(Some(Ok(data))) => {
+                // Taken: the client may send as much again (flow control).
+                let _ = stream.flow_control().release_capacity(data.len());
+                self.stall.progressed();
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                self.stream = None;
+                let error = std::io::Error::other(error);
+                Poll::Ready(Some(Err(BodyError::Io(error))))
+            }
+            Poll::Ready(None) => {
+                self.stream = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if self.stall.expired(cx) {
+                    self.stream = None;
+                    return Poll::Ready(Some(Err(BodyError::Timeout)));
+                }
+                Poll::Pending
+            }
         }
     }
 
@@ -92,6 +127,7 @@ impl ClientBody {
             continue_written: 0,
             stall: StallTimer::new(idle_timeout),
             deadline: body_timeout.map(|limit| Box::pin(tokio::time::sleep(limit))),
+            stream: None,
         }
     }
 
@@ -108,10 +144,8 @@ impl ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<std::io::Result<()>> {
         while self.continue_written < CONTINUE.len() {
-            match connection
-                .stream
-                .try_write(&CONTINUE[self.continue_written..])
-            {
+            let mut rest = [Bytes::from_static(&CONTINUE[self.continue_written..])];
+            match connection.stream.try_send_parts(&mut rest) {
                 Ok(n) => self.continue_written += n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     std::task::ready!(connection.stream.poll_write_ready(cx))?;
@@ -133,6 +167,9 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        if this.stream.is_some() {
+            return this.poll_stream(cx);
+        }
         let Some(connection) = this.connection.clone() else {
             return Poll::Ready(None);
         };
@@ -186,10 +223,16 @@ impl Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.connection.is_none()
+        match &self.stream {
+            Some(stream) => stream.is_end_stream(),
+            None => self.connection.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.stream.is_some() {
+            return SizeHint::default();
+        }
         match self.decoder {
             Decoder::Done => SizeHint::with_exact(0),
             Decoder::Length(left) => SizeHint::with_exact(left),

@@ -8,33 +8,31 @@
 //! shared reference (the loop does not read while a body is pending).
 
 mod body;
-pub(crate) mod head;
+mod h2;
+mod service;
+mod tunnel;
 mod write;
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use http::{Method, StatusCode, Uri};
-use tokio::net::TcpStream;
+use http::{Method, StatusCode};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-pub(crate) use body::{BodyError, ClientBody};
+pub(crate) use body::ClientBody;
+pub(crate) use service::{BackendUpgrade, ClientRequest, Reply, ReplyBody, Service};
 
-use super::exchange::Exchange;
-use super::forward::{error_response, BackendUpgrade, ClientRequest, Handler};
-use super::upstream::UpstreamPool;
+use super::arena::carve;
+use super::codec::request::{self as head, RequestHead};
 use crate::error::ProxyError;
-use crate::listener::ListenerContext;
-use head::RequestHead;
+use crate::transport::Transport;
 use write::{Answering, Outgoing, Written};
 
 /// First read buffer of a connection that wakes up.
@@ -53,10 +51,10 @@ const MIN_SPARE: usize = 1024;
 const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 1 << 20;
 
-/// A client connection: the socket and its read buffer, shared by the
+/// A client connection: its transport and its read buffer, shared by the
 /// connection loop and the request body.
 pub(crate) struct ClientConnection {
-    stream: TcpStream,
+    stream: Transport,
     /// Empty and unallocated while the connection is idle.
     buf: RefCell<BytesMut>,
     /// The current request has a body not yet read to its end.
@@ -67,6 +65,8 @@ pub(crate) struct ClientConnection {
     body_waker: Cell<Option<Waker>>,
     /// Its place among the worker's idle connections while it is idle.
     idle: crate::admission::IdleEntry,
+    /// No request head has been read yet (an h2c preface may come).
+    first_head: Cell<bool>,
 }
 
 impl crate::admission::Evict for ClientConnection {
@@ -74,12 +74,12 @@ impl crate::admission::Evict for ClientConnection {
     /// end of the stream and finishes.
     fn evict(&self) {
         tracing::debug!("idle client connection closed to free a descriptor");
-        let _ = rustix::net::shutdown(&self.stream, rustix::net::Shutdown::Both);
+        let _ = rustix::net::shutdown(self.stream.tcp(), rustix::net::Shutdown::Both);
     }
 }
 
 impl ClientConnection {
-    fn new(stream: TcpStream) -> Self {
+    fn new(stream: Transport) -> Self {
         ClientConnection {
             stream,
             buf: RefCell::new(BytesMut::new()),
@@ -87,6 +87,7 @@ impl ClientConnection {
             body_abandoned: Cell::new(false),
             body_waker: Cell::new(None),
             idle: Default::default(),
+            first_head: Cell::new(true),
         }
     }
 
@@ -110,16 +111,14 @@ impl ClientConnection {
                 buf.reserve(grow);
             }
             let offered = buf.capacity() - buf.len();
-            (self.stream.try_read_buf(&mut *buf)?, offered)
+            (self.stream.try_read_buf(&mut buf)?, offered)
         };
         if n > 0 && n < offered {
             // A short read emptied the socket: tell tokio so now, rather
             // than learn it from one more read that fails. Safe here: the
             // driver has not run since the read, so any readiness it holds
             // is for bytes already read, and new bytes bring a new event.
-            let _ = self.stream.try_io(tokio::io::Interest::READABLE, || {
-                Err::<(), _>(io::ErrorKind::WouldBlock.into())
-            });
+            self.stream.note_drained();
         }
         Ok(n)
     }
@@ -147,29 +146,6 @@ impl ClientConnection {
     }
 }
 
-/// Pieces of this size or less are carved from the worker's arena.
-const ARENA_BLOCK: usize = 16 * 1024;
-
-thread_local! {
-    /// This worker's arena: the current block's free space.
-    static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::new());
-}
-
-/// The bytes `fill` writes (it is given at least `room` bytes of space),
-/// carved from the worker's arena: small, short-lived pieces (request heads
-/// as read, response heads, chunk-size lines) share a block rather than
-/// each costing an allocation. A block is freed when its last piece is.
-pub(crate) fn carve(room: usize, fill: impl FnOnce(&mut BytesMut)) -> BytesMut {
-    ARENA.with(|arena| {
-        let mut arena = arena.borrow_mut();
-        if arena.capacity() < room {
-            *arena = BytesMut::with_capacity(ARENA_BLOCK.max(room));
-        }
-        fill(&mut arena);
-        arena.split()
-    })
-}
-
 /// What the connection does after a busy spell.
 enum Next {
     /// Nothing buffered, nothing in flight, since `since`: wait for the
@@ -183,33 +159,83 @@ enum Next {
     },
     /// The backend switched protocols: join the two connections.
     Tunnel(BackendUpgrade),
+    /// The client opened with the HTTP/2 preface (h2c).
+    Http2,
 }
 
 /// Serve one client connection until it closes, times out, or its
-/// listener closes (reload, shutdown): then an idle connection closes at
-/// once and a busy one finishes its response, saying `Connection: close`.
-pub(crate) async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    listener: Arc<ListenerContext>,
-    upstream: Rc<UpstreamPool>,
+/// listener closes (`closing` turns true: reload, shutdown): then an idle
+/// connection closes at once and a busy one finishes its response, saying
+/// `Connection: close`.
+pub(crate) fn serve<S: Service + 'static>(
+    stream: Transport,
+    handler: S,
+    closing: watch::Receiver<bool>,
+) -> impl Future<Output = ()> {
+    serve_http1(stream, handler, closing, false)
+}
+
+/// A TLS connection: the handshake (within `request_head_timeout`), then
+/// HTTP/2 if ALPN chose it, else HTTP/1.1.
+async fn serve_tls<S: Service + 'static>(
+    stream: Transport,
+    handler: S,
+    closing: watch::Receiver<bool>,
 ) {
-    let config = listener.config.load_full();
-    let idle_timeout = config.idle_timeout;
-    let closing = listener.closing();
+    let Transport::Tls(tls) = &stream else {
+        return;
+    };
+    let handshake = async {
+        loop {
+            match tls.try_handshake() {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            stream.readable().await?;
+        }
+    };
+    let limit = handler.limits().request_head_timeout;
+    match tokio::time::timeout(limit, handshake).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::debug!(peer = %handler.peer(), %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %handler.peer(), "TLS handshake not done in time");
+            return;
+        }
+    }
+    if tls.is_h2() {
+        let io = crate::transport::async_io::TransportIo::new(stream, BytesMut::new());
+        return h2::serve(io, Rc::new(handler), closing).await;
+    }
+    let http1: Pin<Box<dyn Future<Output = ()>>> =
+        Box::pin(serve_http1(stream, handler, closing, true));
+    http1.await
+}
+
+/// The HTTP/1.1 connection loop; first the TLS handshake (and HTTP/2 if
+/// it chose that) unless `handshaken`.
+async fn serve_http1<S: Service + 'static>(
+    stream: Transport,
+    handler: S,
+    closing: watch::Receiver<bool>,
+    handshaken: bool,
+) {
+    if !handshaken && matches!(stream, Transport::Tls(_)) {
+        // Boxed: a plain connection's future does not carry the TLS one.
+        return Box::pin(serve_tls(stream, handler, closing)).await;
+    }
+    let idle_timeout = handler.limits().idle_timeout;
+    let peer = handler.peer();
     // One wait for the close for the connection's life, registered once
     // (a new wait at each idle spell would lock the channel twice).
     let mut watch = closing.clone();
     let closed = watch.changed();
     tokio::pin!(closed);
-    let handler = Handler {
-        listener,
-        config,
-        upstream,
-        peer,
-        client: std::cell::OnceCell::new(),
-        reset: std::cell::Cell::new(false),
-    };
     let connection = Rc::new(ClientConnection::new(stream));
     // One timer for the connection's life, pushed back at each idle spell
     // (cheaper than a new timer per request).
@@ -224,7 +250,7 @@ pub(crate) async fn serve(
             idle.as_mut().reset(since + idle_timeout);
         }
         // Idle: among the first to close when descriptors run short.
-        let admission = handler.listener.admission.key();
+        let admission = handler.idle_group();
         connection
             .idle
             .start(admission, Rc::downgrade(&connection) as _);
@@ -257,9 +283,20 @@ pub(crate) async fn serve(
         }
     };
     match next {
-        Next::Tunnel(upgrade) => return Box::pin(tunnel(connection, upgrade, idle_timeout)).await,
+        Next::Tunnel(upgrade) => {
+            return Box::pin(tunnel::tunnel(connection, upgrade, idle_timeout)).await
+        }
+        Next::Http2 => {
+            // h2c with prior knowledge: the preface is in the buffer.
+            let Ok(connection) = Rc::try_unwrap(connection) else {
+                return;
+            };
+            let early = connection.buf.into_inner();
+            let io = crate::transport::async_io::TransportIo::new(connection.stream, early);
+            return Box::pin(h2::serve(io, Rc::new(handler), closing)).await;
+        }
         Next::Close { linger: true } => Box::pin(linger(&connection)).await,
-        _ => {}
+        _ => connection.stream.close(),
     }
     connection.abandon_body();
 }
@@ -268,14 +305,14 @@ pub(crate) async fn serve(
 /// connection has been idle for [`BUSY_GRACE`] or must close. `idle` is the
 /// connection's idle timer and `closed` its wait for the listener's close,
 /// lent for the grace.
-async fn serve_busy(
+async fn serve_busy<S: Service>(
     connection: &Rc<ClientConnection>,
-    handler: &Handler,
+    handler: &S,
     closing: &watch::Receiver<bool>,
     mut idle: Pin<&mut Sleep>,
     mut closed: Pin<&mut dyn Future<Output = Result<(), watch::error::RecvError>>>,
 ) -> Next {
-    let limits = &*handler.config;
+    let limits = handler.limits();
     let mut out = Outgoing::default();
     // When the last response was done; `None` until one is.
     let mut done_at = None;
@@ -284,18 +321,14 @@ async fn serve_busy(
             Ok(Some(head)) => head,
             Ok(None) => return Next::Idle { since: done_at },
             Err(HeadFailure::Closed) => return Next::Close { linger: false },
+            Err(HeadFailure::Http2) => return Next::Http2,
             Err(failure @ (HeadFailure::Invalid(_) | HeadFailure::TimedOut)) => {
                 let (error, linger) = match failure {
                     HeadFailure::Invalid(error) => (error, true),
                     _ => (ProxyError::ClientTimeout, false),
                 };
-                tracing::debug!(peer = %handler.peer, %error, "bad request head");
-                let route = handler.listener.routes.load().default.clone();
-                // Nothing of the request can be trusted: log it as `- *`.
-                let method = Method::from_bytes(b"-").unwrap_or_default();
-                let target = Uri::from_static("*");
-                let exchange = Exchange::start(route, handler.peer, &method, &target);
-                let response = error_response(&error, exchange);
+                tracing::debug!(peer = %handler.peer(), %error, "bad request head");
+                let response = handler.refuse(&error);
                 let answering = Answering {
                     version: http::Version::HTTP_11,
                     head_request: false,
@@ -334,9 +367,9 @@ async fn serve_busy(
             body,
         };
         let (response, backend_upgrade) = handler.handle(request).await;
-        if handler.reset.get() {
+        if handler.wants_reset() {
             // A fault: the client sees its connection reset, no answer.
-            crate::fault::reset_on_close(&connection.stream);
+            crate::fault::reset_on_close(connection.stream.tcp());
             drop(response);
             return Next::Close { linger: false };
         }
@@ -416,6 +449,8 @@ enum HeadFailure {
     /// The head did not come within `request_head_timeout`: answer 408 and
     /// close, without waiting for more.
     TimedOut,
+    /// The connection opened with the HTTP/2 preface.
+    Http2,
 }
 
 /// Read one request head. `Ok(None)`: nothing has arrived (the buffer is
@@ -427,10 +462,22 @@ async fn read_head(
     let mut deadline = None;
     let mut reparse = head::Reparse::default();
     loop {
-        if reparse.due(&connection.buf.borrow(), limits.max_header_bytes) {
+        let first = connection.first_head.get();
+        let awaiting_preface = first && {
+            let buf = connection.buf.borrow();
+            let seen = buf.len().min(h2::PREFACE.len());
+            !buf.is_empty() && buf[..seen] == h2::PREFACE[..seen]
+        };
+        if awaiting_preface && connection.buf.borrow().len() >= h2::PREFACE.len() {
+            return Err(HeadFailure::Http2);
+        }
+        if !awaiting_preface && reparse.due(&connection.buf.borrow(), limits.max_header_bytes) {
             let parsed = head::parse(&mut connection.buf.borrow_mut(), limits.max_header_bytes);
             match parsed {
-                Ok(Some(head)) => return Ok(Some(head)),
+                Ok(Some(head)) => {
+                    connection.first_head.set(false);
+                    return Ok(Some(head));
+                }
                 Ok(None) => {}
                 Err(error) => return Err(HeadFailure::Invalid(error)),
             }
@@ -467,7 +514,8 @@ async fn read_head(
 /// writing, then read and drop what comes for a little while.
 async fn linger(connection: &ClientConnection) {
     connection.abandon_body();
-    let _ = rustix::net::shutdown(&connection.stream, rustix::net::Shutdown::Write);
+    connection.stream.close();
+    let _ = rustix::net::shutdown(connection.stream.tcp(), rustix::net::Shutdown::Write);
     let deadline = Instant::now() + LINGER_TIME;
     let mut dropped = 0;
     let mut buf = BytesMut::with_capacity(4096);
@@ -491,40 +539,6 @@ async fn linger(connection: &ClientConnection) {
             _ = tokio::time::sleep_until(deadline) => return,
         }
     }
-}
-
-/// Join the client and backend connections after `101 Switching
-/// Protocols`, until both sides have closed. Bytes either side sent after
-/// its head go to the other side first; then the bytes are relayed as in
-/// TCP mode.
-/// `stall_limit`: how long either side may take no bytes of the early ones.
-async fn tunnel(connection: Rc<ClientConnection>, upgrade: BackendUpgrade, stall_limit: Duration) {
-    let BackendUpgrade {
-        stream: backend,
-        early: from_backend,
-        in_flight,
-    } = upgrade;
-    let Ok(connection) = Rc::try_unwrap(connection) else {
-        tracing::debug!("upgrade with a request body still pending; closing");
-        return;
-    };
-    let from_client = connection.buf.into_inner();
-    let client = connection.stream;
-    for (bytes, to) in [(from_client, &backend), (from_backend, &client)] {
-        if !bytes.is_empty() {
-            let mut parts = [bytes.freeze()];
-            let mut written = false;
-            let wrote = crate::sock::write_all(to, &mut parts, stall_limit, &mut written);
-            if wrote.await.is_err() {
-                return;
-            }
-        }
-    }
-    let relayed = crate::relay::Relayed::default();
-    if let Err(e) = crate::relay::relay(&client, &backend, &relayed).await {
-        tracing::debug!(error = %e, "tunnel ended");
-    }
-    drop(in_flight);
 }
 
 #[cfg(test)]
@@ -555,8 +569,10 @@ mod tests {
             &[pool],
             None,
         ));
-        let serving = super::serve(stream, peer, context, Rc::new(Default::default()));
+        let stream = crate::transport::Transport::Plain(stream);
+        let serving = crate::http::serve(stream, peer, context, Rc::new(Default::default()));
         let size = std::mem::size_of_val(&serving);
+        println!("the connection future takes {size} bytes");
         assert!(size <= 832, "the connection future takes {size} bytes");
     }
 }

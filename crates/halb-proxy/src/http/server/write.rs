@@ -12,13 +12,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{StatusCode, Version};
 use http_body::Body;
-use tokio::net::TcpStream;
 
-use crate::http::body::ResponseBody;
-use crate::http::fields::{put_field, Fields, Known};
-use crate::http::forward::Reply;
-use crate::http::framing::chunk_size_line;
+use super::service::{Reply, ReplyBody};
+use crate::http::arena::carve;
+use crate::http::codec::fields::{put_field, Fields, Known};
+use crate::http::codec::framing::chunk_size_line;
 use crate::relay::{splice_exact, Pipe};
+use crate::transport::Transport;
 
 /// Flush once this much is queued, even if the body has more ready.
 const FLUSH_BYTES: usize = 64 * 1024;
@@ -90,15 +90,11 @@ impl Outgoing {
     }
 
     /// Write everything queued.
-    async fn flush(&mut self, stream: &TcpStream, stall_limit: Duration) -> io::Result<()> {
+    async fn flush(&mut self, stream: &Transport, stall_limit: Duration) -> io::Result<()> {
         let mut written = false;
-        crate::sock::write_all(
-            stream,
-            &mut self.segments[..self.len],
-            stall_limit,
-            &mut written,
-        )
-        .await?;
+        stream
+            .write_all(&mut self.segments[..self.len], stall_limit, &mut written)
+            .await?;
         self.len = 0;
         self.queued = 0;
         Ok(())
@@ -114,10 +110,10 @@ struct Said {
 }
 
 /// Write `reply` to the client, body and all.
-pub(super) async fn write_response(
-    stream: &TcpStream,
+pub(super) async fn write_response<B: ReplyBody>(
+    stream: &Transport,
     out: &mut Outgoing,
-    reply: Reply,
+    reply: Reply<B>,
     answering: Answering,
     stall_limit: Duration,
 ) -> Written {
@@ -130,7 +126,7 @@ pub(super) async fn write_response(
     let (framing, close, said) =
         prepare(status, &fields, close, body.size_hint().exact(), answering);
     let room = 160 + fields.encoded_len();
-    out.push(super::carve(room, |dst| encode_head(dst, status, &fields, said)).freeze());
+    out.push(carve(room, |dst| encode_head(dst, status, &fields, said)).freeze());
     drop(fields);
 
     let outcome = match framing {
@@ -194,10 +190,10 @@ fn prepare(
 }
 
 /// Stream the body out. `Ok(false)`: it ended short of its framing.
-async fn write_body(
-    stream: &TcpStream,
+async fn write_body<B: ReplyBody>(
+    stream: &Transport,
     out: &mut Outgoing,
-    body: &mut ResponseBody,
+    body: &mut B,
     framing: Framing,
     stall_limit: Duration,
 ) -> io::Result<bool> {
@@ -275,13 +271,17 @@ async fn write_body(
 /// in TCP mode). `None`: not spliceable (a small or chunked body, bytes
 /// already buffered, no pipe to be had); the body goes on as frames.
 /// `Some(complete)` otherwise.
-async fn splice_rest(
-    stream: &TcpStream,
+async fn splice_rest<B: ReplyBody>(
+    stream: &Transport,
     out: &mut Outgoing,
-    body: &mut ResponseBody,
+    body: &mut B,
     left: u64,
     stall_limit: Duration,
 ) -> io::Result<Option<bool>> {
+    // Only between two plain sockets: TLS bytes go through user space.
+    let Some(to) = stream.plain() else {
+        return Ok(None);
+    };
     let Some((from, length, backend_stall)) = body.splice_source(SPLICE_MIN) else {
         return Ok(None);
     };
@@ -294,7 +294,7 @@ async fn splice_rest(
     out.flush(stream, stall_limit).await?;
     let mut moved = 0;
     let stalls = (backend_stall, stall_limit);
-    let result = splice_exact(from, stream, &pipe, length, stalls, &mut moved).await;
+    let result = splice_exact(from, to, &pipe, length, stalls, &mut moved).await;
     let complete = result.is_ok();
     body.spliced(moved, complete);
     match result {

@@ -6,14 +6,15 @@ use std::net::IpAddr;
 use bytes::{BufMut, Bytes};
 use http::Method;
 
-use super::fields::{put_field, Fields, Known};
+use crate::http::codec::fields::{put_field, Fields, Known};
 
 /// The forwarding header values for one client, made once per connection
 /// (and only when it sends a request) so a request costs no formatting:
 /// the `Forwarded` element halb appends (RFC 7239), whose `for=` holds the
 /// address as `X-Forwarded-For` gives it.
+/// `https`: the client came over TLS, and `proto=` says so.
 #[derive(Debug, Clone)]
-pub(crate) struct ClientAddress(Box<str>, Trust);
+pub(crate) struct ClientAddress(Box<str>, Trust, bool);
 
 /// Whether the client's own forwarding headers are passed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,17 +27,19 @@ pub(crate) enum Trust {
 }
 
 impl ClientAddress {
-    /// The forwarding values for `ip`, which `trusted_proxies` trusts or not.
-    pub(crate) fn of(ip: IpAddr, trusted: &[halb_config::Cidr]) -> Self {
+    /// The forwarding values for `ip`, which `trusted_proxies` trusts or
+    /// not; `https`: it came over TLS.
+    pub(crate) fn of(ip: IpAddr, trusted: &[halb_config::Cidr], https: bool) -> Self {
         let trust = if trusted.iter().any(|block| block.contains(ip)) {
             Trust::Proxy
         } else {
             Trust::Client
         };
-        ClientAddress::new(ip, trust)
+        ClientAddress::new(ip, trust, https)
     }
 
-    pub(crate) fn new(ip: IpAddr, trust: Trust) -> Self {
+    pub(crate) fn new(ip: IpAddr, trust: Trust, https: bool) -> Self {
+        let proto = if https { ";proto=https" } else { ";proto=http" };
         let text = match ip {
             IpAddr::V4(ip) => {
                 // By hand: the formatting machinery costs more than the
@@ -55,27 +58,36 @@ impl ClientAddress {
                     }
                     text.push(char::from(b'0' + octet % 10));
                 }
-                text.push_str(";proto=http");
+                text.push_str(proto);
                 text
             }
-            IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto=http"),
+            IpAddr::V6(ip) => format!("for=\"[{ip}]\"{proto}"),
         };
-        ClientAddress(text.into_boxed_str(), trust)
+        ClientAddress(text.into_boxed_str(), trust, https)
     }
 
     /// `X-Forwarded-For`'s element: the address alone.
     fn ip(&self) -> &str {
-        const V4_TAIL: usize = ";proto=http".len();
-        const V6_TAIL: usize = "]\";proto=http".len();
+        let v4_tail = ";proto=http".len() + usize::from(self.2);
+        let v6_tail = v4_tail + "]\"".len();
         match self.0.as_bytes().get(4) {
-            Some(b'"') => &self.0[6..self.0.len() - V6_TAIL],
-            _ => &self.0[4..self.0.len() - V4_TAIL],
+            Some(b'"') => &self.0[6..self.0.len() - v6_tail],
+            _ => &self.0[4..self.0.len() - v4_tail],
         }
     }
 
     /// `Forwarded`'s element.
     fn forwarded(&self) -> &str {
         &self.0
+    }
+
+    /// `X-Forwarded-Proto`'s value.
+    fn proto(&self) -> &'static [u8] {
+        if self.2 {
+            b"https"
+        } else {
+            b"http"
+        }
     }
 }
 
@@ -102,7 +114,7 @@ pub(crate) fn encode_request(
         + host.map_or(0, <[u8]>::len)
         + fields.encoded_len()
         + 168;
-    super::server::carve(room, |dst| {
+    crate::http::arena::carve(room, |dst| {
         dst.put_slice(method.as_str().as_bytes());
         dst.put_u8(b' ');
         dst.put_slice(target);
@@ -132,7 +144,9 @@ pub(crate) fn encode_request(
             }
         }
         dst.put_slice(client.ip().as_bytes());
-        dst.put_slice(b"\r\nx-forwarded-proto: http\r\nforwarded: ");
+        dst.put_slice(b"\r\nx-forwarded-proto: ");
+        dst.put_slice(client.proto());
+        dst.put_slice(b"\r\nforwarded: ");
         dst.put_slice(client.forwarded().as_bytes());
         dst.put_slice(b"\r\n");
         if upgrade {
@@ -149,7 +163,7 @@ pub(crate) fn encode_request(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::fields::has_token;
+    use crate::http::codec::fields::has_token;
 
     /// What the server side finds when it parses a request head.
     fn is_upgrade_request(fields: &Fields) -> bool {
@@ -169,7 +183,7 @@ mod tests {
         let mut fields = Fields::from_pairs(pairs);
         let upgrade = is_upgrade_request(&fields);
         fields.drop_connection_named();
-        let client = ClientAddress::new("127.0.0.1".parse().unwrap(), trust);
+        let client = ClientAddress::new("127.0.0.1".parse().unwrap(), trust, false);
         let head = encode_request(&Method::GET, b"/x", None, &fields, &client, upgrade, false);
         String::from_utf8(head.to_vec()).unwrap()
     }
@@ -263,11 +277,11 @@ mod tests {
              forwarded: for=127.0.0.1;proto=http\r\n\r\n"
         );
         for ip in ["0.0.0.0", "10.20.3.255", "192.168.100.9", "255.255.255.255"] {
-            let client = ClientAddress::new(ip.parse().unwrap(), Trust::Client);
+            let client = ClientAddress::new(ip.parse().unwrap(), Trust::Client, false);
             assert_eq!(client.ip(), ip);
             assert_eq!(client.forwarded(), format!("for={ip};proto=http"));
         }
-        let client = ClientAddress::new("::1".parse().unwrap(), Trust::Client);
+        let client = ClientAddress::new("::1".parse().unwrap(), Trust::Client, false);
         assert_eq!(client.ip(), "::1");
         let head = encode_request(
             &Method::PUT,
@@ -297,12 +311,12 @@ mod tests {
             format!("GET /x HTTP/1.1\r\nx-kept: 1\r\n{ADDED}\r\n")
         );
         let trusted = ["10.0.0.0/8".parse_cidr(), "::1".parse_cidr()];
-        let of = |ip: &str| ClientAddress::of(ip.parse().unwrap(), &trusted).1;
+        let of = |ip: &str| ClientAddress::of(ip.parse().unwrap(), &trusted, false).1;
         assert_eq!(of("10.1.2.3"), Trust::Proxy);
         assert_eq!(of("::1"), Trust::Proxy);
         assert_eq!(of("192.0.2.1"), Trust::Client);
         assert_eq!(
-            ClientAddress::of("10.1.2.3".parse().unwrap(), &[]).1,
+            ClientAddress::of("10.1.2.3".parse().unwrap(), &[], false).1,
             Trust::Client
         );
     }
@@ -314,6 +328,27 @@ mod tests {
     impl ParseCidr for &str {
         fn parse_cidr(self) -> halb_config::Cidr {
             halb_config::Cidr::parse(self).unwrap()
+        }
+    }
+
+    #[test]
+    fn a_client_over_tls_is_said_to_come_over_https() {
+        for ip in ["10.1.2.3", "::1"] {
+            let client = ClientAddress::new(ip.parse().unwrap(), Trust::Client, true);
+            assert_eq!(client.ip(), ip);
+            assert!(client.forwarded().ends_with(";proto=https"), "{ip}");
+            let head = encode_request(
+                &Method::GET,
+                b"/",
+                None,
+                &Fields::from_pairs(&[("x-forwarded-proto", "http")]),
+                &client,
+                false,
+                false,
+            );
+            let head = std::str::from_utf8(&head).unwrap().to_owned();
+            assert!(head.contains("\r\nx-forwarded-proto: https\r\n"), "{head}");
+            assert!(!head.contains("x-forwarded-proto: http\r\n"), "{head}");
         }
     }
 }

@@ -1,6 +1,6 @@
-//! The body types that flow through the proxy: the client's request body on
-//! its way to a backend, and the response body on its way to the client.
-//! Both stream frame by frame; nothing is buffered whole.
+//! The response body on its way to the client, frame by frame (nothing is
+//! buffered whole): a backend's, or halb's own; counted and logged as it
+//! goes.
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -9,76 +9,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use super::client::{BackendBody, BackendError};
 use super::exchange::Exchange;
-use super::server::{BodyError, ClientBody};
-
-/// A request body sent to a backend.
-#[derive(Debug)]
-pub(crate) enum RequestBody {
-    Empty,
-    /// The client's body; its first frame was read before a backend was
-    /// chosen, so a malformed body is refused before any backend sees it.
-    Client {
-        first: Option<Frame<Bytes>>,
-        rest: ClientBody,
-    },
-}
-
-impl RequestBody {
-    /// Whether nothing of the body has been taken yet, so the request can
-    /// still go to a backend whole.
-    pub(crate) fn is_untouched(&self) -> bool {
-        match self {
-            RequestBody::Empty => true,
-            RequestBody::Client { first, .. } => first.is_some(),
-        }
-    }
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        match self.get_mut() {
-            RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Client { first, rest } => match first.take() {
-                Some(frame) => Poll::Ready(Some(Ok(frame))),
-                None => Pin::new(rest).poll_frame(cx),
-            },
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            RequestBody::Empty => true,
-            RequestBody::Client { first, rest } => first.is_none() && rest.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            RequestBody::Empty => SizeHint::with_exact(0),
-            RequestBody::Client { first, rest } => {
-                let buffered = first
-                    .as_ref()
-                    .and_then(Frame::data_ref)
-                    .map_or(0, |d| d.len() as u64);
-                let rest = rest.size_hint();
-                let mut hint = SizeHint::new();
-                hint.set_lower(rest.lower() + buffered);
-                if let Some(upper) = rest.upper() {
-                    hint.set_upper(upper + buffered);
-                }
-                hint
-            }
-        }
-    }
-}
+use crate::http::client::{BackendBody, BackendError};
+use crate::http::server::ReplyBody;
 
 /// A response body sent to the client.
 #[derive(Debug)]
@@ -135,28 +68,6 @@ impl ResponseBody {
             })
         });
         self
-    }
-
-    /// See [`BackendBody::splice_source`].
-    pub(crate) fn splice_source(
-        &self,
-        min: u64,
-    ) -> Option<(&tokio::net::TcpStream, u64, std::time::Duration)> {
-        if self.throttle.is_some() {
-            return None;
-        }
-        match &self.kind {
-            ResponseKind::Upstream(upstream) => upstream.splice_source(min),
-            ResponseKind::Full(_) => None,
-        }
-    }
-
-    /// See [`BackendBody::spliced`].
-    pub(crate) fn spliced(&mut self, n: u64, complete: bool) {
-        self.exchange.bytes += n;
-        if let ResponseKind::Upstream(upstream) = &mut self.kind {
-            upstream.spliced(n, complete);
-        }
     }
 }
 
@@ -229,6 +140,30 @@ impl Body for ResponseBody {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             ResponseKind::Upstream(upstream) => upstream.size_hint(),
+        }
+    }
+}
+
+impl ReplyBody for ResponseBody {
+    /// See [`BackendBody::splice_source`].
+    fn splice_source(
+        &self,
+        min: u64,
+    ) -> Option<(&tokio::net::TcpStream, u64, std::time::Duration)> {
+        if self.throttle.is_some() {
+            return None;
+        }
+        match &self.kind {
+            ResponseKind::Upstream(upstream) => upstream.splice_source(min),
+            ResponseKind::Full(_) => None,
+        }
+    }
+
+    /// See [`BackendBody::spliced`].
+    fn spliced(&mut self, n: u64, complete: bool) {
+        self.exchange.bytes += n;
+        if let ResponseKind::Upstream(upstream) = &mut self.kind {
+            upstream.spliced(n, complete);
         }
     }
 }

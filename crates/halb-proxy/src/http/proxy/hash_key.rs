@@ -2,8 +2,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::fields::{Fields, Known};
-use super::forward::ClientRequest;
+use crate::http::codec::fields::{Fields, Known};
+use crate::http::server::ClientRequest;
 use crate::state::PoolState;
 use halb_balance::hash_bytes;
 use halb_config::{Algorithm, HashKey};

@@ -5,10 +5,10 @@
 use bytes::BytesMut;
 use http::{Method, Uri, Version};
 
+use super::fields::{has_token, Fields, FieldsBuilder, Known};
+use super::framing::{merge_content_length, BadLength, BodyFraming};
+use super::span::Span;
 use crate::error::ProxyError;
-use crate::http::fields::{has_token, Fields, FieldsBuilder, Known};
-use crate::http::framing::{merge_content_length, BadLength, BodyFraming};
-use crate::http::span::Span;
 
 /// Headers a request head may carry; more gets 431.
 pub(crate) const MAX_HEADERS: usize = 100;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use halb_config::Route as Rule;
 use http::Uri;
 
-use super::fields::{Fields, Known};
+use crate::http::codec::fields::{Fields, Known};
 use crate::route::{Route, Routes};
 
 /// The route for a request with this target and these headers.

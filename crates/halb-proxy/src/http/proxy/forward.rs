@@ -11,15 +11,15 @@ use http::{Method, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 
-use super::body::{RequestBody, ResponseBody};
-use super::client::{self, BackendBody, BackendConnection, ResponseHead, Sent};
 use super::exchange::{Exchange, Progress};
-use super::fields::{Fields, Known};
 use super::headers::{encode_request, ClientAddress};
-use super::server::ClientBody;
-use super::upstream::UpstreamPool;
+use super::response_body::ResponseBody;
 use crate::error::{ProxyError, Side};
 use crate::fault::Injected;
+use crate::http::client::{self, BackendBody, BackendConnection, RequestBody, ResponseHead, Sent};
+use crate::http::codec::fields::{Fields, Known};
+use crate::http::server::{self, BackendUpgrade, ClientBody, ClientRequest, Service};
+use crate::http::upstream::UpstreamPool;
 use crate::listener::ListenerContext;
 use crate::state::{InFlight, PoolState, Tried};
 
@@ -35,37 +35,12 @@ pub(crate) struct Handler {
     pub(crate) client: std::cell::OnceCell<ClientAddress>,
     /// A fault asked for the client connection to be reset.
     pub(crate) reset: std::cell::Cell<bool>,
+    /// The client came over TLS (`X-Forwarded-Proto: https`).
+    pub(crate) https: bool,
 }
 
-/// A request as the server side hands it over.
-pub(crate) struct ClientRequest {
-    pub(crate) method: Method,
-    pub(crate) uri: Uri,
-    pub(crate) version: Version,
-    pub(crate) fields: Fields,
-    /// `Connection: upgrade` with an `Upgrade` header.
-    pub(crate) upgrade: bool,
-    pub(crate) body: ClientBody,
-}
-
-/// A response as the server side gets it: from a backend, or halb's own.
-pub(crate) struct Reply {
-    pub(crate) status: StatusCode,
-    /// Hop-by-hop headers left in are not written.
-    pub(crate) fields: Fields,
-    /// halb's answer wants the connection closed after it.
-    pub(crate) close: bool,
-    pub(crate) body: ResponseBody,
-}
-
-/// A backend that answered `101 Switching Protocols`: its connection (and
-/// any bytes it sent past the head), and its in-flight slot, held while the
-/// tunnel lives.
-pub(crate) struct BackendUpgrade {
-    pub(crate) stream: tokio::net::TcpStream,
-    pub(crate) early: bytes::BytesMut,
-    pub(crate) in_flight: InFlight,
-}
+/// The reply the proxy gives: a backend's, or its own.
+pub(crate) type Reply = server::Reply<ResponseBody>;
 
 /// The request as it goes to backends: its head encoded once, so that a
 /// retry sends the same bytes.
@@ -82,6 +57,39 @@ struct FailedAttempt {
     error: ProxyError,
     /// Nothing of the request reached the backend: it may go to another.
     unsent: bool,
+}
+
+impl Service for Handler {
+    type Body = ResponseBody;
+
+    fn limits(&self) -> &halb_config::Listener {
+        &self.config
+    }
+
+    fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    fn idle_group(&self) -> usize {
+        self.listener.admission.key()
+    }
+
+    async fn handle(&self, request: ClientRequest) -> (Reply, Option<BackendUpgrade>) {
+        self.handle(request).await
+    }
+
+    fn refuse(&self, error: &ProxyError) -> Reply {
+        let route = self.listener.routes.load().default.clone();
+        // Nothing of the request can be trusted: log it as `- *`.
+        let method = Method::from_bytes(b"-").unwrap_or_default();
+        let target = Uri::from_static("*");
+        let exchange = Exchange::start(route, self.peer, &method, &target);
+        error_response(error, exchange)
+    }
+
+    fn wants_reset(&self) -> bool {
+        self.reset.get()
+    }
 }
 
 impl Handler {
@@ -169,7 +177,8 @@ impl Handler {
         let body = self.read_first_frame(body).await?;
         let chunked = !matches!(body, RequestBody::Empty) && !fields.contains(Known::ContentLength);
         let client = self.client.get_or_init(|| {
-            ClientAddress::of(self.peer.ip(), &self.config.connection.trusted_proxies)
+            let trusted = &self.config.connection.trusted_proxies;
+            ClientAddress::of(self.peer.ip(), trusted, self.https)
         });
         let target = origin_form(&uri);
         let head = encode_request(&method, target, host, &fields, client, upgrade, chunked);

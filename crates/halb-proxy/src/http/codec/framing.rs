@@ -204,7 +204,7 @@ fn step(chunk: Chunk, byte: u8) -> Result<Option<Chunk>, &'static str> {
 /// `{len:x}\r\n`, the line before a chunk of `len` bytes, carved from
 /// the worker's arena.
 pub(crate) fn chunk_size_line(len: usize) -> Bytes {
-    crate::http::server::carve(20, |dst| {
+    crate::http::arena::carve(20, |dst| {
         let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1);
         for shift in (0..digits).rev() {
             dst.put_u8(b"0123456789abcdef"[(len >> (shift * 4)) & 0xf]);

@@ -1,0 +1,196 @@
+//! What a client connection is carried over: plain TCP, or TLS over TCP.
+//! The HTTP server is written against [`Transport`]'s readiness-style
+//! operations (read what is there without waiting, wait until readable or
+//! writable, write vectored), the ones the plain path is tuned for. An
+//! enum rather than a trait object: the plain case costs one predictable
+//! branch per call, no indirect call, and the server's code is not made
+//! generic over the transport in every type that holds a body.
+
+pub(crate) mod async_io;
+pub(crate) mod tls;
+
+use std::future::poll_fn;
+use std::io;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+pub(crate) use tls::TlsStream;
+
+/// A client connection's byte stream.
+#[derive(Debug)]
+pub(crate) enum Transport {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl Transport {
+    /// The TCP socket underneath (socket options, resets, shutdown).
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(stream) => stream,
+            Transport::Tls(tls) => tls.tcp(),
+        }
+    }
+
+    /// The socket when the bytes on it are the HTTP bytes themselves, so
+    /// that a body can be spliced to or from it.
+    #[inline]
+    pub(crate) fn plain(&self) -> Option<&TcpStream> {
+        match self {
+            Transport::Plain(stream) => Some(stream),
+            Transport::Tls(_) => None,
+        }
+    }
+
+    /// Read what has arrived into `buf`, without waiting: `Ok(0)` at the
+    /// end of the stream, `WouldBlock` when nothing is there.
+    #[inline]
+    pub(crate) fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Transport::Plain(stream) => stream.try_read_buf(buf),
+            Transport::Tls(tls) => tls.try_read_buf(buf),
+        }
+    }
+
+    /// A short read emptied the socket: tell the reactor now rather than
+    /// learn it from one more read that fails. Only for the plain socket
+    /// (TLS reads records, whose sizes say nothing of what is left).
+    #[inline]
+    pub(crate) fn note_drained(&self) {
+        if let Transport::Plain(stream) = self {
+            let _ = stream.try_io(Interest::READABLE, || {
+                Err::<(), _>(io::ErrorKind::WouldBlock.into())
+            });
+        }
+    }
+
+    /// Ready when a read may make progress.
+    #[inline]
+    pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Transport::Plain(stream) => stream.poll_read_ready(cx),
+            Transport::Tls(tls) => tls.poll_read_ready(cx),
+        }
+    }
+
+    /// Wait until a read may make progress. A poll of the readiness (one
+    /// task reads a connection), not tokio's `readable()` with its waiter
+    /// list: a smaller future for the idle connection to hold, and no list
+    /// to join and leave at each wait.
+    pub(crate) fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + '_ {
+        poll_fn(move |cx| self.poll_read_ready(cx))
+    }
+
+    /// Ready when a write may make progress.
+    pub(crate) fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.tcp().poll_write_ready(cx)
+    }
+
+    /// Write what the socket takes now of `parts` (see
+    /// [`crate::sock::try_send_parts`]). `Ok(0)`: nothing left to send,
+    /// and for TLS every record is on the socket.
+    #[inline]
+    pub(crate) fn try_send_parts(&self, parts: &mut [Bytes]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(stream) => crate::sock::try_send_parts(stream, parts),
+            Transport::Tls(tls) => tls.try_send_parts(parts),
+        }
+    }
+
+    /// Write `parts` in full; written parts are emptied, so a write cut
+    /// short by the caller resumes where it was.
+    pub(crate) async fn write_all(
+        &self,
+        parts: &mut [Bytes],
+        stall_limit: Duration,
+        written: &mut bool,
+    ) -> io::Result<()> {
+        match self {
+            Transport::Plain(stream) => {
+                crate::sock::write_all(stream, parts, stall_limit, written).await
+            }
+            Transport::Tls(tls) => loop {
+                match tls.try_send_parts(parts) {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => *written = true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        tokio::time::timeout(stall_limit, tls.tcp().writable())
+                            .await
+                            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+                    }
+                    Err(e) => return Err(e),
+                }
+            },
+        }
+    }
+
+    /// Say goodbye before closing: TLS sends its `close_notify`.
+    pub(crate) fn close(&self) {
+        if let Transport::Tls(tls) = self {
+            tls.close();
+        }
+    }
+}
+
+/// Bytes read per copy when relaying through user space.
+const RELAY_BUFFER: usize = 16 * 1024;
+
+/// Relay between a client over TLS (or any transport) and a plain backend
+/// socket until both directions have ended, copying through user space
+/// (the bytes are decrypted and encrypted on the way). A direction that
+/// ends is passed on: `close_notify` to the client, `shutdown(SHUT_WR)` to
+/// the backend. `stall_limit`: how long a write may make no progress.
+pub(crate) async fn relay_copy(
+    client: &Transport,
+    backend: &TcpStream,
+    stall_limit: Duration,
+) -> io::Result<()> {
+    let to_backend = async {
+        let mut buf = BytesMut::with_capacity(RELAY_BUFFER);
+        loop {
+            client.readable().await?;
+            buf.reserve(RELAY_BUFFER);
+            match client.try_read_buf(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {
+                    let mut parts = [buf.split().freeze()];
+                    let mut written = false;
+                    crate::sock::write_all(backend, &mut parts, stall_limit, &mut written).await?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let _ = rustix::net::shutdown(backend, rustix::net::Shutdown::Write);
+        Ok::<_, io::Error>(())
+    };
+    let to_client = async {
+        let mut buf = BytesMut::with_capacity(RELAY_BUFFER);
+        loop {
+            backend.readable().await?;
+            buf.reserve(RELAY_BUFFER);
+            match backend.try_read_buf(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {
+                    let mut parts = [buf.split().freeze()];
+                    let mut written = false;
+                    client
+                        .write_all(&mut parts, stall_limit, &mut written)
+                        .await?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        client.close();
+        // What close() could not write now goes before the relay ends.
+        let mut written = false;
+        client.write_all(&mut [], stall_limit, &mut written).await
+    };
+    tokio::try_join!(to_backend, to_client)?;
+    Ok(())
+}
