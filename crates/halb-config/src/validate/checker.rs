@@ -82,6 +82,22 @@ impl Checker {
             }),
         }
     }
+    /// A key without a default: `Some(None)` when absent, `None` when bad.
+    pub fn if_set<T, U>(
+        &mut self,
+        at: &Header,
+        key: &str,
+        slot: Slot<T>,
+        convert: impl FnOnce(T) -> Result<U, String>,
+    ) -> Option<Option<U>> {
+        match slot {
+            Slot::Missing => Some(None),
+            Slot::Invalid => None,
+            Slot::Set(field) => self
+                .check(at.path_of(key), field, convert)
+                .map(|f| Some(f.value)),
+        }
+    }
 }
 
 /// `" (line 12)"`, or nothing when the line is unknown.

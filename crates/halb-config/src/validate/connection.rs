@@ -36,8 +36,7 @@ pub(super) fn policy(c: &mut Checker, at: &Header, raw: RawConnection) -> Option
             valid
         }
     };
-    let max_connections = optional(
-        c,
+    let max_connections = c.if_set(
         at,
         "max_connections",
         raw.max_connections,
@@ -56,15 +55,13 @@ pub(super) fn policy(c: &mut Checker, at: &Header, raw: RawConnection) -> Option
         Slot::Set(field) => {
             let raw = field.value;
             let at = &raw.at;
-            let per_ip_connections = optional(
-                c,
+            let per_ip_connections = c.if_set(
                 at,
                 "per_ip_connections",
                 raw.per_ip_connections,
                 int_in(1, MAX_PER_IP),
             );
-            let per_ip_rate =
-                optional(c, at, "per_ip_rate", raw.per_ip_rate, int_in(1, MAX_PER_IP));
+            let per_ip_rate = c.if_set(at, "per_ip_rate", raw.per_ip_rate, int_in(1, MAX_PER_IP));
             Some(ClientLimits {
                 per_ip_connections: per_ip_connections?,
                 per_ip_rate: per_ip_rate?,
@@ -86,8 +83,7 @@ pub(super) fn send_proxy(
     at: &Header,
     raw: Slot<String>,
 ) -> Option<Option<SendProxy>> {
-    optional(
-        c,
+    c.if_set(
         at,
         "send_proxy",
         raw,
@@ -123,23 +119,6 @@ pub(super) fn send_proxy_only_for_tcp(
                 ),
             );
         }
-    }
-}
-
-/// A key whose absence means `None`.
-fn optional<T, U>(
-    c: &mut Checker,
-    at: &Header,
-    key: &str,
-    slot: Slot<T>,
-    convert: impl FnOnce(T) -> Result<U, String>,
-) -> Option<Option<U>> {
-    match slot {
-        Slot::Missing => Some(None),
-        Slot::Invalid => None,
-        Slot::Set(field) => c
-            .check(at.path_of(key), field, convert)
-            .map(|f| Some(f.value)),
     }
 }
 

@@ -96,11 +96,11 @@ fn route(
             names.insert(name.value.clone(), (at.path.clone(), name.line));
         }
     }
-    let host = optional(c, at, "host", raw.host, host_match);
-    let prefix = optional(c, at, "path_prefix", raw.path_prefix, |s| {
+    let host = c.if_set(at, "host", raw.host, host_match);
+    let prefix = c.if_set(at, "path_prefix", raw.path_prefix, |s| {
         path(s).map(PathMatch::Prefix)
     });
-    let exact = optional(c, at, "path", raw.path, |s| path(s).map(PathMatch::Exact));
+    let exact = c.if_set(at, "path", raw.path, |s| path(s).map(PathMatch::Exact));
     let header = match raw.header {
         Slot::Missing => Some(None),
         Slot::Invalid => None,
@@ -146,23 +146,6 @@ fn route(
         header,
         pool: pool?.value,
     })
-}
-
-/// An optional string key: `Some(None)` when absent, `None` when bad.
-fn optional<T>(
-    c: &mut Checker,
-    at: &Header,
-    key: &str,
-    slot: Slot<String>,
-    convert: impl FnOnce(String) -> Result<T, String>,
-) -> Option<Option<T>> {
-    match slot {
-        Slot::Missing => Some(None),
-        Slot::Invalid => None,
-        Slot::Set(field) => c
-            .check(at.path_of(key), field, convert)
-            .map(|f| Some(f.value)),
-    }
 }
 
 /// `api.example.com` or `*.example.com`.
