@@ -354,6 +354,8 @@ pub struct Pool {
     /// `send_proxy`: a PROXY header first on each backend connection
     /// (TCP listeners); `None` = none.
     pub send_proxy: Option<crate::SendProxy>,
+    /// `tls` / `[pool.tls]`: backend connections are TLS; `None` = plain.
+    pub tls: Option<crate::PoolTls>,
 }
 
 /// `[pool.retry_budget]`: retries may be at most `percent` % of the

@@ -171,6 +171,7 @@ fn pool(
     };
 
     let send_proxy = super::connection::send_proxy(c, at, raw.send_proxy);
+    let tls = super::pool_tls::pool_tls(c, raw.tls);
     Some(Pool {
         name: name?.value,
         algorithm: algorithm?.value,
@@ -190,6 +191,7 @@ fn pool(
         backends: backends.as_ref()?.0.clone(),
         named_backends: backends?.1,
         send_proxy: send_proxy?,
+        tls: tls?,
     })
 }
 
