@@ -47,6 +47,9 @@ fn provider() -> Arc<CryptoProvider> {
 /// and health check of the pool.
 #[derive(Debug, Clone)]
 pub struct BackendTls {
+    /// Unique per load: idle connections are pooled per backend and per
+    /// this, so that pools with other TLS settings never share one.
+    pub id: u64,
     config: Arc<ClientConfig>,
     sni: Option<ServerName<'static>>,
 }
@@ -115,7 +118,9 @@ impl BackendTls {
             }
             None => None,
         };
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Ok(BackendTls {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             config: Arc::new(config),
             sni,
         })

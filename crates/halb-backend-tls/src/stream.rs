@@ -58,21 +58,22 @@ impl TlsClientStream {
     /// Make the handshake over `tcp`; a certificate that does not verify
     /// is an `InvalidData` error saying why.
     pub async fn connect(tcp: TcpStream, session: ClientConnection) -> io::Result<Self> {
-        let stream = TlsClientStream {
+        let mut stream = TlsClientStream {
             tcp,
             session: RefCell::new(session),
         };
+        // By `&mut`: the future stays `Send` (a shared borrow of the
+        // `RefCell` would not be).
         std::future::poll_fn(|cx| stream.poll_handshake(cx)).await?;
         Ok(stream)
     }
 
-    fn poll_handshake(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let session = self.session.get_mut();
         loop {
-            let mut session = self.session.borrow_mut();
-            match flush(&mut session, &self.tcp) {
+            match flush(session, &self.tcp) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    drop(session);
                     ready!(self.tcp.poll_write_ready(cx))?;
                     continue;
                 }
@@ -90,12 +91,11 @@ impl TlsClientStream {
                 }
                 Ok(_) => {
                     if let Err(error) = session.process_new_packets() {
-                        let _ = flush(&mut session, &self.tcp);
+                        let _ = flush(session, &self.tcp);
                         return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, error)));
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    drop(session);
                     ready!(self.tcp.poll_read_ready(cx))?;
                 }
                 Err(e) => return Poll::Ready(Err(e)),
@@ -185,9 +185,21 @@ impl TlsClientStream {
 
     /// Whether nothing has come while the connection was idle (no
     /// plaintext, no close, no bytes on the socket).
+    /// Reads what the socket holds (a session ticket, a close) to know.
     pub fn is_quiet(&self) -> bool {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        self.poll_read_ready(&mut cx).is_pending()
+        let mut session = self.session.borrow_mut();
+        loop {
+            match session.read_tls(&mut Socket(&self.tcp)) {
+                Ok(0) => return false,
+                Ok(_) => match session.process_new_packets() {
+                    Ok(state)
+                        if state.plaintext_bytes_to_read() == 0 && !state.peer_has_closed() => {}
+                    _ => return false,
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            }
+        }
     }
 
     /// Ready when a write may make progress.

@@ -190,6 +190,7 @@ impl Proxy {
             continuing.push(running);
         }
         let mut tls = crate::tls::load_all(&config.listeners)?;
+        crate::check_backend_tls(&config.pools)?;
         let bound = bind_all(
             to_bind.into_iter(),
             self.workers.len(),
@@ -321,6 +322,7 @@ impl Proxy {
                 address,
                 backend.health.clone(),
                 self.state.clone(),
+                pool.tls.as_ref().and_then(|tls| tls.as_ref().ok()).cloned(),
             );
             if let Some(checker) = checker {
                 checks.insert(address, checker);

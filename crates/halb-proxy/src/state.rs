@@ -214,6 +214,10 @@ pub struct PoolState {
     order: Box<[u8]>,
     /// Levels and zones in play; `None`: primaries, then backups.
     pub spread: Option<Spread>,
+    /// `[pool.tls]` loaded; `Err`: its files could not be used (checked
+    /// before a config is applied, so only when they changed since), and
+    /// connections fail saying so rather than go out in the clear.
+    pub(crate) tls: Option<Result<Arc<halb_backend_tls::BackendTls>, Arc<str>>>,
 }
 
 impl std::fmt::Debug for PoolState {
@@ -348,7 +352,20 @@ impl PoolState {
         order.push(BACKUP_LEVEL);
         order.sort_unstable();
         order.dedup();
+        let tls = match (&config.tls, previous) {
+            (None, _) => None,
+            (Some(_), Some(previous)) if previous.config.tls == config.tls => previous.tls.clone(),
+            (Some(settings), _) => Some(
+                halb_backend_tls::BackendTls::load(settings)
+                    .map(Arc::new)
+                    .map_err(|e| {
+                        tracing::error!(pool = %config.name, error = %e, "[pool.tls] cannot be used");
+                        Arc::from(format!("[pool.tls] {e}"))
+                    }),
+            ),
+        };
         PoolState {
+            tls,
             local_zone,
             order: order.into(),
             spread,
