@@ -151,7 +151,7 @@ async fn a_backend_whose_certificate_does_not_verify_is_down_with_the_reason() {
         ),
         (
             format!("{{ ca = {:?}, sni = \"other.test\" }}", authority.path),
-            "NotValidForName",
+            "certificate not valid for name",
             "down",
         ),
         (format!("{{ ca = {:?} }}", authority.path), "passed", "up"),
@@ -163,9 +163,22 @@ async fn a_backend_whose_certificate_does_not_verify_is_down_with_the_reason() {
             .http_checks("300ms", "1s", 1, 1);
         let front = Halb::start(&config.to_toml()).await;
         wait_for_state(&front, target, state, Duration::from_secs(10)).await;
-        let status = front.status_json().await;
-        let check = backend_entry(&status, target)["check"].to_string();
+        // Pending backends start down: wait for a check's own word.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let check = loop {
+            let status = front.status_json().await;
+            let check = backend_entry(&status, target)["check"].to_string();
+            if check.contains(reason) || std::time::Instant::now() > deadline {
+                break check;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        println!("{tls}: {check}");
         assert!(check.contains(reason), "{tls}: want {reason:?} in {check}");
+        assert_eq!(
+            backend_entry(&front.status_json().await, target)["state"],
+            state
+        );
         let reply = get_once(config.listen, "/").await;
         if state == "up" {
             assert_eq!(reply.status, 200, "{tls}: {}", reply.text());
