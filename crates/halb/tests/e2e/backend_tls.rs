@@ -217,3 +217,37 @@ fn halb_check_names_an_unusable_ca_file() {
         assert!(checked.stderr.contains(&wanted), "{}", checked.stderr);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_cross_a_tls_backend_connection_both_ways() {
+    const UP: usize = 8 << 20;
+    const DOWN: u64 = 32 << 20;
+    let sink = backends::upload_counter().await;
+    let source = backends::download(DOWN).await;
+    let dir = CertDir::new();
+    let authority = ca(&dir, "good");
+    let (cert, key) = issue(&dir, &authority, "backend", &["backend.test"]);
+    let (_up, up_config) = tls_backend(sink.addr, &cert, &key).await;
+    let (_down, down_config) = tls_backend(source.addr, &cert, &key).await;
+    let tls = format!("{{ ca = {:?}, sni = \"backend.test\" }}", authority.path);
+
+    let config = BalancerConfig::http(&[up_config.listen]).pool_key("tls", &tls);
+    let _front = Halb::start(&config.to_toml()).await;
+    let mut client = HttpClient::connect(config.listen).await;
+    let request = client
+        .request("POST", "/")
+        .body(crate::support::client::full_body(vec![b'x'; UP]))
+        .unwrap();
+    let reply = client.exchange(request).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.text(), UP.to_string(), "bytes the backend received");
+
+    let config = BalancerConfig::http(&[down_config.listen]).pool_key("tls", &tls);
+    let _front = Halb::start(&config.to_toml()).await;
+    let mut client = HttpClient::connect(config.listen).await;
+    for _ in 0..2 {
+        let reply = client.get("/", &[]).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.body.len() as u64, DOWN, "bytes the client received");
+    }
+}
