@@ -23,12 +23,14 @@ const MAX_IDLE_PER_BACKEND: usize = 256;
 /// reusing one that the backend is closing would fail the request.
 const IDLE_REUSE_LIMIT: Duration = Duration::from_secs(4);
 
+/// Idle connections by backend address and TLS settings.
+type IdleMap = HashMap<(SocketAddr, u64), Vec<IdleConnection>, BuildHasherDefault<AddressHasher>>;
+
 /// One worker's idle backend connections.
 #[derive(Debug, Default)]
 pub(crate) struct UpstreamPool {
     /// By backend address and TLS settings ([`BackendConnection::tls_id`]).
-    idle:
-        RefCell<HashMap<(SocketAddr, u64), Vec<IdleConnection>, BuildHasherDefault<AddressHasher>>>,
+    idle: RefCell<IdleMap>,
 }
 
 /// Hashes backend addresses with one multiply per word instead of SipHash:
