@@ -104,7 +104,7 @@ impl AccessLogFormat {
 /// failed reloads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alerts {
-    /// `webhooks`: `http://host:port/path` URLs that receive a JSON POST
+    /// `webhooks`: `http[s]://host:port/path` URLs that receive a JSON POST
     /// (port and path optional), as written in the file.
     pub webhooks: Vec<String>,
     /// `timeout`: per delivery attempt.
