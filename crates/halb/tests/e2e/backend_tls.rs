@@ -251,3 +251,51 @@ async fn large_bodies_cross_a_tls_backend_connection_both_ways() {
         assert_eq!(reply.body.len() as u64, DOWN, "bytes the client received");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_webhook_gets_its_alerts_over_tls() {
+    let receiver = crate::support::webhook::WebhookReceiver::start().await;
+    let dir = CertDir::new();
+    let authority = ca(&dir, "hooks");
+    let (cert, key) = issue(&dir, &authority, "hooks", &["127.0.0.1"]);
+    // The receiver behind TLS: a halb terminating it.
+    let (_hooks, hooks_config) = tls_backend(receiver.addr, &cert, &key).await;
+    let url = format!("https://{}/hook", hooks_config.listen);
+
+    let echo = backends::echo_headers().await;
+    let config = BalancerConfig::http(&[echo.addr]).http_checks("100ms", "500ms", 1, 1);
+    let toml = format!("{}\n[alerts]\nwebhooks = [{url:?}]\n", config.to_toml());
+    let ca_file = authority.path.to_str().unwrap().to_owned();
+    let halb = Halb::start_with_env(&toml, &[], &[("SSL_CERT_FILE", &ca_file)]).await;
+    let since = std::time::Instant::now();
+    let delivery = receiver
+        .wait_for(
+            since,
+            Duration::from_secs(20),
+            "backend_up over https",
+            |d| d.event() == "backend_up",
+        )
+        .await;
+    assert_eq!(delivery.path, "/hook", "{}", delivery.raw);
+    drop(halb);
+
+    // Trusting another CA, the same webhook gets nothing and the log says why.
+    let stranger = ca(&dir, "stranger");
+    let stranger_file = stranger.path.to_str().unwrap().to_owned();
+    let before = receiver.deliveries().len();
+    let halb = Halb::start_with_env(&toml, &[], &[("SSL_CERT_FILE", &stranger_file)]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !halb.logs().contains("UnknownIssuer") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no TLS failure logged: {}",
+            halb.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        receiver.deliveries().len(),
+        before,
+        "delivered without trust"
+    );
+}
