@@ -26,6 +26,22 @@ use rustls::{
 
 pub use stream::TlsClientStream;
 
+/// A pool's TLS as last loaded: `Err` says why its files could not be used.
+pub type Loaded = Result<BackendTls, Arc<str>>;
+
+/// The slot a pool's snapshots and health checks share: a reload that reads
+/// the files again (a renewed CA bundle, a new client certificate) swaps
+/// in what it read, and new connections use it.
+pub type SharedBackendTls = Arc<arc_swap::ArcSwap<Loaded>>;
+
+/// A new slot holding what `tls` loads now (the error, worded with its
+/// key and file, if a file cannot be used).
+pub fn shared(tls: &PoolTls) -> SharedBackendTls {
+    Arc::new(arc_swap::ArcSwap::from_pointee(
+        BackendTls::load(tls).map_err(|e| Arc::from(format!("[pool.tls] {e}"))),
+    ))
+}
+
 /// A file named by `[pool.tls]` that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("{key}: {}: {problem}", file.display())]

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::probe::probe;
 use crate::rise_fall::{RiseFall, Verdict};
-use halb_backend_tls::BackendTls;
+use halb_backend_tls::SharedBackendTls;
 
 /// The active check of one backend; dropping it stops the check. A pool
 /// has one per backend, so a backend that joins or leaves starts or stops
@@ -43,7 +43,7 @@ impl Checker {
         address: SocketAddr,
         health: Arc<BackendHealth>,
         state: Arc<State>,
-        tls: Option<Arc<BackendTls>>,
+        tls: Option<SharedBackendTls>,
     ) -> Option<Checker> {
         if check.kind == HealthCheckKind::None {
             return None;
@@ -70,7 +70,7 @@ async fn check_loop(
     address: SocketAddr,
     health: Arc<BackendHealth>,
     state: Arc<State>,
-    tls: Option<Arc<BackendTls>>,
+    tls: Option<SharedBackendTls>,
 ) {
     let start = match health.check_state() {
         CheckState::Up => Verdict::Up,
@@ -82,7 +82,12 @@ async fn check_loop(
     tokio::time::sleep(check.interval.mul_f64(fastrand::f64() * 0.1)).await;
     loop {
         let started = std::time::Instant::now();
-        let result = probe(&check, address, tls.as_deref()).await;
+        let loaded = tls.as_ref().map(|slot| slot.load_full());
+        let result = match loaded.as_deref() {
+            Some(Err(problem)) => Err(crate::CheckFailure::Tls(problem.to_string())),
+            Some(Ok(tls)) => probe(&check, address, Some(tls)).await,
+            None => probe(&check, address, None).await,
+        };
         let took = started.elapsed();
         health.checks.record(result.is_ok(), took);
         let detail = match &result {

@@ -232,6 +232,9 @@ impl Proxy {
         // the old snapshots serve, and see those counts.
         for pool in &pools {
             pool.take_over_in_flight();
+            // As listener certificates are: "replace the files, reload"
+            // is enough.
+            pool.reread_tls();
         }
 
         let mut listeners = Vec::with_capacity(config.listeners.len());
@@ -322,7 +325,7 @@ impl Proxy {
                 address,
                 backend.health.clone(),
                 self.state.clone(),
-                pool.tls.as_ref().and_then(|tls| tls.as_ref().ok()).cloned(),
+                pool.tls.clone(),
             );
             if let Some(checker) = checker {
                 checks.insert(address, checker);

@@ -299,3 +299,34 @@ async fn an_https_webhook_gets_its_alerts_over_tls() {
         "delivered without trust"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_file_replaced_on_disk_is_used_after_a_reload() {
+    let echo = backends::echo_headers().await;
+    let dir = CertDir::new();
+    let authority = ca(&dir, "good");
+    let stranger = ca(&dir, "stranger");
+    let (cert, key) = issue(&dir, &authority, "backend", &["backend.test"]);
+    let (_backend, backend_config) = tls_backend(echo.addr, &cert, &key).await;
+    let target = backend_config.listen;
+
+    // The pool trusts `trusted.pem`, which holds the wrong CA at first.
+    let trusted = dir.path("trusted.pem");
+    std::fs::copy(&stranger.path, &trusted).unwrap();
+    let tls = format!("{{ ca = {trusted:?}, sni = \"backend.test\" }}");
+    let config = BalancerConfig::http(&[target])
+        .pool_key("tls", &tls)
+        .http_checks("200ms", "1s", 1, 1);
+    let front = Halb::start(&config.to_toml()).await;
+    let reply = get_once(config.listen, "/").await;
+    assert!(
+        reply.status >= 500,
+        "served with an untrusted CA: {}",
+        reply.status
+    );
+
+    std::fs::copy(&authority.path, &trusted).unwrap();
+    crate::support::reload::reload_via_sighup(&front, &config.to_toml()).await;
+    wait_for_state(&front, target, "up", Duration::from_secs(10)).await;
+    assert_eq!(get_once(config.listen, "/").await.status, 200);
+}

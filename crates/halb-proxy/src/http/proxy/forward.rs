@@ -344,9 +344,10 @@ impl Handler {
         let backend = in_flight.backend();
         let config = &pool.config;
         let mut fresh_only = false;
-        let tls = match &pool.tls {
+        let loaded = pool.tls.as_ref().map(|slot| slot.load_full());
+        let tls = match loaded.as_deref() {
             None => None,
-            Some(Ok(tls)) => Some(&**tls),
+            Some(Ok(tls)) => Some(tls),
             Some(Err(problem)) => {
                 return Err(FailedAttempt {
                     error: ProxyError::Connect(std::io::Error::other(problem.to_string())),
