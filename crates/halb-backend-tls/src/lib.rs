@@ -248,3 +248,51 @@ impl ServerCertVerifier for AcceptAnything {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(ca: &Path) -> PoolTls {
+        PoolTls {
+            ca: Some(ca.to_owned()),
+            sni: None,
+            verify: true,
+            client_cert: None,
+        }
+    }
+
+    #[test]
+    fn unusable_ca_files_are_named_with_their_key() {
+        let dir = std::env::temp_dir().join(format!("halb-backend-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.pem");
+        let error = BackendTls::load(&settings(&missing)).unwrap_err();
+        assert_eq!(error.key, "ca");
+        assert!(error.to_string().contains("cannot be read"), "{error}");
+        let not_pem = dir.join("not.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let error = BackendTls::load(&settings(&not_pem)).unwrap_err();
+        assert!(
+            error.to_string().contains("holds no PEM certificate"),
+            "{error}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn without_sni_the_backend_address_is_verified() {
+        let tls = BackendTls::load(&PoolTls {
+            ca: None,
+            sni: None,
+            verify: false,
+            client_cert: None,
+        })
+        .unwrap();
+        let backend: SocketAddr = "10.0.0.1:443".parse().unwrap();
+        assert_eq!(
+            tls.server_name(backend),
+            ServerName::IpAddress(backend.ip().into())
+        );
+    }
+}
