@@ -266,8 +266,8 @@ async fn an_https_webhook_gets_its_alerts_over_tls() {
     let config = BalancerConfig::http(&[echo.addr]).http_checks("100ms", "500ms", 1, 1);
     let toml = format!("{}\n[alerts]\nwebhooks = [{url:?}]\n", config.to_toml());
     let ca_file = authority.path.to_str().unwrap().to_owned();
-    let halb = Halb::start_with_env(&toml, &[], &[("SSL_CERT_FILE", &ca_file)]).await;
     let since = std::time::Instant::now();
+    let halb = Halb::start_with_env(&toml, &[], &[("SSL_CERT_FILE", &ca_file)]).await;
     let delivery = receiver
         .wait_for(
             since,
