@@ -14,8 +14,9 @@ pub struct PoolTls {
     /// `ca`: PEM file of the authorities a backend's certificate must chain
     /// to; `None` = the system bundle ([`SYSTEM_CA_BUNDLE`]).
     pub ca: Option<PathBuf>,
-    /// `sni`: the name sent in SNI and verified in the certificate; `None`
-    /// = no SNI, and the certificate must name the backend's IP address.
+    /// `sni`: the name sent in SNI and verified in the certificate. Unset,
+    /// it is the host name when every backend is given by that one name;
+    /// `None` = no SNI, and the certificate must name the backend's IP.
     pub sni: Option<String>,
     /// `verify`: check the backend's certificate (false: anything goes,
     /// for tests and migrations only; a warning is logged).

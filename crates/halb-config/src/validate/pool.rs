@@ -188,10 +188,10 @@ fn pool(
         panic_threshold: panic_threshold?.value,
         overflow: overflow?,
         sticky: sticky?,
+        tls: super::pool_tls::default_sni(tls?, backends.as_ref()?),
         backends: backends.as_ref()?.0.clone(),
         named_backends: backends?.1,
         send_proxy: send_proxy?,
-        tls: tls?,
     })
 }
 

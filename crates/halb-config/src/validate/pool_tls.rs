@@ -66,6 +66,25 @@ pub(super) fn pool_tls(c: &mut Checker, slot: Slot<RawPoolTls>) -> Option<Option
     }))
 }
 
+/// With no `sni`, a pool whose backends are all given by one host name
+/// (`address = "app.internal:8443"`) sends and verifies that name: what
+/// the certificate of a service reached by name carries. Otherwise none
+/// (the certificate must name the backend's IP address).
+pub(super) fn default_sni(
+    tls: Option<PoolTls>,
+    (by_address, by_name): &(Vec<crate::Backend>, Vec<crate::NamedBackend>),
+) -> Option<PoolTls> {
+    let mut tls = tls?;
+    if tls.sni.is_none() && by_address.is_empty() {
+        if let Some(first) = by_name.first() {
+            if by_name.iter().all(|named| named.host == first.host) {
+                tls.sni = Some(first.host.clone());
+            }
+        }
+    }
+    Some(tls)
+}
+
 /// `tls` on a pool that a TCP listener uses: refused (TCP listeners relay
 /// bytes with `splice(2)`; TLS origination there is not supported).
 pub(super) fn tls_only_for_http(
@@ -159,6 +178,16 @@ mod tests {
         assert_eq!(tls.sni.as_deref(), Some("app.internal"));
         assert!(!tls.verify);
         assert!(tls.client_cert.is_some());
+    }
+
+    #[test]
+    fn backends_given_by_one_host_name_default_the_sni_to_it() {
+        let named = pool_with("tls = true").replace("127.0.0.1:2", "App.Internal:8443");
+        let config = crate::parse(&named).unwrap();
+        let tls = config.pools[0].tls.clone().unwrap();
+        assert_eq!(tls.sni.as_deref(), Some("app.internal"));
+        let config = crate::parse(&pool_with("tls = true")).unwrap();
+        assert_eq!(config.pools[0].tls.clone().unwrap().sni, None);
     }
 
     #[test]
