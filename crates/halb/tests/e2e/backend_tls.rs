@@ -330,3 +330,29 @@ async fn a_ca_file_replaced_on_disk_is_used_after_a_reload() {
     wait_for_state(&front, target, "up", Duration::from_secs(10)).await;
     assert_eq!(get_once(config.listen, "/").await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_given_by_host_name_are_verified_for_that_name() {
+    let echo = backends::echo_headers().await;
+    let dir = CertDir::new();
+    let authority = ca(&dir, "good");
+    // For the name only: verifying the IP address instead would fail.
+    let (cert, key) = issue(&dir, &authority, "backend", &["localhost"]);
+    let (_backend, backend_config) = tls_backend(echo.addr, &cert, &key).await;
+    let target = backend_config.listen;
+
+    let tls = format!("{{ ca = {:?} }}", authority.path);
+    let config = BalancerConfig::http(&[target])
+        .pool_key("tls", &tls)
+        .http_checks("200ms", "1s", 1, 1);
+    let toml = config.to_toml().replace(
+        &format!("address = \"{target}\""),
+        &format!("address = \"localhost:{}\"", target.port()),
+    );
+    let front = Halb::start(&toml).await;
+    wait_for_state(&front, target, "up", Duration::from_secs(10)).await;
+    let status = front.status_json().await;
+    let check = backend_entry(&status, target)["check"].to_string();
+    assert!(check.contains("passed"), "{check}");
+    assert_eq!(get_once(config.listen, "/").await.status, 200);
+}
