@@ -1,5 +1,7 @@
-//! One webhook delivery attempt over HTTP/1.1 — resolve, connect, POST,
-//! read the status — and the backoff between attempts.
+//! One webhook delivery attempt over HTTP/1.1 — resolve, connect (and for
+//! `https://`, the TLS handshake, verified against the system CA bundle or
+//! `SSL_CERT_FILE`), POST, read the status — and the backoff between
+//! attempts.
 
 use std::hash::BuildHasher;
 use std::time::Duration;
@@ -30,6 +32,8 @@ pub(crate) enum DeliveryError {
     NoAddress(String),
     #[error("connect failed: {0}")]
     Connect(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("HTTP error: {0}")]
     Http(#[from] hyper::Error),
     #[error("webhook answered {0}")]
@@ -68,8 +72,44 @@ pub(crate) async fn post(
 async fn post_inner(webhook: &Webhook, body: Bytes) -> Result<(), DeliveryError> {
     let stream = connect(webhook).await?;
     let _ = stream.set_nodelay(true);
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    match webhook.tls_name() {
+        None => exchange(webhook, TokioIo::new(stream), body).await,
+        Some(name) => {
+            let stream = tls_handshake(stream, name).await?;
+            exchange(webhook, TokioIo::new(stream), body).await
+        }
+    }
+}
+
+/// The TLS session to an `https://` webhook named `name`: the system CA
+/// bundle (or `SSL_CERT_FILE`) must vouch for a certificate naming it.
+/// Read at each attempt: alerts are rare, and a renewed bundle applies.
+async fn tls_handshake(
+    stream: TcpStream,
+    name: &str,
+) -> Result<halb_backend_tls::TlsClientStream, DeliveryError> {
+    let settings = halb_config::PoolTls {
+        ca: None,
+        sni: Some(name.to_owned()),
+        verify: true,
+        client_cert: None,
+    };
+    let tls = halb_backend_tls::BackendTls::load(&settings)
+        .map_err(|e| DeliveryError::Tls(e.to_string()))?;
+    let peer = stream.peer_addr().map_err(DeliveryError::Connect)?;
+    let session = tls
+        .session(peer)
+        .map_err(|e| DeliveryError::Tls(e.to_string()))?;
+    halb_backend_tls::TlsClientStream::connect(stream, session)
+        .await
+        .map_err(|e| DeliveryError::Tls(e.to_string()))
+}
+
+async fn exchange<IO>(webhook: &Webhook, io: IO, body: Bytes) -> Result<(), DeliveryError>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
     // Aborted when this attempt ends, even by timeout, so a receiver that
     // never answers cannot keep a connection task alive.
     let _connection = AbortOnDrop(tokio::spawn(async move {

@@ -16,19 +16,38 @@ pub(crate) struct Webhook {
     /// `host`, with `:port` unless it is 80.
     host_header: HeaderValue,
     path: PathAndQuery,
+    /// `https://`: the host name (or address) the certificate must name.
+    tls: Option<String>,
 }
 
 impl Webhook {
     /// Parses `http://host[:port][/path][?query]` as the config does: the
     /// port defaults to 80, the path to `/`.
     pub(crate) fn parse(url: &str) -> Result<Webhook, String> {
-        let WebhookUrl { host, port, path } = WebhookUrl::parse(url)?;
+        let WebhookUrl {
+            host,
+            port,
+            path,
+            tls,
+        } = WebhookUrl::parse(url)?;
         let bad = |why: &str| format!("webhook URL {url:?}: {why}");
         let authority = format!("{host}:{port}");
-        let host_header = if port == 80 { host } else { authority.clone() };
+        let default_port = if tls { 443 } else { 80 };
+        let server_name = tls.then(|| {
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned()
+        });
+        let host_header = if port == default_port {
+            host
+        } else {
+            authority.clone()
+        };
         let without_query = path.split('?').next().unwrap_or_default();
+        let scheme = if tls { "https" } else { "http" };
         Ok(Webhook {
-            name: format!("http://{host_header}{without_query}"),
+            tls: server_name,
+            name: format!("{scheme}://{host_header}{without_query}"),
             host_header: HeaderValue::try_from(&host_header).map_err(|_| bad("bad host"))?,
             authority,
             path: PathAndQuery::try_from(path).map_err(|_| bad("bad path"))?,
@@ -48,6 +67,11 @@ impl Webhook {
     /// The `Host` header.
     pub(crate) fn host_header(&self) -> &HeaderValue {
         &self.host_header
+    }
+
+    /// For `https://`: the name the server's certificate must have.
+    pub(crate) fn tls_name(&self) -> Option<&str> {
+        self.tls.as_deref()
     }
 
     /// The request target: path and query.
@@ -103,12 +127,16 @@ mod tests {
             "http://h/x"
         );
         assert_eq!(parts("http://h:80"), strings("h:80", "h", "/"));
+        let secure = Webhook::parse("https://alerts.internal/x").unwrap();
+        assert_eq!(secure.authority(), "alerts.internal:443");
+        assert_eq!(secure.tls_name(), Some("alerts.internal"));
+        assert_eq!(secure.to_string(), "https://alerts.internal/x");
     }
 
     #[test]
     fn refuses_what_the_config_refuses() {
         for url in [
-            "https://alerts.internal/",
+            "ftp://alerts.internal/",
             "http://:80/",
             "http://u:p@host/",
             "http://host:0/",

@@ -72,6 +72,12 @@ impl EtcdEndpoint {
                 "etcd client URL such as \"http://127.0.0.1:2379\"",
             )
         })?;
+        if parsed.tls {
+            return Err(format!(
+                "TLS to etcd (https) is not supported yet, got {url:?}; use an http:// URL \
+                 (etcd on loopback or a private network)"
+            ));
+        }
         if parsed.path != "/" {
             return Err(format!(
                 "expected an etcd client URL such as \"http://127.0.0.1:2379\", got {url:?} \

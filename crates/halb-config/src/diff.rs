@@ -134,6 +134,7 @@ fn pool_changes(old: &Pool, new: &Pool, changes: &mut Vec<Change>) {
         ("slow_start", old.slow_start != new.slow_start),
         ("sticky", old.sticky != new.sticky),
         ("send_proxy", old.send_proxy != new.send_proxy),
+        ("tls", old.tls != new.tls),
         (
             "panic_threshold",
             old.panic_threshold != new.panic_threshold,

@@ -10,6 +10,7 @@ mod db;
 mod diff;
 mod duration;
 mod model;
+mod pool_tls;
 mod raw;
 mod resolved;
 mod sticky;
@@ -27,6 +28,7 @@ pub use db::{DatabaseCheck, OnDown, Password, Role, DEFAULT_POSTGRES_USER};
 pub use diff::{diff, Change};
 pub use duration::{parse_duration, MAX_DURATION};
 pub use model::*;
+pub use pool_tls::{PoolTls, SYSTEM_CA_BUNDLE};
 pub use resolved::Answers;
 pub use sticky::{
     Sticky, StickyKind, DEFAULT_STICKY_COOKIE, DEFAULT_STICKY_SIZE, DEFAULT_STICKY_TTL,

@@ -104,7 +104,7 @@ impl AccessLogFormat {
 /// failed reloads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alerts {
-    /// `webhooks`: `http://host:port/path` URLs that receive a JSON POST
+    /// `webhooks`: `http[s]://host:port/path` URLs that receive a JSON POST
     /// (port and path optional), as written in the file.
     pub webhooks: Vec<String>,
     /// `timeout`: per delivery attempt.
@@ -354,6 +354,8 @@ pub struct Pool {
     /// `send_proxy`: a PROXY header first on each backend connection
     /// (TCP listeners); `None` = none.
     pub send_proxy: Option<crate::SendProxy>,
+    /// `tls` / `[pool.tls]`: backend connections are TLS; `None` = plain.
+    pub tls: Option<crate::PoolTls>,
 }
 
 /// `[pool.retry_budget]`: retries may be at most `percent` % of the

@@ -191,6 +191,20 @@ pub(crate) struct RawPool {
     pub sticky: Slot<RawSticky>,
     pub backends: Slot<Vec<RawBackend>>,
     pub send_proxy: Slot<String>,
+    pub tls: Slot<RawPoolTls>,
+}
+
+/// `[pool] tls = true|false`, or the `[pool.tls]` table.
+#[derive(Debug)]
+pub(crate) struct RawPoolTls {
+    pub at: Header,
+    /// `tls = true|false`; `None` when written as a table.
+    pub switch: Option<bool>,
+    pub ca: Slot<String>,
+    pub sni: Slot<String>,
+    pub verify: Slot<bool>,
+    pub cert: Slot<String>,
+    pub key: Slot<String>,
 }
 
 /// `[pool.sticky]`

@@ -1,4 +1,4 @@
-//! Alert webhook URLs: `http://host[:port][/path]`, checked at load time;
+//! Alert webhook URLs: `http[s]://host[:port][/path]`, checked at load time;
 //! halb-alerts delivers to the same parse of each URL.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -19,11 +19,13 @@ pub struct WebhookUrl {
     /// The request target, starting with `/` (with the query, if any); `/`
     /// when the URL has none.
     pub path: String,
+    /// `https://`: the POST goes over TLS, the server's certificate checked
+    /// against the system CA bundle (`SSL_CERT_FILE` to name another).
+    pub tls: bool,
 }
 
 impl WebhookUrl {
-    /// Parse an `http://host[:port][/path]` URL. Only plain HTTP: halb has
-    /// no TLS support yet, and an `https` URL gets an error saying so.
+    /// Parse an `http://` or `https://host[:port][/path]` URL.
     pub fn parse(url: &str) -> Result<WebhookUrl, String> {
         let bad = |hint: &str| {
             format!(
@@ -32,16 +34,11 @@ impl WebhookUrl {
         };
 
         let Some((scheme, rest)) = url.split_once("://") else {
-            return Err(bad("it must start with http://"));
+            return Err(bad("it must start with http:// or https://"));
         };
-        if scheme.eq_ignore_ascii_case("https") {
-            return Err(format!(
-                "https is not supported yet (halb has no TLS support), got {url:?}; \
-                 use an http:// URL"
-            ));
-        }
-        if !scheme.eq_ignore_ascii_case("http") {
-            return Err(bad("only http:// is supported"));
+        let tls = scheme.eq_ignore_ascii_case("https");
+        if !tls && !scheme.eq_ignore_ascii_case("http") {
+            return Err(bad("only http:// and https:// are supported"));
         }
         if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(bad("it must not contain spaces or control characters"));
@@ -60,6 +57,7 @@ impl WebhookUrl {
         }
         let (host, port) = split_host_port(authority).map_err(bad)?;
         let port = match port {
+            None if tls => 443,
             None => 80,
             Some("") => return Err(bad("the port after \":\" is missing")),
             Some(text) => match text.parse::<u16>() {
@@ -78,14 +76,20 @@ impl WebhookUrl {
             // Empty, or a query right after the host: `http://h?x=1`.
             format!("/{target}")
         };
-        Ok(WebhookUrl { host, port, path })
+        Ok(WebhookUrl {
+            host,
+            port,
+            path,
+            tls,
+        })
     }
 }
 
-/// The normal form: `http://host:port/path`, port and path always written.
+/// The normal form: `http[s]://host:port/path`, port and path always written.
 impl std::fmt::Display for WebhookUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}:{}{}", self.host, self.port, self.path)
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}:{}{}", self.host, self.port, self.path)
     }
 }
 
@@ -162,6 +166,7 @@ mod tests {
             host: host.to_owned(),
             port,
             path: path.to_owned(),
+            tls: false,
         }
     }
 
@@ -181,14 +186,17 @@ mod tests {
             "http://my_hook:1/a"
         );
         assert_eq!(parse("http://h").to_string(), "http://h:80/");
+        let secure = parse("HTTPS://hooks.example/x");
+        assert!(secure.tls);
+        assert_eq!(secure.port, 443);
+        assert_eq!(secure.to_string(), "https://hooks.example:443/x");
     }
 
     #[test]
     fn explains_what_is_wrong() {
         let hint = |s: &str| WebhookUrl::parse(s).unwrap_err();
-        assert!(hint("https://h/").contains("no TLS support"));
         assert!(hint("hooks.internal/alerts").contains("must start with http://"));
-        assert!(hint("ftp://h/").contains("only http://"));
+        assert!(hint("ftp://h/").contains("only http:// and https://"));
         assert!(hint("http:///alerts").contains("host is missing"));
         assert!(hint("http://:80/").contains("host is missing"));
         assert!(hint("http://h:/").contains("port after \":\" is missing"));

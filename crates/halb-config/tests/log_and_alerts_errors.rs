@@ -49,16 +49,14 @@ fn bad_access_log_format() {
 }
 
 #[test]
-fn https_webhook_is_refused_for_lack_of_tls() {
-    let error = only_error(&with_tables(
+fn https_webhooks_are_accepted() {
+    let config = halb_config::parse(&with_tables(
         "[alerts]\nwebhooks = [\"http://127.0.0.1:9000/alerts\", \"https://hooks.example.com/halb\"]",
-    ));
-    assert_error(
-        &error,
-        "alerts.webhooks[1]",
-        Some(2),
-        "https is not supported yet (halb has no TLS support)",
-    );
+    ))
+    .expect("https webhooks are valid");
+    let url = halb_config::WebhookUrl::parse(&config.alerts.webhooks[1]).unwrap();
+    assert!(url.tls);
+    assert_eq!(url.port, 443);
 }
 
 #[test]
@@ -79,7 +77,7 @@ webhooks = [
         "alerts.webhooks[0]",
         Some(3),
         "expected an http://host:port/path URL such as \"http://127.0.0.1:9000/alerts\", \
-         got \"hooks.internal:9000/alerts\" (it must start with http://)",
+         got \"hooks.internal:9000/alerts\" (it must start with http:// or https://)",
     );
     assert_error(
         &errors[1],

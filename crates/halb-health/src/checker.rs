@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::probe::probe;
 use crate::rise_fall::{RiseFall, Verdict};
+use halb_backend_tls::SharedBackendTls;
 
 /// The active check of one backend; dropping it stops the check. A pool
 /// has one per backend, so a backend that joins or leaves starts or stops
@@ -42,11 +43,12 @@ impl Checker {
         address: SocketAddr,
         health: Arc<BackendHealth>,
         state: Arc<State>,
+        tls: Option<SharedBackendTls>,
     ) -> Option<Checker> {
         if check.kind == HealthCheckKind::None {
             return None;
         }
-        let task = tokio::spawn(check_loop(pool, check.clone(), address, health, state));
+        let task = tokio::spawn(check_loop(pool, check.clone(), address, health, state, tls));
         Some(Checker { task })
     }
 }
@@ -68,6 +70,7 @@ async fn check_loop(
     address: SocketAddr,
     health: Arc<BackendHealth>,
     state: Arc<State>,
+    tls: Option<SharedBackendTls>,
 ) {
     let start = match health.check_state() {
         CheckState::Up => Verdict::Up,
@@ -79,7 +82,12 @@ async fn check_loop(
     tokio::time::sleep(check.interval.mul_f64(fastrand::f64() * 0.1)).await;
     loop {
         let started = std::time::Instant::now();
-        let result = probe(&check, address).await;
+        let loaded = tls.as_ref().map(|slot| slot.load_full());
+        let result = match loaded.as_deref() {
+            Some(Err(problem)) => Err(crate::CheckFailure::Tls(problem.to_string())),
+            Some(Ok(tls)) => probe(&check, address, Some(tls)).await,
+            None => probe(&check, address, None).await,
+        };
         let took = started.elapsed();
         health.checks.record(result.is_ok(), took);
         let detail = match &result {

@@ -1,9 +1,13 @@
 //! One active check of one backend: a TCP connect, or an HTTP request whose
-//! status (and optionally body) must match. Each failure says why.
+//! status (and optionally body) must match. Each failure says why. For a
+//! pool with `[pool.tls]`, both make the TLS handshake first (so a
+//! certificate that does not verify marks the backend down), and the HTTP
+//! request goes over it.
 
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use halb_backend_tls::{BackendTls, TlsClientStream};
 use halb_config::{HealthCheck, HealthCheckKind};
 use http::{header, HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Empty};
@@ -30,6 +34,8 @@ pub enum CheckFailure {
     },
     /// The check cannot run as configured (a `password_env` not set).
     Setup(String),
+    /// The TLS handshake failed (the certificate did not verify, say).
+    Tls(String),
 }
 
 impl std::fmt::Display for CheckFailure {
@@ -45,17 +51,23 @@ impl std::fmt::Display for CheckFailure {
                 write!(f, "role is {have}, want {}", want.as_str())
             }
             CheckFailure::Setup(e) => f.write_str(e),
+            CheckFailure::Tls(e) => write!(f, "TLS handshake: {e}"),
         }
     }
 }
 
 /// Run one check against `backend` (or its check port) within the check's timeout.
-pub async fn probe(check: &HealthCheck, backend: SocketAddr) -> Result<(), CheckFailure> {
+/// With `tls`, the connection is TLS (`[pool.tls]`).
+pub async fn probe(
+    check: &HealthCheck,
+    backend: SocketAddr,
+    tls: Option<&BackendTls>,
+) -> Result<(), CheckFailure> {
     let target = match check.port {
         Some(port) => SocketAddr::new(backend.ip(), port),
         None => backend,
     };
-    match tokio::time::timeout(check.timeout, probe_inner(check, target, backend)).await {
+    match tokio::time::timeout(check.timeout, probe_inner(check, target, backend, tls)).await {
         Ok(result) => result,
         Err(_) => Err(CheckFailure::Timeout),
     }
@@ -65,10 +77,24 @@ async fn probe_inner(
     check: &HealthCheck,
     target: SocketAddr,
     backend: SocketAddr,
+    tls: Option<&BackendTls>,
 ) -> Result<(), CheckFailure> {
     let stream = TcpStream::connect(target)
         .await
         .map_err(|e| CheckFailure::Refused(e.kind().to_string()))?;
+    let _ = stream.set_nodelay(true);
+    if let (Some(tls), HealthCheckKind::Tcp | HealthCheckKind::Http) = (tls, check.kind) {
+        let session = tls
+            .session(target)
+            .map_err(|e| CheckFailure::Tls(e.to_string()))?;
+        let stream = TlsClientStream::connect(stream, session)
+            .await
+            .map_err(|e| CheckFailure::Tls(e.to_string()))?;
+        return match check.kind {
+            HealthCheckKind::Http => http_check(check, stream, backend).await,
+            _ => Ok(()),
+        };
+    }
     match check.kind {
         HealthCheckKind::None | HealthCheckKind::Tcp => Ok(()),
         HealthCheckKind::Http => http_check(check, stream, backend).await,
@@ -76,12 +102,14 @@ async fn probe_inner(
     }
 }
 
-async fn http_check(
+async fn http_check<IO>(
     check: &HealthCheck,
-    stream: TcpStream,
+    stream: IO,
     backend: SocketAddr,
-) -> Result<(), CheckFailure> {
-    let _ = stream.set_nodelay(true);
+) -> Result<(), CheckFailure>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| CheckFailure::Protocol(e.to_string()))?;

@@ -87,6 +87,26 @@ pub enum StartError {
         listener: String,
         source: TlsFileError,
     },
+    #[error("pool {pool}: [pool.tls] {source}")]
+    BackendTls {
+        pool: String,
+        source: halb_backend_tls::BackendTlsError,
+    },
+}
+
+/// Read every file the pools' `[pool.tls]` name (CA, client certificate),
+/// as starting or reloading does (`halb check`): the first unusable file
+/// is the error.
+pub fn check_backend_tls(pools: &[halb_config::Pool]) -> Result<(), StartError> {
+    for pool in pools {
+        if let Some(tls) = &pool.tls {
+            halb_backend_tls::BackendTls::load(tls).map_err(|source| StartError::BackendTls {
+                pool: pool.name.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Read every certificate and key file the listeners name, as starting or
@@ -134,6 +154,7 @@ impl Proxy {
             n => n,
         };
         let mut tls = tls::load_all(&config.listeners)?;
+        check_backend_tls(&config.pools)?;
         let bound = reload::bind_all(config.listeners.iter(), count, &virtual_ips(config))?;
         let budget = admission::budget();
         tracing::info!(

@@ -190,6 +190,7 @@ impl Proxy {
             continuing.push(running);
         }
         let mut tls = crate::tls::load_all(&config.listeners)?;
+        crate::check_backend_tls(&config.pools)?;
         let bound = bind_all(
             to_bind.into_iter(),
             self.workers.len(),
@@ -231,6 +232,9 @@ impl Proxy {
         // the old snapshots serve, and see those counts.
         for pool in &pools {
             pool.take_over_in_flight();
+            // As listener certificates are: "replace the files, reload"
+            // is enough.
+            pool.reread_tls();
         }
 
         let mut listeners = Vec::with_capacity(config.listeners.len());
@@ -321,6 +325,7 @@ impl Proxy {
                 address,
                 backend.health.clone(),
                 self.state.clone(),
+                pool.tls.clone(),
             );
             if let Some(checker) = checker {
                 checks.insert(address, checker);

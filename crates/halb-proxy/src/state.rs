@@ -214,6 +214,12 @@ pub struct PoolState {
     order: Box<[u8]>,
     /// Levels and zones in play; `None`: primaries, then backups.
     pub spread: Option<Spread>,
+    /// `[pool.tls]` loaded; `Err`: its files could not be used (checked
+    /// before a config is applied, so only when they changed since), and
+    /// connections fail saying so rather than go out in the clear.
+    /// Shared by the snapshots of a pool whose `[pool.tls]` keys stay the
+    /// same; a reload swaps in the files read again.
+    pub(crate) tls: Option<halb_backend_tls::SharedBackendTls>,
 }
 
 impl std::fmt::Debug for PoolState {
@@ -348,7 +354,13 @@ impl PoolState {
         order.push(BACKUP_LEVEL);
         order.sort_unstable();
         order.dedup();
+        let tls = match (&config.tls, previous) {
+            (None, _) => None,
+            (Some(_), Some(previous)) if previous.config.tls == config.tls => previous.tls.clone(),
+            (Some(settings), _) => Some(halb_backend_tls::shared(settings)),
+        };
         PoolState {
+            tls,
             local_zone,
             order: order.into(),
             spread,
@@ -363,6 +375,21 @@ impl PoolState {
             kept_in_flight: Mutex::new(kept_in_flight),
             balancer,
             state: state.clone(),
+        }
+    }
+
+    /// Read the `[pool.tls]` files again (a reload): new connections use
+    /// them. Files that cannot be used leave the ones in use (a reload
+    /// checks them first, so this is a change in between).
+    pub(crate) fn reread_tls(&self) {
+        let (Some(slot), Some(settings)) = (&self.tls, &self.config.tls) else {
+            return;
+        };
+        match halb_backend_tls::BackendTls::load(settings) {
+            Ok(tls) => slot.store(Arc::new(Ok(tls))),
+            Err(error) => {
+                tracing::warn!(pool = %self.name, %error, "[pool.tls] files not reread")
+            }
         }
     }
 

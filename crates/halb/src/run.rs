@@ -90,7 +90,9 @@ pub fn check_file(path: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Loaded { config, .. }) => {
-            if let Err(error) = halb_proxy::check_tls(&config.listeners) {
+            if let Err(error) = halb_proxy::check_tls(&config.listeners)
+                .and_then(|()| halb_proxy::check_backend_tls(&config.pools))
+            {
                 report(path, &[error.to_string()]);
                 return ExitCode::FAILURE;
             }

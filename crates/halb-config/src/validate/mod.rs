@@ -13,6 +13,7 @@ mod levels;
 pub use levels::check_zone_name;
 mod log;
 mod pool;
+mod pool_tls;
 mod route;
 mod sticky;
 mod tls;
@@ -139,6 +140,7 @@ pub(crate) fn validate(
     let listeners = listeners(c, raw.listeners, &raw.root, &defined_pools, admin_bind);
     if let (Some(listeners), Some(pools)) = (&listeners, &pools) {
         connection::send_proxy_only_for_tcp(c, listeners, pools);
+        pool_tls::tls_only_for_http(c, listeners, pools);
     }
 
     match (

@@ -171,6 +171,7 @@ fn pool(
     };
 
     let send_proxy = super::connection::send_proxy(c, at, raw.send_proxy);
+    let tls = super::pool_tls::pool_tls(c, raw.tls);
     Some(Pool {
         name: name?.value,
         algorithm: algorithm?.value,
@@ -187,6 +188,7 @@ fn pool(
         panic_threshold: panic_threshold?.value,
         overflow: overflow?,
         sticky: sticky?,
+        tls: super::pool_tls::default_sni(tls?, backends.as_ref()?),
         backends: backends.as_ref()?.0.clone(),
         named_backends: backends?.1,
         send_proxy: send_proxy?,

@@ -8,7 +8,7 @@ use crate::raw::{
     RawHealthCheck, RawLimits, RawListener, RawLog, RawOutlierDetection, RawPool, RawRetryBudget,
     RawRoute, RawRouteHeader, RawRuntime, RawSticky, RawVrrp, RawVrrpInstance, Slot,
 };
-use crate::raw::{RawListenerTls, RawSniCertificate};
+use crate::raw::{RawListenerTls, RawPoolTls, RawSniCertificate};
 
 const ROOT_KEYS: &[&str] = &[
     "runtime",
@@ -78,7 +78,9 @@ const POOL_KEYS: &[&str] = &[
     "backend",
     "sticky",
     "send_proxy",
+    "tls",
 ];
+const POOL_TLS_KEYS: &[&str] = &["ca", "sni", "verify", "cert", "key"];
 const HEALTH_CHECK_KEYS: &[&str] = &[
     "kind",
     "path",
@@ -343,6 +345,50 @@ impl Walker {
                 .array_of_tables(table, "backend")
                 .map(|tables| tables.iter().map(|t| self.backend(t)).collect()),
             send_proxy: self.string(table, "send_proxy"),
+            tls: self.pool_tls(table),
+        }
+    }
+
+    /// `tls = true` (defaults) or a `[pool.tls]` table.
+    fn pool_tls(&mut self, pool: &Table<'_>) -> Slot<RawPoolTls> {
+        let switch = pool
+            .entries
+            .get("tls")
+            .and_then(|item| item.as_value())
+            .and_then(|value| value.as_bool());
+        if switch.is_some() {
+            return self.boolean(pool, "tls").map(|&on| RawPoolTls {
+                at: Header {
+                    path: pool.at.path_of("tls"),
+                    line: pool.at.line,
+                },
+                switch: Some(on),
+                ca: Slot::Missing,
+                sni: Slot::Missing,
+                verify: Slot::Missing,
+                cert: Slot::Missing,
+                key: Slot::Missing,
+            });
+        }
+        match self.table(pool, "tls") {
+            Slot::Missing => Slot::Missing,
+            Slot::Invalid => Slot::Invalid,
+            Slot::Set(field) => {
+                let table = field.value;
+                self.reject_unknown_keys(&table, POOL_TLS_KEYS);
+                Slot::Set(crate::raw::Field {
+                    value: RawPoolTls {
+                        at: table.at.clone(),
+                        switch: None,
+                        ca: self.string(&table, "ca"),
+                        sni: self.string(&table, "sni"),
+                        verify: self.boolean(&table, "verify"),
+                        cert: self.string(&table, "cert"),
+                        key: self.string(&table, "key"),
+                    },
+                    line: field.line,
+                })
+            }
         }
     }
 

@@ -5,13 +5,15 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use halb_backend_tls::{BackendTls, TlsClientStream};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::client::BackendConnection;
+use super::client::{BackendConnection, BackendStream};
 use crate::error::ProxyError;
 
 /// Idle connections kept per backend per worker.
@@ -21,10 +23,14 @@ const MAX_IDLE_PER_BACKEND: usize = 256;
 /// reusing one that the backend is closing would fail the request.
 const IDLE_REUSE_LIMIT: Duration = Duration::from_secs(4);
 
+/// Idle connections by backend address and TLS settings.
+type IdleMap = HashMap<(SocketAddr, u64), Vec<IdleConnection>, BuildHasherDefault<AddressHasher>>;
+
 /// One worker's idle backend connections.
 #[derive(Debug, Default)]
 pub(crate) struct UpstreamPool {
-    idle: RefCell<HashMap<SocketAddr, Vec<IdleConnection>, BuildHasherDefault<AddressHasher>>>,
+    /// By backend address and TLS settings ([`BackendConnection::tls_id`]).
+    idle: RefCell<IdleMap>,
 }
 
 /// Hashes backend addresses with one multiply per word instead of SipHash:
@@ -86,32 +92,57 @@ impl UpstreamPool {
         &self,
         address: SocketAddr,
         connect_timeout: Duration,
+        tls: Option<&BackendTls>,
     ) -> Result<(BackendConnection, bool), ProxyError> {
-        if let Some(connection) = self.checkout(address) {
+        if let Some(connection) = self.checkout((address, tls.map_or(0, |tls| tls.id))) {
             return Ok((connection, true));
         }
-        Ok((Self::connect(address, connect_timeout).await?, false))
+        Ok((Self::connect(address, connect_timeout, tls).await?, false))
     }
 
-    /// A new connection to `address`, never one from the pool.
+    /// A new connection to `address`, never one from the pool; with `tls`,
+    /// the TLS handshake is made (within `connect_timeout` too).
     pub(crate) async fn connect(
         address: SocketAddr,
         connect_timeout: Duration,
+        tls: Option<&BackendTls>,
     ) -> Result<BackendConnection, ProxyError> {
-        let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await
-        {
-            Err(_) => return Err(ProxyError::ConnectTimeout),
-            Ok(Err(e)) => return Err(ProxyError::Connect(e)),
-            Ok(Ok(stream)) => stream,
+        let connecting = async {
+            let stream = TcpStream::connect(address)
+                .await
+                .map_err(ProxyError::Connect)?;
+            let _ = stream.set_nodelay(true);
+            let Some(tls) = tls else {
+                return Ok(BackendConnection::new(
+                    BackendStream::Plain(stream),
+                    address,
+                    0,
+                ));
+            };
+            let session = tls
+                .session(address)
+                .map_err(|e| ProxyError::Connect(io::Error::other(e)))?;
+            let stream = TlsClientStream::connect(stream, session)
+                .await
+                .map_err(|e| ProxyError::Connect(tls_failure(e)))?;
+            Ok(BackendConnection::new(
+                BackendStream::Tls(Box::new(stream)),
+                address,
+                tls.id,
+            ))
         };
-        let _ = stream.set_nodelay(true);
-        Ok(BackendConnection::new(stream, address))
+        match tokio::time::timeout(connect_timeout, connecting).await {
+            Err(_) => Err(ProxyError::ConnectTimeout),
+            Ok(result) => result,
+        }
     }
 
     /// Keep a connection whose last response is complete for a next request.
     pub(crate) fn release(&self, connection: BackendConnection) {
         let mut idle = self.idle.borrow_mut();
-        let list = idle.entry(connection.address).or_default();
+        let list = idle
+            .entry((connection.address, connection.tls_id))
+            .or_default();
         if list.len() >= MAX_IDLE_PER_BACKEND {
             list.remove(0);
         }
@@ -123,15 +154,14 @@ impl UpstreamPool {
 
     /// Close the idle connections to `backends` (they left every pool).
     pub(crate) fn forget(&self, backends: &[SocketAddr]) {
-        let mut idle = self.idle.borrow_mut();
-        for backend in backends {
-            idle.remove(backend);
-        }
+        self.idle
+            .borrow_mut()
+            .retain(|(address, _), _| !backends.contains(address));
     }
 
-    fn checkout(&self, address: SocketAddr) -> Option<BackendConnection> {
+    fn checkout(&self, key: (SocketAddr, u64)) -> Option<BackendConnection> {
         let mut idle = self.idle.borrow_mut();
-        let list = idle.get_mut(&address)?;
+        let list = idle.get_mut(&key)?;
         let now = Instant::now();
         while let Some(entry) = list.pop() {
             if now.duration_since(entry.since) <= IDLE_REUSE_LIMIT && entry.connection.is_quiet() {
@@ -144,4 +174,10 @@ impl UpstreamPool {
         }
         None
     }
+}
+
+/// A failed TLS handshake, worded for the backend's state and the logs:
+/// "TLS handshake: invalid peer certificate: ..." names what did not verify.
+fn tls_failure(error: io::Error) -> io::Error {
+    io::Error::new(error.kind(), format!("TLS handshake: {error}"))
 }

@@ -9,6 +9,7 @@ mod admin_api;
 mod alerts;
 mod algorithms;
 mod backend_protocol;
+mod backend_tls;
 mod backups;
 mod bad_requests;
 mod cli;

@@ -104,7 +104,7 @@ impl BackendBody {
         }
         match self.decoder {
             Some(Decoder::Length(left)) if left >= min && connection.buf.is_empty() => {
-                Some((&connection.stream, left, self.stall.limit()))
+                Some((connection.plain()?, left, self.stall.limit()))
             }
             _ => None,
         }

@@ -16,16 +16,16 @@
 mod body;
 pub(crate) mod head;
 mod request_body;
+mod stream;
 mod upload;
 
 use std::io;
 use std::net::SocketAddr;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::Method;
-use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 pub(crate) use body::BackendBody;
@@ -33,10 +33,10 @@ pub(crate) use head::ResponseHead;
 pub(crate) use upload::Upload;
 
 pub(crate) use request_body::RequestBody;
+pub(crate) use stream::BackendStream;
 
 use super::arena::carve;
 use crate::error::ProxyError;
-use crate::sock::write_all;
 use upload::UploadError;
 
 /// First read of a response: into the worker's arena, keeping only what came.
@@ -64,8 +64,10 @@ pub enum BackendError {
 /// An HTTP/1.1 connection to a backend.
 #[derive(Debug)]
 pub(crate) struct BackendConnection {
-    stream: TcpStream,
+    stream: BackendStream,
     pub(crate) address: SocketAddr,
+    /// The [`halb_backend_tls::BackendTls::id`] it was made with; 0: plain.
+    pub(crate) tls_id: u64,
     /// Bytes read and not used yet; unallocated between requests.
     buf: BytesMut,
     /// The last read emptied the socket.
@@ -110,10 +112,11 @@ pub(crate) struct ExchangeFailure {
 }
 
 impl BackendConnection {
-    pub(crate) fn new(stream: TcpStream, address: SocketAddr) -> Self {
+    pub(crate) fn new(stream: BackendStream, address: SocketAddr, tls_id: u64) -> Self {
         BackendConnection {
             stream,
             address,
+            tls_id,
             buf: BytesMut::new(),
             drained: true,
         }
@@ -123,8 +126,7 @@ impl BackendConnection {
     /// while it was idle (a close, or bytes no request asked for). Reads
     /// the readiness the worker's event loop already has; no system call.
     pub(crate) fn is_quiet(&self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        self.buf.is_empty() && self.stream.poll_read_ready(&mut cx).is_pending()
+        self.buf.is_empty() && self.stream.is_quiet()
     }
 
     /// Ready the connection for the idle pool: `false` if it cannot be
@@ -138,9 +140,7 @@ impl BackendConnection {
             // The last read was short, so the socket was empty then and the
             // event loop has not run since: forget the readiness it left,
             // so that [`Self::is_quiet`] sees only what comes from now on.
-            let _ = self.stream.try_io(Interest::READABLE, || {
-                Err::<(), _>(io::ErrorKind::WouldBlock.into())
-            });
+            self.stream.clear_read_ready();
             return true;
         }
         // The last read filled the buffer: look once more.
@@ -202,7 +202,8 @@ impl BackendConnection {
     ) -> Result<(ResponseHead, Sent), ExchangeFailure> {
         let mut written = false;
         let sent = if matches!(body, RequestBody::Empty) {
-            write_all(&self.stream, &mut [head.clone()], stall_limit, &mut written)
+            self.stream
+                .write_all(&mut [head.clone()], stall_limit, &mut written)
                 .await
                 .map(|()| Sent::Whole)
                 .map_err(|e| ProxyError::Upstream(BackendError::Io(e)))
@@ -344,8 +345,17 @@ impl BackendConnection {
         }
     }
 
-    /// The socket and any bytes read past the `101` head, for a tunnel.
-    pub(crate) fn into_tunnel(self) -> (TcpStream, BytesMut) {
-        (self.stream, self.buf)
+    /// The socket and any bytes read past the `101` head, for a tunnel;
+    /// `None` over TLS (tunnels are relayed from plain backends only).
+    pub(crate) fn into_tunnel(self) -> Option<(TcpStream, BytesMut)> {
+        match self.stream {
+            BackendStream::Plain(stream) => Some((stream, self.buf)),
+            BackendStream::Tls(_) => None,
+        }
+    }
+
+    /// The backend's socket when a body can be spliced from it.
+    pub(crate) fn plain(&self) -> Option<&TcpStream> {
+        self.stream.plain()
     }
 }

@@ -10,12 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
-use tokio::net::TcpStream;
 
 use super::RequestBody;
 use crate::http::codec::framing::{chunk_size_line, StallTimer};
 use crate::http::codec::BodyError;
-use crate::sock::try_send_parts;
 
 /// Frames are taken from the client while fewer parts than this wait.
 const MAX_QUEUED: usize = 4;
@@ -78,7 +76,7 @@ impl Upload {
     /// once the request has been handed to the socket whole.
     pub(crate) fn poll_send(
         &mut self,
-        stream: &TcpStream,
+        stream: &super::BackendStream,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), UploadError>> {
         loop {
@@ -105,7 +103,7 @@ impl Upload {
                     Poll::Pending
                 };
             }
-            match try_send_parts(stream, &mut self.pending) {
+            match stream.try_send_parts(&mut self.pending) {
                 Ok(n) => {
                     self.sent += n as u64;
                     self.stall.progressed();

@@ -254,7 +254,12 @@ impl Handler {
                                 "101 Switching Protocols to a request that asked for no upgrade",
                             )));
                         }
-                        let (stream, early) = connection.into_tunnel();
+                        let Some((stream, early)) = connection.into_tunnel() else {
+                            return Err(ProxyError::Upstream(client::BackendError::Malformed(
+                                "101 Switching Protocols from a TLS backend: upgrades are \
+                                 relayed from plain backends only",
+                            )));
+                        };
                         let upgrade = BackendUpgrade {
                             stream,
                             early,
@@ -339,14 +344,25 @@ impl Handler {
         let backend = in_flight.backend();
         let config = &pool.config;
         let mut fresh_only = false;
+        let loaded = pool.tls.as_ref().map(|slot| slot.load_full());
+        let tls = match loaded.as_deref() {
+            None => None,
+            Some(Ok(tls)) => Some(tls),
+            Some(Err(problem)) => {
+                return Err(FailedAttempt {
+                    error: ProxyError::Connect(std::io::Error::other(problem.to_string())),
+                    unsent: true,
+                })
+            }
+        };
         loop {
             let connection = if fresh_only {
-                UpstreamPool::connect(backend.address, config.connect_timeout)
+                UpstreamPool::connect(backend.address, config.connect_timeout, tls)
                     .await
                     .map(|connection| (connection, false))
             } else {
                 self.upstream
-                    .get(backend.address, config.connect_timeout)
+                    .get(backend.address, config.connect_timeout, tls)
                     .await
             };
             let (mut connection, reused) = match connection {
