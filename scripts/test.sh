@@ -50,7 +50,7 @@ else
   cargo test --workspace --no-fail-fast
 fi
 
-# A short fuzz run of every target (fuzz/, 20 s each) when a nightly
+# A short fuzz run of every target (fuzz/, 10 s each) when a nightly
 # toolchain exists; without one, only the corpus replay (a normal test,
 # run above) covers the decoders. New inputs go to a scratch directory,
 # the kept corpus is only read.
@@ -59,10 +59,10 @@ if cargo +nightly --version >/dev/null 2>&1; then
   scratch=$(mktemp -d)
   trap 'rm -rf "$scratch"' EXIT
   for target in $(cd fuzz && cargo +nightly fuzz list); do
-    echo "fuzzing $target for 20 s..."
+    echo "fuzzing $target for 10 s..."
     mkdir -p "$scratch/$target"
     (cd fuzz && cargo +nightly fuzz run "$target" "$scratch/$target" "corpus/$target" \
-      -- -max_total_time=20 -print_final_stats=1 2>&1 | tail -n 12)
+      -- -max_total_time=10 -print_final_stats=1 2>&1 | tail -n 12)
   done
 else
   echo "no nightly toolchain (rustup toolchain install nightly): the short fuzz run is skipped;" \
