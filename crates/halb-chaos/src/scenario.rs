@@ -267,7 +267,7 @@ fn target(t: &dyn TableLike, p: &str, nodes: &[Node]) -> Result<Target, Scenario
 
 /// `http://host:port` with nothing after it but an optional `/`.
 fn admin_url(url: &str) -> bool {
-    halb_config::WebhookUrl::parse(url).is_ok_and(|u| u.path == "/")
+    halb_config::WebhookUrl::parse_plain(url).is_ok_and(|u| u.path == "/")
 }
 
 /// Parses and validates a scenario file's text.
@@ -330,7 +330,7 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
         return Err(err("load.url", "missing (url or urls)"));
     }
     for u in &urls {
-        if let Err(message) = halb_config::WebhookUrl::parse(u) {
+        if let Err(message) = halb_config::WebhookUrl::parse_plain(u) {
             return Err(err("load.url", message));
         }
     }

@@ -25,6 +25,19 @@ pub struct WebhookUrl {
 }
 
 impl WebhookUrl {
+    /// Parse an `http://host[:port][/path]` URL for a client that speaks
+    /// plain HTTP only (drill load and admin URLs, `halb register
+    /// --check`): `https` is refused, saying so.
+    pub fn parse_plain(url: &str) -> Result<WebhookUrl, String> {
+        let parsed = WebhookUrl::parse(url)?;
+        if parsed.tls {
+            return Err(format!(
+                "only http:// is supported here, got {url:?} (this client does not speak TLS)"
+            ));
+        }
+        Ok(parsed)
+    }
+
     /// Parse an `http://` or `https://host[:port][/path]` URL.
     pub fn parse(url: &str) -> Result<WebhookUrl, String> {
         let bad = |hint: &str| {

@@ -189,7 +189,7 @@ async fn register_async(args: Register<'_>) -> anyhow::Result<ExitCode> {
     }
     let check = args
         .check
-        .map(WebhookUrl::parse)
+        .map(WebhookUrl::parse_plain)
         .transpose()
         .map_err(|e| anyhow::anyhow!("--check: {e}"))?;
     let key = format!(
