@@ -75,7 +75,13 @@ impl ServerCertVerifier for AnyChain {
 // halb serves with it, so the client offers the same classical groups.
 #[allow(deprecated)]
 pub fn client_config(resume: bool) -> Arc<ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    // X25519 first, as browsers, curl, wrk and h2load (OpenSSL) offer it:
+    // rustls' ring provider lists P-384 first, and the key share a client
+    // sends first is the group a server ends up computing.
+    use rustls::crypto::ring::kx_group::{SECP256R1, SECP384R1, X25519};
+    provider.kx_groups = vec![X25519, SECP256R1, SECP384R1];
+    let provider = Arc::new(provider);
     let mut config = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default versions")
