@@ -123,7 +123,13 @@ def on_signal(signum, _frame):
 
 
 def check_tools(args: argparse.Namespace) -> None:
-    missing = [t for t in ("haproxy", "nginx", "wrk", "taskset") if shutil.which(t) is None]
+    tools = ["haproxy", "nginx", "wrk", "taskset"]
+    cases = case_list.select(args.cases)
+    if any(c.tls for c in cases):
+        tools.append("openssl")
+    if any(c.kind == "h2" for c in cases):
+        tools.append("h2load")
+    missing = [t for t in tools if shutil.which(t) is None]
     if not args.halb.is_file():
         missing.append(f"halb ({args.halb}; cargo build --release -p halb)")
     if not args.wrk_only and not args.load.is_file():
@@ -198,13 +204,17 @@ def main() -> int:
         "haproxy": version(["haproxy", "-v"]),
         "nginx": version(["nginx", "-v"]),
         "wrk": version(["wrk", "--version"]),
-        "clients": ("wrk for every case" if args.wrk_only else
-                    "halb-load (bench/load: 256 KiB reads) for the MiB/s cases, wrk for the others"),
+        "clients": ("wrk for every case but TLS handshakes and h2" if args.wrk_only else
+                    "halb-load (bench/load: 256 KiB reads, rustls) for the MiB/s cases and TLS "
+                    "handshakes, h2load for h2, wrk for the others"),
         "cpu split": (f"proxy on CPU {cpus.proxy} (1-worker cases) / CPUs {cpus.proxy_multi} "
                       f"(2-worker cases); load clients, backends and idle clients on CPU {cpus.load}"),
         "per run": (f"{args.warmup:g} s warm-up + {args.duration:g} s measured, repeat {args.repeat}, "
                     f"proxies alternated, a fresh proxy process per run"),
         "idle connections": args.idle_connections,
+        "TLS": ("TLS 1.3, X25519, one self-signed ECDSA P-256 certificate made with openssl; "
+                "halb rustls (ring), HAProxy and NGINX OpenSSL, session tickets on in all three"),
+        "h2load": version(["h2load", "--version"]),
         "modes": ", ".join(modes),
         "load average at start": load_average(),
     }

@@ -3,7 +3,8 @@
 #   bench/run.sh            full run (about 10 minutes + build), results in bench/results/
 #   bench/run.sh --smoke    every case once for ~1 s (CI), results in bench/results/tmp/
 #   bench/run.sh --help     all options (duration, repeat, cases, proxies, CPUs)
-# Installs haproxy, nginx (with its stream module) and wrk from Debian if
+# Installs haproxy, nginx (with its stream module), wrk, h2load (nghttp2-client)
+# and openssl from Debian if
 # missing, builds halb in release mode, and keeps matplotlib for the plot in
 # bench/.venv. Everything it starts listens on 127.0.0.1 and is stopped on
 # exit, error or Ctrl-C.
@@ -20,6 +21,8 @@ command -v haproxy >/dev/null || missing+=(haproxy)
 command -v nginx >/dev/null || missing+=(nginx)
 [[ -e /usr/lib/nginx/modules/ngx_stream_module.so ]] || missing+=(libnginx-mod-stream)
 command -v wrk >/dev/null || missing+=(wrk)
+command -v h2load >/dev/null || missing+=(nghttp2-client)
+command -v openssl >/dev/null || missing+=(openssl)
 command -v taskset >/dev/null || missing+=(util-linux)
 if ((${#missing[@]})); then
   echo "bench: installing ${missing[*]}"

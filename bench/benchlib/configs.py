@@ -10,6 +10,8 @@ explicit number of worker threads/processes.
 
 from __future__ import annotations
 
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 # Client-side timeouts, equal for all three: long enough that the idle
@@ -63,7 +65,35 @@ http {{
 """
 
 
-def halb(port: int, backends: list[int], workers: int, protocol: str) -> str:
+@dataclass(frozen=True)
+class Tls:
+    """The certificate all three proxies serve in the TLS and h2 cases:
+    `cert` and `key` as PEM files, and both in one file for HAProxy."""
+
+    cert: Path
+    key: Path
+    combined: Path
+
+
+def make_certificate(tmp: Path) -> Tls:
+    """A self-signed ECDSA P-256 certificate for 127.0.0.1, made with openssl."""
+    cert, key, combined = tmp / "bench-cert.pem", tmp / "bench-key.pem", tmp / "bench-combined.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "7", "-subj", "/CN=bench.local",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:bench.local"],
+        check=True, capture_output=True,
+    )
+    combined.write_text(cert.read_text() + key.read_text())
+    for f in (cert, key, combined):
+        f.chmod(0o644)
+    return Tls(cert, key, combined)
+
+
+def halb(port: int, backends: list[int], workers: int, protocol: str,
+         tls: Tls | None = None) -> str:
+    tls_section = (f'\n[listener.tls]\ncert = "{tls.cert}"\nkey = "{tls.key}"\n'
+                   if tls else "")
     servers = "".join(
         f'\n[[pool.backend]]\naddress = "127.0.0.1:{b}"\n' for b in backends
     )
@@ -78,14 +108,18 @@ protocol = "{protocol}"
 pool = "app"
 request_head_timeout = "{CLIENT_TIMEOUT_S}s"
 idle_timeout = "{CLIENT_TIMEOUT_S}s"
-
+{tls_section}
 [[pool]]
 name = "app"
 algorithm = "round_robin"
 {servers}"""
 
 
-def haproxy(port: int, backends: list[int], workers: int, protocol: str) -> str:
+def haproxy(port: int, backends: list[int], workers: int, protocol: str,
+            tls: Tls | None = None) -> str:
+    scheme = "https" if tls else "http"
+    # OpenSSL with its defaults: TLS 1.2-1.3, session cache and tickets on.
+    ssl = f" ssl crt {tls.combined} alpn h2,http/1.1" if tls else ""
     servers = "".join(
         f"    server s{i} 127.0.0.1:{b}\n" for i, b in enumerate(backends, 1)
     )
@@ -99,9 +133,9 @@ def haproxy(port: int, backends: list[int], workers: int, protocol: str) -> str:
 """.format(t=CLIENT_TIMEOUT_S)
         # The headers halb adds beside X-Forwarded-For (not allowed in an
         # anonymous defaults section).
-        rules = """\
-    http-request set-header X-Forwarded-Proto http
-    http-request add-header Forwarded "for=%[src];proto=http"
+        rules = f"""\
+    http-request set-header X-Forwarded-Proto {scheme}
+    http-request add-header Forwarded "for=%[src];proto={scheme}"
 """
     else:
         http = rules = ""
@@ -120,7 +154,7 @@ defaults
     timeout server 30s
 {http}
 frontend fe
-    bind 127.0.0.1:{port}
+    bind 127.0.0.1:{port}{ssl}
 {rules}    default_backend be
 
 backend be
@@ -129,8 +163,18 @@ backend be
 
 
 def nginx_proxy(
-    tmp: Path, port: int, backends: list[int], workers: int, protocol: str
+    tmp: Path, port: int, backends: list[int], workers: int, protocol: str,
+    tls: Tls | None = None,
 ) -> str:
+    # nginx 1.22 enables h2 on the listen line; OpenSSL's tickets are on by
+    # default, and a shared session cache matches HAProxy's.
+    listen_tls = " ssl http2" if tls else ""
+    tls_lines = (f"""\
+        ssl_certificate {tls.cert};
+        ssl_certificate_key {tls.key};
+        ssl_session_cache shared:SSL:10m;
+        ssl_session_tickets on;
+""" if tls else "")
     servers = "".join(f"        server 127.0.0.1:{b};\n" for b in backends)
     head = f"""\
 {nginx_common(tmp, "proxy")}
@@ -171,8 +215,8 @@ http {{
         keepalive_timeout 300s;
     }}
     server {{
-        listen 127.0.0.1:{port} backlog=4096;
-        location / {{
+        listen 127.0.0.1:{port}{listen_tls} backlog=4096;
+{tls_lines}        location / {{
             proxy_pass http://app;
             proxy_http_version 1.1;
             proxy_set_header Connection "";

@@ -13,6 +13,7 @@ import http.client
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass
@@ -134,8 +135,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(port: int, path: str, proc: Started, timeout: float = 15.0) -> None:
-    """Wait until GET `path` through `port` answers 200."""
+def wait_http(port: int, path: str, proc: Started, timeout: float = 15.0,
+              tls: bool = False) -> None:
+    """Wait until GET `path` through `port` (over TLS, unverified) answers 200."""
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
@@ -144,7 +146,11 @@ def wait_http(port: int, path: str, proc: Started, timeout: float = 15.0) -> Non
                 f"{proc.name} exited with {proc.popen.returncode}; log: {proc.log}\n"
                 + tail(proc.log)
             )
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        if tls:
+            conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=2,
+                                               context=ssl._create_unverified_context())
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         try:
             conn.request("GET", path)
             response = conn.getresponse()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import subprocess
 import time
@@ -85,6 +86,13 @@ class Bench:
         self.profiler = None
         # The equal-CPU mode's cgroups (None: that mode is not run).
         self.groups: cgroup.CpuGroups | None = None
+        # The certificate of the TLS and h2 cases (made on first use).
+        self.tls: configs.Tls | None = None
+
+    def certificate(self) -> configs.Tls:
+        if self.tls is None:
+            self.tls = configs.make_certificate(self.tmp)
+        return self.tls
 
     # --- backends -------------------------------------------------------
     def start_backends(self) -> None:
@@ -126,22 +134,24 @@ class Bench:
         conf = self.tmp / f"{tag}.conf"
         log = self.tmp / f"{tag}.log"
         env = None
+        tls = self.certificate() if case.tls else None
         if is_halb(proxy):
-            conf.write_text(configs.halb(port, backends, workers, protocol))
+            conf.write_text(configs.halb(port, backends, workers, protocol, tls))
             argv = [str(self.s.halb_binary(proxy)), "run", "--config", str(conf)]
             env = {"RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         elif proxy == "haproxy":
-            conf.write_text(configs.haproxy(port, backends, workers, protocol))
+            conf.write_text(configs.haproxy(port, backends, workers, protocol, tls))
             argv = ["haproxy", "-db", "-f", str(conf)]
         elif proxy == "nginx":
-            conf.write_text(configs.nginx_proxy(self.tmp, port, backends, workers, protocol))
+            conf.write_text(configs.nginx_proxy(self.tmp, port, backends, workers, protocol,
+                                                 tls))
             argv = ["nginx", "-p", str(self.tmp), "-e", str(self.tmp / "proxy.stderr.log"),
                     "-c", str(conf), "-g", "daemon off; master_process on;"]
         else:
             raise ValueError(proxy)
         started = self.procs.start(proxy, argv, cpus=self.s.cpus.for_case(case), log=log, env=env,
                                    cgroup_procs=group.procs_file if group else None)
-        procs.wait_http(port, "/hello", started)
+        procs.wait_http(port, "/hello", started, tls=case.tls)
         return started, port
 
     def stop_proxy(self, proxy: str, started: procs.Started) -> None:
@@ -151,16 +161,32 @@ class Bench:
     # --- load -----------------------------------------------------------
     def client(self, case: Case) -> str:
         """`halb-load` for large bodies (it reads 256 KiB at a time where wrk
-        reads 8 KiB, which made the load core the limit), wrk otherwise."""
-        return "halb-load" if case.mib and self.s.load is not None else "wrk"
+        reads 8 KiB, which made the load core the limit) and for TLS
+        handshakes (wrk cannot resume a session), h2load for h2, wrk
+        otherwise."""
+        if case.kind == "h2":
+            return "h2load"
+        if case.handshakes or (case.mib and self.s.load is not None):
+            return "halb-load"
+        return "wrk"
 
     def load(self, case: Case, port: int, seconds: float, report: bool) -> dict | None:
         argv = ["taskset", "-c", self.s.cpus.load]
-        if self.client(case) == "halb-load":
+        scheme = "https" if case.tls else "http"
+        url = f"{scheme}://127.0.0.1:{port}{case.path}"
+        h2log = self.tmp / "h2load.log"
+        if self.client(case) == "h2load":
+            argv += ["h2load", "-t1", f"-c{case.connections}", f"-m{case.streams}",
+                     "-D", str(max(1, round(seconds))), "--log-file", str(h2log), url]
+        elif self.client(case) == "halb-load":
+            if self.s.load is None:
+                raise RuntimeError(f"{case.id} needs halb-load (not with --wrk-only)")
             argv += [str(self.s.load), "-c", str(case.connections), "-d", str(max(1, round(seconds))),
                      "--timeout", "10"]
             if case.close:
                 argv.append("--close")
+            if not case.resume:
+                argv.append("--no-resume")
         else:
             argv += [
                 "wrk", f"-t{min(self.s.wrk_threads, case.connections)}",
@@ -170,13 +196,16 @@ class Bench:
                 argv += ["--latency", "-s", str(WRK_SCRIPT)]
             if case.close:
                 argv += ["-H", "Connection: close"]
-        argv.append(f"http://127.0.0.1:{port}{case.path}")
+        if self.client(case) != "h2load":
+            argv.append(url)
         out = subprocess.run(
             argv, capture_output=True, text=True, timeout=seconds + 60,
             stdin=subprocess.DEVNULL, preexec_fn=procs.child_setup,
         )
         if not report:
             return None
+        if self.client(case) == "h2load":
+            return h2load_report(out.stdout, out.stderr, h2log)
         for line in out.stdout.splitlines():
             if line.startswith("WRKJSON "):
                 return json.loads(line[len("WRKJSON "):])
@@ -246,7 +275,12 @@ class Bench:
             throttled = throttle1.get("nr_throttled", 0) - throttle0.get("nr_throttled", 0)
             metrics["quota_cores"] = group.cores
             metrics["throttled_pct"] = 100 * throttled / periods if periods else float("nan")
+        if case.handshakes:
+            # Proof of what was measured: resumed handshakes, or none.
+            metrics["resumed_pct"] = 100 * w.get("resumed", 0) / max(w.get("handshakes", 0), 1)
         result = Result(case.id, proxy, rep, metrics=metrics, mode=mode)
+        if case.handshakes and case.resume and metrics["resumed_pct"] < 90:
+            result.note = f"only {metrics['resumed_pct']:.0f} % of handshakes resumed"
         if requests == 0:
             result.ok, result.note = False, "no request completed"
         elif not alive:
@@ -307,6 +341,46 @@ class Bench:
             result.note = (f"{connected[1]} connects failed, "
                            f"{requested[1]} requests failed")
         return result
+
+
+def h2load_report(stdout: str, stderr: str, log: Path) -> dict:
+    """h2load's totals, and percentiles from its per-request log
+    (start µs, status, duration µs), as the same dict as wrk's report."""
+    def field(pattern: str) -> re.Match:
+        m = re.search(pattern, stdout)
+        if m is None:
+            raise RuntimeError(f"h2load gave no report: {stderr.strip() or stdout.strip()}"[:300])
+        return m
+
+    finished = field(r"finished in ([\d.]+)(m?s)")
+    seconds = float(finished[1]) / (1000 if finished[2] == "ms" else 1)
+    req = field(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                r"(\d+) failed, (\d+) errored, (\d+) timeout")
+    codes = field(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx")
+    traffic = field(r"traffic: \S+ \((\d+)\) total")
+    latencies = sorted(int(line.split("\t")[2]) for line in log.read_text().splitlines()
+                       if line.count("\t") >= 2)
+    log.unlink()
+
+    def pct(p: float) -> int:
+        if not latencies:
+            return 0
+        return latencies[min(len(latencies), max(1, -(-len(latencies) * p // 100))) - 1]
+
+    return {
+        "requests": sum(int(codes[i]) for i in range(1, 5)),
+        "bytes": int(traffic[1]),
+        "duration_us": int(seconds * 1e6),
+        "connect_errors": 0,
+        "read_errors": int(req[6]),
+        "write_errors": 0,
+        "status_errors": int(codes[3]) + int(codes[4]),
+        "timeouts": int(req[7]),
+        "p50_us": pct(50),
+        "p90_us": pct(90),
+        "p99_us": pct(99),
+        "max_us": latencies[-1] if latencies else 0,
+    }
 
 
 def _expect(client: procs.Started, word: str, timeout: float) -> tuple[int, int]:

@@ -7,7 +7,12 @@
 //! fixed duration, latency percentiles) but reads 256 KiB at a time, and
 //! prints its totals as the same one-line JSON report as `wrk_report.lua`.
 //!
-//! usage: halb-load -c CONNECTIONS -d SECONDS [--timeout SECONDS] [--close] URL
+//! It also speaks TLS (`https://` URLs, rustls), for the benchmark's TLS
+//! cases: with `--close` every request is a new handshake, resumed from a
+//! session ticket unless `--no-resume` asks for full handshakes; the report
+//! then counts the handshakes and how many resumed.
+//!
+//! usage: halb-load -c CONNECTIONS -d SECONDS [--timeout SECONDS] [--close] [--no-resume] URL
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -17,13 +22,15 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod tls;
+
 /// How much one read may take from the socket.
 const READ_CHUNK: usize = 256 * 1024;
 /// A response head longer than this is an error.
 const HEAD_LIMIT: usize = 64 * 1024;
 
 const USAGE: &str =
-    "usage: halb-load -c CONNECTIONS -d SECONDS [--timeout SECONDS] [--close] http://HOST:PORT/PATH";
+    "usage: halb-load -c CONNECTIONS -d SECONDS [--timeout SECONDS] [--close] [--no-resume] http[s]://HOST:PORT/PATH";
 
 #[derive(Debug)]
 struct Args {
@@ -34,6 +41,8 @@ struct Args {
     duration: Duration,
     timeout: Duration,
     close: bool,
+    tls: bool,
+    resume: bool,
 }
 
 fn seconds(flag: &str, value: Option<String>) -> Result<Duration, String> {
@@ -53,6 +62,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut duration = None;
     let mut timeout = Duration::from_secs(10);
     let mut close = false;
+    let mut resume = true;
     let mut url = None;
     while let Some(arg) = argv.next() {
         match arg.as_str() {
@@ -69,6 +79,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "-d" => duration = Some(seconds("-d", argv.next())?),
             "--timeout" => timeout = seconds("--timeout", argv.next())?,
             "--close" => close = true,
+            "--no-resume" => resume = false,
             "-h" | "--help" => return Err(USAGE.into()),
             other if other.starts_with('-') => return Err(format!("unknown option {other:?}")),
             other if url.is_none() => url = Some(other.to_string()),
@@ -76,9 +87,11 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         }
     }
     let url = url.ok_or("no URL given")?;
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url:?}: only http:// URLs"))?;
+    let (tls, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => return Err(format!("{url:?}: only http:// and https:// URLs")),
+    };
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -94,6 +107,8 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         duration: duration.ok_or("-d is required")?,
         timeout,
         close,
+        tls,
+        resume,
     })
 }
 
@@ -115,6 +130,8 @@ struct Tally {
     write: u64,
     status: u64,
     timeouts: u64,
+    handshakes: u64,
+    resumed: u64,
     latencies_us: Vec<u32>,
 }
 
@@ -137,6 +154,8 @@ impl Tally {
         self.write += other.write;
         self.status += other.status;
         self.timeouts += other.timeouts;
+        self.handshakes += other.handshakes;
+        self.resumed += other.resumed;
         self.latencies_us.extend(other.latencies_us);
     }
 }
@@ -192,10 +211,32 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, Failure> {
     }))
 }
 
+/// A connection to the server, plain or TLS.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tls::TlsStream>),
+}
+
+impl Conn {
+    async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.write_all(data).await,
+            Conn::Tls(s) => s.write_all(data).await,
+        }
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf).await,
+            Conn::Tls(s) => s.read(buf).await,
+        }
+    }
+}
+
 /// One request and its whole response: the bytes read and whether the
 /// connection may carry another request.
 async fn exchange(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     request: &[u8],
     buf: &mut [u8],
 ) -> Result<(u64, u16, bool), Failure> {
@@ -235,26 +276,43 @@ async fn exchange(
     Ok((head.len as u64 + head.body, head.status, head.keep_alive))
 }
 
-async fn connect(addr: SocketAddr) -> Result<TcpStream, Failure> {
+async fn connect(
+    addr: SocketAddr,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<Conn, Failure> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|_| Failure::Connect)?;
     stream.set_nodelay(true).map_err(|_| Failure::Connect)?;
-    Ok(stream)
+    Ok(match tls {
+        None => Conn::Plain(stream),
+        Some(config) => Conn::Tls(Box::new(
+            tls::TlsStream::connect(stream, addr, config.clone())
+                .await
+                .map_err(|_| Failure::Connect)?,
+        )),
+    })
 }
 
 /// One connection's loop until the deadline. A response that is still
 /// coming at the deadline is neither counted nor an error, as in wrk.
-async fn drive(args: Arc<Args>, request: Arc<[u8]>, deadline: Instant) -> Tally {
+async fn drive(
+    args: Arc<Args>,
+    request: Arc<[u8]>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    deadline: Instant,
+) -> Tally {
     let mut tally = Tally::default();
     let mut buf = vec![0u8; READ_CHUNK];
     let mut stream = None;
     while Instant::now() < deadline {
         let start = Instant::now();
         let limit = (start + args.timeout).min(deadline);
+        let mut fresh = false;
         let attempt = async {
             if stream.is_none() {
-                stream = Some(connect(args.addr).await?);
+                stream = Some(connect(args.addr, tls.as_ref()).await?);
+                fresh = true;
             }
             let conn = stream.as_mut().expect("connected above");
             exchange(conn, &request, &mut buf).await
@@ -267,6 +325,10 @@ async fn drive(args: Arc<Args>, request: Arc<[u8]>, deadline: Instant) -> Tally 
                 tally.bytes += bytes;
                 let us = now.duration_since(start).as_micros();
                 tally.latencies_us.push(us.min(u32::MAX as u128) as u32);
+                if let (true, Some(Conn::Tls(conn))) = (fresh, &stream) {
+                    tally.handshakes += 1;
+                    tally.resumed += u64::from(conn.resumed());
+                }
                 if !(200..400).contains(&status) {
                     tally.failed(Failure::Status);
                 }
@@ -308,6 +370,7 @@ fn report(total: &mut Tally, elapsed: Duration) -> String {
         "WRKJSON {{\"requests\":{},\"bytes\":{},\"duration_us\":{},\
          \"connect_errors\":{},\"read_errors\":{},\"write_errors\":{},\
          \"status_errors\":{},\"timeouts\":{},\
+         \"handshakes\":{},\"resumed\":{},\
          \"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"max_us\":{}}}",
         total.requests,
         total.bytes,
@@ -317,6 +380,8 @@ fn report(total: &mut Tally, elapsed: Duration) -> String {
         total.write,
         total.status,
         total.timeouts,
+        total.handshakes,
+        total.resumed,
         percentile(l, 50.0),
         percentile(l, 90.0),
         percentile(l, 99.0),
@@ -358,7 +423,13 @@ fn main() -> ExitCode {
         let start = Instant::now();
         let deadline = start + args.duration;
         let tasks: Vec<_> = (0..args.connections)
-            .map(|_| tokio::spawn(drive(args.clone(), request.clone(), deadline)))
+            .map(|_| {
+                // A session store per connection, as N real clients would
+                // have: one shared store keeps 8 tickets per server, too few
+                // for 64 connections that reconnect at once.
+                let tls = args.tls.then(|| tls::client_config(args.resume));
+                tokio::spawn(drive(args.clone(), request.clone(), tls, deadline))
+            })
             .collect();
         let mut total = Tally::default();
         for task in tasks {
@@ -412,9 +483,11 @@ mod tests {
         assert!(args("-c 0 -d 3 http://127.0.0.1:1/")
             .unwrap_err()
             .contains("-c"));
-        assert!(args("-c 1 -d 3 https://127.0.0.1:1/")
+        let t = args("-c 1 -d 3 --close --no-resume https://127.0.0.1:1/").unwrap();
+        assert!(t.tls && !t.resume && t.close);
+        assert!(args("-c 1 -d 3 ftp://127.0.0.1:1/")
             .unwrap_err()
-            .contains("http://"));
+            .contains("https://"));
         assert!(args("-c 1 http://127.0.0.1:1/").unwrap_err().contains("-d"));
     }
 
