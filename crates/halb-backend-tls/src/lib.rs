@@ -52,11 +52,21 @@ pub struct BackendTlsError {
     pub problem: String,
 }
 
+/// halb's one rustls provider, for both TLS sides: ring, with X25519 as
+/// the first key exchange group and then P-256, P-384 (ring's own order
+/// puts P-384 first, which costs several times more per handshake than
+/// what browsers and OpenSSL clients prefer).
+///
 /// rustls 0.23.48 deprecates ring's provider for its want of post-quantum
-/// key exchange; see docs/tls.md.
+/// key exchange (X25519MLKEM768, which aws-lc-rs has); its classical
+/// suites and groups are what clients use today. See docs/tls.md.
 #[allow(deprecated)]
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+pub fn provider() -> Arc<CryptoProvider> {
+    use rustls::crypto::ring::{default_provider, kx_group};
+    Arc::new(CryptoProvider {
+        kx_groups: vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1],
+        ..default_provider()
+    })
 }
 
 /// How a pool's backend connections speak TLS: shared by every connection

@@ -102,12 +102,9 @@ fn file_error(file: &Path, problem: impl Into<String>) -> TlsFileError {
     }
 }
 
-/// rustls 0.23.48 deprecates ring's provider for its want of post-quantum
-/// key exchange (X25519MLKEM768, which aws-lc-rs has); its classical
-/// suites and groups (X25519, P-256, P-384) are what clients use today.
-#[allow(deprecated)]
+/// The provider the backend side uses too (ring, X25519 first).
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    halb_backend_tls::provider()
 }
 
 /// A listener's certificates: the default, and those chosen by SNI.
