@@ -100,6 +100,26 @@ impl Checker {
     }
 }
 
+/// A file path: any non-empty string (the file is read where it is used).
+pub(super) fn file_path(path: String) -> Result<std::path::PathBuf, String> {
+    non_empty(path).map(std::path::PathBuf::from)
+}
+
+/// A DNS host name: dot-separated labels of letters, digits and inner
+/// hyphens, each 1 to 63 bytes, 253 in all.
+pub(super) fn is_dns_name(name: &str) -> bool {
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok)
+}
+
 /// `" (line 12)"`, or nothing when the line is unknown.
 pub(super) fn at_line(line: Option<usize>) -> String {
     line.map(|line| format!(" (line {line})"))

@@ -1,8 +1,6 @@
 //! Validation of `[pool] tls` and `[pool.tls]`.
 
-use std::path::PathBuf;
-
-use super::checker::{non_empty, Checker};
+use super::checker::{file_path, is_dns_name, Checker};
 use crate::raw::{RawPoolTls, Slot};
 use crate::PoolTls;
 
@@ -113,25 +111,10 @@ pub(super) fn tls_only_for_http(
     }
 }
 
-fn file_path(path: String) -> Result<PathBuf, String> {
-    non_empty(path).map(PathBuf::from)
-}
-
 /// A DNS name (stored lower-case) or an IP address, as rustls takes it.
 fn server_name(name: String) -> Result<String, String> {
     let name = name.to_ascii_lowercase();
-    let label_ok = |label: &str| {
-        !label.is_empty()
-            && label.len() <= 63
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    };
-    if name.parse::<std::net::IpAddr>().is_ok()
-        || (!name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok))
-    {
+    if name.parse::<std::net::IpAddr>().is_ok() || is_dns_name(&name) {
         Ok(name)
     } else {
         Err(format!(

@@ -4,9 +4,8 @@
 //! that does not match its certificate, naming the file).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
-use super::checker::{at_line, non_empty, Checker};
+use super::checker::{at_line, file_path, is_dns_name, Checker};
 use crate::raw::{Header, RawListenerTls, RawSniCertificate, Slot};
 use crate::{ListenerTls, Protocol, SniCertificate};
 
@@ -84,24 +83,11 @@ fn sni_certificate(
     })
 }
 
-fn file_path(path: String) -> Result<PathBuf, String> {
-    non_empty(path).map(PathBuf::from)
-}
-
 /// A DNS name a client may send in SNI, or `*.` and one: stored lower-case.
 fn server_name(name: String) -> Result<String, String> {
     let name = name.to_ascii_lowercase();
     let bare = name.strip_prefix("*.").unwrap_or(&name);
-    let label_ok = |label: &str| {
-        !label.is_empty()
-            && label.len() <= 63
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    };
-    if bare.is_empty() || bare.len() > 253 || !bare.split('.').all(label_ok) {
+    if !is_dns_name(bare) {
         return Err(format!(
             "{name:?} is not a host name (like \"api.example.com\") or a wildcard of one \
              (like \"*.example.com\")"
