@@ -4,70 +4,14 @@
 //! counter says how many TLS connections the front made, and the echoed
 //! `X-Forwarded-Proto: https` proves the hop was TLS.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::support::backends;
+use crate::support::certs::CertDir;
 use crate::support::client::{get_once, HttpClient};
 use crate::support::status::{backend_entry, wait_for_state, wait_until_up};
 use crate::support::{BalancerConfig, Halb};
-
-struct CertDir(PathBuf);
-
-impl CertDir {
-    fn new() -> CertDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("halb-btls-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("make the certificate directory");
-        CertDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for CertDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Ca {
-    cert: rcgen::Certificate,
-    key: rcgen::KeyPair,
-    path: PathBuf,
-}
-
-fn ca(dir: &CertDir, name: &str) -> Ca {
-    let key = rcgen::KeyPair::generate().expect("CA key");
-    let mut params = rcgen::CertificateParams::new(Vec::new()).expect("CA params");
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("halb backend CA {name}"));
-    let cert = params.self_signed(&key).expect("CA certificate");
-    let path = dir.path(&format!("{name}-ca.pem"));
-    std::fs::write(&path, cert.pem()).expect("write the CA");
-    Ca { cert, key, path }
-}
-
-/// A certificate for `names` (DNS names or IP addresses) signed by `ca`.
-fn issue(dir: &CertDir, ca: &Ca, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let params = rcgen::CertificateParams::new(names).expect("params");
-    let cert = params.signed_by(&key, &ca.cert, &ca.key).expect("sign");
-    let (cert_path, key_path) = (
-        dir.path(&format!("{file}.pem")),
-        dir.path(&format!("{file}.key")),
-    );
-    std::fs::write(&key_path, key.serialize_pem()).expect("write the key");
-    std::fs::write(&cert_path, cert.pem()).expect("write the certificate");
-    (cert_path, key_path)
-}
 
 /// The TLS backend: a halb terminating TLS with `cert` before `echo`.
 async fn tls_backend(
@@ -93,8 +37,8 @@ async fn handshakes(halb: &Halb) -> f64 {
 async fn requests_reach_a_tls_backend_over_pooled_connections_and_checks_pass() {
     let echo = backends::echo_headers().await;
     let dir = CertDir::new();
-    let authority = ca(&dir, "good");
-    let (cert, key) = issue(&dir, &authority, "backend", &["backend.test"]);
+    let authority = dir.ca("good");
+    let (cert, key) = dir.issue(&authority, "backend", &["backend.test"]);
     let (backend, backend_config) = tls_backend(echo.addr, &cert, &key).await;
 
     let tls = format!("{{ ca = {:?}, sni = \"backend.test\" }}", authority.path);
@@ -136,10 +80,10 @@ async fn requests_reach_a_tls_backend_over_pooled_connections_and_checks_pass() 
 async fn a_backend_whose_certificate_does_not_verify_is_down_with_the_reason() {
     let echo = backends::echo_headers().await;
     let dir = CertDir::new();
-    let authority = ca(&dir, "good");
-    let stranger = ca(&dir, "stranger");
+    let authority = dir.ca("good");
+    let stranger = dir.ca("stranger");
     // Named by IP address too: with no `sni`, the address is verified.
-    let (cert, key) = issue(&dir, &authority, "backend", &["backend.test", "127.0.0.1"]);
+    let (cert, key) = dir.issue(&authority, "backend", &["backend.test", "127.0.0.1"]);
     let (_backend, backend_config) = tls_backend(echo.addr, &cert, &key).await;
     let target = backend_config.listen;
 
@@ -225,8 +169,8 @@ async fn large_bodies_cross_a_tls_backend_connection_both_ways() {
     let sink = backends::upload_counter().await;
     let source = backends::download(DOWN).await;
     let dir = CertDir::new();
-    let authority = ca(&dir, "good");
-    let (cert, key) = issue(&dir, &authority, "backend", &["backend.test"]);
+    let authority = dir.ca("good");
+    let (cert, key) = dir.issue(&authority, "backend", &["backend.test"]);
     let (_up, up_config) = tls_backend(sink.addr, &cert, &key).await;
     let (_down, down_config) = tls_backend(source.addr, &cert, &key).await;
     let tls = format!("{{ ca = {:?}, sni = \"backend.test\" }}", authority.path);
@@ -256,8 +200,8 @@ async fn large_bodies_cross_a_tls_backend_connection_both_ways() {
 async fn an_https_webhook_gets_its_alerts_over_tls() {
     let receiver = crate::support::webhook::WebhookReceiver::start().await;
     let dir = CertDir::new();
-    let authority = ca(&dir, "hooks");
-    let (cert, key) = issue(&dir, &authority, "hooks", &["127.0.0.1"]);
+    let authority = dir.ca("hooks");
+    let (cert, key) = dir.issue(&authority, "hooks", &["127.0.0.1"]);
     // The receiver behind TLS: a halb terminating it.
     let (_hooks, hooks_config) = tls_backend(receiver.addr, &cert, &key).await;
     let url = format!("https://{}/hook", hooks_config.listen);
@@ -280,7 +224,7 @@ async fn an_https_webhook_gets_its_alerts_over_tls() {
     drop(halb);
 
     // Trusting another CA, the same webhook gets nothing and the log says why.
-    let stranger = ca(&dir, "stranger");
+    let stranger = dir.ca("stranger");
     let stranger_file = stranger.path.to_str().unwrap().to_owned();
     let before = receiver.deliveries().len();
     let halb = Halb::start_with_env(&toml, &[], &[("SSL_CERT_FILE", &stranger_file)]).await;
@@ -304,9 +248,9 @@ async fn an_https_webhook_gets_its_alerts_over_tls() {
 async fn a_ca_file_replaced_on_disk_is_used_after_a_reload() {
     let echo = backends::echo_headers().await;
     let dir = CertDir::new();
-    let authority = ca(&dir, "good");
-    let stranger = ca(&dir, "stranger");
-    let (cert, key) = issue(&dir, &authority, "backend", &["backend.test"]);
+    let authority = dir.ca("good");
+    let stranger = dir.ca("stranger");
+    let (cert, key) = dir.issue(&authority, "backend", &["backend.test"]);
     let (_backend, backend_config) = tls_backend(echo.addr, &cert, &key).await;
     let target = backend_config.listen;
 
@@ -335,9 +279,9 @@ async fn a_ca_file_replaced_on_disk_is_used_after_a_reload() {
 async fn backends_given_by_host_name_are_verified_for_that_name() {
     let echo = backends::echo_headers().await;
     let dir = CertDir::new();
-    let authority = ca(&dir, "good");
+    let authority = dir.ca("good");
     // For the name only: verifying the IP address instead would fail.
-    let (cert, key) = issue(&dir, &authority, "backend", &["localhost"]);
+    let (cert, key) = dir.issue(&authority, "backend", &["localhost"]);
     let (_backend, backend_config) = tls_backend(echo.addr, &cert, &key).await;
     let target = backend_config.listen;
 

@@ -3,81 +3,14 @@
 //! so which CA verifies the connection says which certificate halb served).
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::backends;
+use crate::support::certs::{Ca, CertDir};
 use crate::support::reload::{config_status, reload_counts, reload_via_api, reload_via_sighup};
 use crate::support::{BalancerConfig, Halb};
-
-/// A directory of certificate files, removed when the test ends.
-struct CertDir(PathBuf);
-
-impl CertDir {
-    fn new() -> CertDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("halb-tls-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("make the certificate directory");
-        CertDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    /// A new CA; its certificate goes to `{name}-ca.pem`.
-    fn ca(&self, name: &str) -> Ca {
-        let key = rcgen::KeyPair::generate().expect("CA key");
-        let mut params = rcgen::CertificateParams::new(Vec::new()).expect("CA params");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, format!("halb test CA {name}"));
-        let cert = params.self_signed(&key).expect("CA certificate");
-        let path = self.path(&format!("{name}-ca.pem"));
-        std::fs::write(&path, cert.pem()).expect("write the CA certificate");
-        Ca { cert, key, path }
-    }
-
-    /// A certificate for `names` signed by `ca`, written (atomically, as a
-    /// deployment tool would) to `{file}.pem` and `{file}.key`.
-    fn issue(&self, ca: &Ca, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let params = rcgen::CertificateParams::new(names).expect("params");
-        let cert = params
-            .signed_by(&key, &ca.cert, &ca.key)
-            .expect("sign the certificate");
-        let (cert_path, key_path) = (
-            self.path(&format!("{file}.pem")),
-            self.path(&format!("{file}.key")),
-        );
-        write_atomically(&key_path, &key.serialize_pem());
-        write_atomically(&cert_path, &cert.pem());
-        (cert_path, key_path)
-    }
-}
-
-impl Drop for CertDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn write_atomically(path: &Path, contents: &str) {
-    let temp = path.with_extension("new");
-    std::fs::write(&temp, contents).expect("write");
-    std::fs::rename(&temp, path).expect("rename into place");
-}
-
-struct Ca {
-    cert: rcgen::Certificate,
-    key: rcgen::KeyPair,
-    path: PathBuf,
-}
 
 /// A TLS listener's config: `default` for any name, `api.test` and
 /// `*.wild.test` by SNI.

@@ -6,6 +6,7 @@
 
 pub mod backends;
 pub mod body;
+pub mod certs;
 pub mod client;
 pub mod config;
 pub mod databases;
