@@ -87,20 +87,20 @@ async fn post_inner(webhook: &Webhook, body: Bytes) -> Result<(), DeliveryError>
 async fn tls_handshake(
     stream: TcpStream,
     name: &str,
-) -> Result<halb_backend_tls::TlsClientStream, DeliveryError> {
+) -> Result<halb_tls::TlsClientStream, DeliveryError> {
     let settings = halb_config::PoolTls {
         ca: None,
         sni: Some(name.to_owned()),
         verify: true,
         client_cert: None,
     };
-    let tls = halb_backend_tls::BackendTls::load(&settings)
-        .map_err(|e| DeliveryError::Tls(e.to_string()))?;
+    let tls =
+        halb_tls::BackendTls::load(&settings).map_err(|e| DeliveryError::Tls(e.to_string()))?;
     let peer = stream.peer_addr().map_err(DeliveryError::Connect)?;
     let session = tls
         .session(peer)
         .map_err(|e| DeliveryError::Tls(e.to_string()))?;
-    halb_backend_tls::TlsClientStream::connect(stream, session)
+    halb_tls::TlsClientStream::connect(stream, session)
         .await
         .map_err(|e| DeliveryError::Tls(e.to_string()))
 }

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::probe::probe;
 use crate::rise_fall::{RiseFall, Verdict};
-use halb_backend_tls::SharedBackendTls;
+use halb_tls::SharedBackendTls;
 
 /// The active check of one backend; dropping it stops the check. A pool
 /// has one per backend, so a backend that joins or leaves starts or stops

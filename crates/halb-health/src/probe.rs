@@ -7,8 +7,8 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use halb_backend_tls::{BackendTls, TlsClientStream};
 use halb_config::{HealthCheck, HealthCheckKind};
+use halb_tls::{BackendTls, TlsClientStream};
 use http::{header, HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;

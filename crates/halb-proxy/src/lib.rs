@@ -90,7 +90,7 @@ pub enum StartError {
     #[error("pool {pool}: [pool.tls] {source}")]
     BackendTls {
         pool: String,
-        source: halb_backend_tls::BackendTlsError,
+        source: halb_tls::BackendTlsError,
     },
 }
 
@@ -100,7 +100,7 @@ pub enum StartError {
 pub fn check_backend_tls(pools: &[halb_config::Pool]) -> Result<(), StartError> {
     for pool in pools {
         if let Some(tls) = &pool.tls {
-            halb_backend_tls::BackendTls::load(tls).map_err(|source| StartError::BackendTls {
+            halb_tls::BackendTls::load(tls).map_err(|source| StartError::BackendTls {
                 pool: pool.name.clone(),
                 source,
             })?;

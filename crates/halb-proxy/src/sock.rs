@@ -1,33 +1,13 @@
-//! Socket writes on the data path. `send`/`sendmsg` are made directly
-//! (rustix's raw system calls): a socket write then skips the VFS layer
-//! that `write`/`writev` go through and libc's cancellation-point wrapper,
-//! a measurable share of a small request's cost.
+//! Socket writes on the data path, by `send`/`sendmsg` (see
+//! [`halb_tls::sock`], whose write both plain and TLS connections use).
 
 use std::io::{self, IoSlice};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use rustix::net::{SendAncillaryBuffer, SendFlags};
-use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-/// Send what the socket takes of `slices` now, without waiting; like
-/// `TcpStream::try_write_vectored` (a `WouldBlock` clears the readiness, so
-/// `writable()` then waits for room).
-pub(crate) fn try_send_vectored(stream: &TcpStream, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-    stream.try_io(Interest::WRITABLE, || {
-        let sent = match slices {
-            [one] => rustix::net::send(stream, one, SendFlags::NOSIGNAL),
-            _ => rustix::net::sendmsg(
-                stream,
-                slices,
-                &mut SendAncillaryBuffer::default(),
-                SendFlags::NOSIGNAL,
-            ),
-        };
-        sent.map_err(io::Error::from)
-    })
-}
+pub(crate) use halb_tls::sock::try_send_vectored;
 
 /// Send what the socket takes now of `parts`, from the first that is not
 /// empty; the parts written are emptied and a part written in part is

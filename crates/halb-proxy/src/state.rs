@@ -219,7 +219,7 @@ pub struct PoolState {
     /// connections fail saying so rather than go out in the clear.
     /// Shared by the snapshots of a pool whose `[pool.tls]` keys stay the
     /// same; a reload swaps in the files read again.
-    pub(crate) tls: Option<halb_backend_tls::SharedBackendTls>,
+    pub(crate) tls: Option<halb_tls::SharedBackendTls>,
 }
 
 impl std::fmt::Debug for PoolState {
@@ -357,7 +357,7 @@ impl PoolState {
         let tls = match (&config.tls, previous) {
             (None, _) => None,
             (Some(_), Some(previous)) if previous.config.tls == config.tls => previous.tls.clone(),
-            (Some(settings), _) => Some(halb_backend_tls::shared(settings)),
+            (Some(settings), _) => Some(halb_tls::shared(settings)),
         };
         PoolState {
             tls,
@@ -385,7 +385,7 @@ impl PoolState {
         let (Some(slot), Some(settings)) = (&self.tls, &self.config.tls) else {
             return;
         };
-        match halb_backend_tls::BackendTls::load(settings) {
+        match halb_tls::BackendTls::load(settings) {
             Ok(tls) => slot.store(Arc::new(Ok(tls))),
             Err(error) => {
                 tracing::warn!(pool = %self.name, %error, "[pool.tls] files not reread")

@@ -16,7 +16,7 @@ use tokio::task::LocalSet;
 
 use crate::http::UpstreamPool;
 use crate::listener::{ListenerContext, OpenClient};
-use crate::transport::{TlsStream, Transport};
+use crate::transport::{Counted, TlsStream, Transport};
 
 /// What the owner asks a worker to do.
 #[derive(Debug)]
@@ -181,7 +181,7 @@ fn spawn_connection(
                             Ok(session) => Some(Transport::Tls(Box::new(TlsStream::new(
                                 stream,
                                 session,
-                                context.metrics.clone(),
+                                Counted(context.metrics.clone()),
                             )))),
                             Err(error) => {
                                 tracing::error!(listener = %context.name(), %error, "no TLS session");

@@ -1,14 +1,17 @@
-//! TLS from halb to the servers it connects to (a pool's backends with
-//! `[pool] tls = true` / `[pool.tls]`, and their health checks): the rustls
-//! client configuration built from the pool's keys, and [`TlsClientStream`],
-//! a TLS session over a tokio socket driven in the readiness style of
-//! halb's data path (and usable as `AsyncRead`/`AsyncWrite` by hyper).
+//! halb's TLS pieces shared by both sides: the one rustls [`provider`];
+//! [`TlsStream`], a TLS session over a tokio socket driven in the readiness
+//! style of halb's data path (a listener's client connections and the
+//! connections to backends; also `AsyncRead`/`AsyncWrite` for h2 and
+//! hyper); and TLS from halb to the servers it connects to (a pool's
+//! backends with `[pool] tls = true` / `[pool.tls]`, and their health
+//! checks): the rustls client configuration built from the pool's keys.
 //!
 //! The trust anchors are the file named by `ca`, else the system bundle
 //! (`SSL_CERT_FILE`, else [`halb_config::SYSTEM_CA_BUNDLE`]): nothing is
 //! downloaded and no roots are compiled in, so the operator's CA updates
 //! apply. The crypto provider is ring, as for TLS termination.
 
+pub mod sock;
 mod stream;
 
 use std::net::SocketAddr;
@@ -24,7 +27,7 @@ use rustls::{
     ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 
-pub use stream::TlsClientStream;
+pub use stream::{Handshakes, TlsClientStream, TlsStream, Unobserved};
 
 /// A pool's TLS as last loaded: `Err` says why its files could not be used.
 pub type Loaded = Result<BackendTls, Arc<str>>;
@@ -274,7 +277,7 @@ mod tests {
 
     #[test]
     fn unusable_ca_files_are_named_with_their_key() {
-        let dir = std::env::temp_dir().join(format!("halb-backend-tls-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("halb-tls-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let missing = dir.join("missing.pem");
         let error = BackendTls::load(&settings(&missing)).unwrap_err();

@@ -9,7 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use halb_backend_tls::{BackendTls, TlsClientStream};
+use halb_tls::{BackendTls, TlsClientStream};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 

@@ -104,7 +104,7 @@ fn file_error(file: &Path, problem: impl Into<String>) -> TlsFileError {
 
 /// The provider the backend side uses too (ring, X25519 first).
 fn provider() -> Arc<CryptoProvider> {
-    halb_backend_tls::provider()
+    halb_tls::provider()
 }
 
 /// A listener's certificates: the default, and those chosen by SNI.

@@ -38,17 +38,7 @@ impl AsyncRead for TransportIo {
         }
         match &mut this.transport {
             Transport::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
-            Transport::Tls(tls) => loop {
-                ready!(tls.poll_read_ready(cx))?;
-                match tls.try_read(buf.initialize_unfilled()) {
-                    Ok(n) => {
-                        buf.advance(n);
-                        return Poll::Ready(Ok(()));
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Poll::Ready(Err(e)),
-                }
-            },
+            Transport::Tls(tls) => Pin::new(&mut **tls).poll_read(cx, buf),
         }
     }
 }
@@ -61,28 +51,14 @@ impl AsyncWrite for TransportIo {
     ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().transport {
             Transport::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
-            Transport::Tls(tls) => loop {
-                match tls.try_write(buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        ready!(tls.tcp().poll_write_ready(cx))?;
-                    }
-                    result => return Poll::Ready(result),
-                }
-            },
+            Transport::Tls(tls) => Pin::new(&mut **tls).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().transport {
             Transport::Plain(stream) => Pin::new(stream).poll_flush(cx),
-            Transport::Tls(tls) => loop {
-                match tls.try_flush() {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        ready!(tls.tcp().poll_write_ready(cx))?;
-                    }
-                    result => return Poll::Ready(result),
-                }
-            },
+            Transport::Tls(tls) => Pin::new(&mut **tls).poll_flush(cx),
         }
     }
 

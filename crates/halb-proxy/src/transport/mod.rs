@@ -1,48 +1,65 @@
-//! What a client connection is carried over: plain TCP, or TLS over TCP.
-//! The HTTP server is written against [`Transport`]'s readiness-style
-//! operations (read what is there without waiting, wait until readable or
-//! writable, write vectored), the ones the plain path is tuned for. An
-//! enum rather than a trait object: the plain case costs one predictable
-//! branch per call, no indirect call, and the server's code is not made
-//! generic over the transport in every type that holds a body.
+//! What a connection is carried over: plain TCP, or TLS over TCP (a
+//! client's, terminated by a listener; or a backend's, originated by halb
+//! for `[pool.tls]`). The HTTP server and client are written against
+//! [`Stream`]'s readiness-style operations (read what is there without
+//! waiting, wait until readable or writable, write vectored), the ones the
+//! plain path is tuned for. An enum rather than a trait object: the plain
+//! case costs one predictable branch per call, no indirect call, and the
+//! HTTP code is not made generic over the transport in every type that
+//! holds a body.
 
 pub(crate) mod async_io;
 pub(crate) mod tls;
 
 use std::future::poll_fn;
 use std::io;
+use std::ops::DerefMut;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use halb_tls::Handshakes;
+use rustls::{ConnectionCommon, SideData};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-pub(crate) use tls::TlsStream;
+pub(crate) use tls::{Counted, TlsStream};
 
-/// A client connection's byte stream.
+/// A connection's byte stream: `C` and `H` are its TLS side's rustls
+/// connection and handshake observer.
 #[derive(Debug)]
-pub(crate) enum Transport {
+pub(crate) enum Stream<C, H> {
     Plain(TcpStream),
-    Tls(Box<TlsStream>),
+    Tls(Box<halb_tls::TlsStream<C, H>>),
 }
 
-impl Transport {
+/// A client connection's byte stream (TLS terminated by the listener).
+pub(crate) type Transport = Stream<rustls::ServerConnection, Counted>;
+
+/// A backend connection's byte stream (TLS originated by halb).
+pub(crate) type BackendStream = Stream<rustls::ClientConnection, halb_tls::Unobserved>;
+
+impl<C, D, H> Stream<C, H>
+where
+    C: DerefMut<Target = ConnectionCommon<D>>,
+    D: SideData,
+    H: Handshakes<C>,
+{
     /// The TCP socket underneath (socket options, resets, shutdown).
     pub(crate) fn tcp(&self) -> &TcpStream {
         match self {
-            Transport::Plain(stream) => stream,
-            Transport::Tls(tls) => tls.tcp(),
+            Stream::Plain(stream) => stream,
+            Stream::Tls(tls) => tls.tcp(),
         }
     }
 
     /// The socket when the bytes on it are the HTTP bytes themselves, so
-    /// that a body can be spliced to or from it.
+    /// that a body can be spliced to or from it (and a tunnel joined).
     #[inline]
     pub(crate) fn plain(&self) -> Option<&TcpStream> {
         match self {
-            Transport::Plain(stream) => Some(stream),
-            Transport::Tls(_) => None,
+            Stream::Plain(stream) => Some(stream),
+            Stream::Tls(_) => None,
         }
     }
 
@@ -51,20 +68,42 @@ impl Transport {
     #[inline]
     pub(crate) fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
         match self {
-            Transport::Plain(stream) => stream.try_read_buf(buf),
-            Transport::Tls(tls) => tls.try_read_buf(buf),
+            Stream::Plain(stream) => stream.try_read_buf(buf),
+            Stream::Tls(tls) => tls.try_read_buf(buf),
+        }
+    }
+
+    /// As [`Stream::try_read_buf`], into a slice.
+    #[inline]
+    pub(crate) fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(stream) => stream.try_read(buf),
+            Stream::Tls(tls) => tls.try_read(buf),
         }
     }
 
     /// A short read emptied the socket: tell the reactor now rather than
     /// learn it from one more read that fails. Only for the plain socket
-    /// (TLS reads records, whose sizes say nothing of what is left).
+    /// (TLS reads records, whose sizes say nothing of what is left, and
+    /// its readiness also looks at what rustls holds).
     #[inline]
     pub(crate) fn note_drained(&self) {
-        if let Transport::Plain(stream) = self {
+        if let Stream::Plain(stream) = self {
             let _ = stream.try_io(Interest::READABLE, || {
                 Err::<(), _>(io::ErrorKind::WouldBlock.into())
             });
+        }
+    }
+
+    /// Nothing has arrived (no bytes, no close): an idle connection can
+    /// take a request. No system call on the plain path.
+    pub(crate) fn is_quiet(&self) -> bool {
+        match self {
+            Stream::Plain(stream) => {
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                stream.poll_read_ready(&mut cx).is_pending()
+            }
+            Stream::Tls(tls) => tls.is_quiet(),
         }
     }
 
@@ -72,14 +111,14 @@ impl Transport {
     #[inline]
     pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
-            Transport::Plain(stream) => stream.poll_read_ready(cx),
-            Transport::Tls(tls) => tls.poll_read_ready(cx),
+            Stream::Plain(stream) => stream.poll_read_ready(cx),
+            Stream::Tls(tls) => tls.poll_read_ready(cx),
         }
     }
 
     /// Wait until a read may make progress. A poll of the readiness (one
     /// task reads a connection), not tokio's `readable()` with its waiter
-    /// list: a smaller future for the idle connection to hold, and no list
+    /// list: a smaller future for an idle connection to hold, and no list
     /// to join and leave at each wait.
     pub(crate) fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + '_ {
         poll_fn(move |cx| self.poll_read_ready(cx))
@@ -96,8 +135,8 @@ impl Transport {
     #[inline]
     pub(crate) fn try_send_parts(&self, parts: &mut [Bytes]) -> io::Result<usize> {
         match self {
-            Transport::Plain(stream) => crate::sock::try_send_parts(stream, parts),
-            Transport::Tls(tls) => tls.try_send_parts(parts),
+            Stream::Plain(stream) => crate::sock::try_send_parts(stream, parts),
+            Stream::Tls(tls) => tls.try_send_parts(parts),
         }
     }
 
@@ -110,10 +149,10 @@ impl Transport {
         written: &mut bool,
     ) -> io::Result<()> {
         match self {
-            Transport::Plain(stream) => {
+            Stream::Plain(stream) => {
                 crate::sock::write_all(stream, parts, stall_limit, written).await
             }
-            Transport::Tls(tls) => loop {
+            Stream::Tls(tls) => loop {
                 match tls.try_send_parts(parts) {
                     Ok(0) => return Ok(()),
                     Ok(_) => *written = true,
@@ -130,7 +169,7 @@ impl Transport {
 
     /// Say goodbye before closing: TLS sends its `close_notify`.
     pub(crate) fn close(&self) {
-        if let Transport::Tls(tls) = self {
+        if let Stream::Tls(tls) = self {
             tls.close();
         }
     }

@@ -16,7 +16,6 @@
 mod body;
 pub(crate) mod head;
 mod request_body;
-mod stream;
 mod upload;
 
 use std::io;
@@ -32,8 +31,8 @@ pub(crate) use body::BackendBody;
 pub(crate) use head::ResponseHead;
 pub(crate) use upload::Upload;
 
+pub(crate) use crate::transport::BackendStream;
 pub(crate) use request_body::RequestBody;
-pub(crate) use stream::BackendStream;
 
 use super::arena::carve;
 use crate::error::ProxyError;
@@ -66,7 +65,7 @@ pub enum BackendError {
 pub(crate) struct BackendConnection {
     stream: BackendStream,
     pub(crate) address: SocketAddr,
-    /// The [`halb_backend_tls::BackendTls::id`] it was made with; 0: plain.
+    /// The [`halb_tls::BackendTls::id`] it was made with; 0: plain.
     pub(crate) tls_id: u64,
     /// Bytes read and not used yet; unallocated between requests.
     buf: BytesMut,
@@ -140,7 +139,7 @@ impl BackendConnection {
             // The last read was short, so the socket was empty then and the
             // event loop has not run since: forget the readiness it left,
             // so that [`Self::is_quiet`] sees only what comes from now on.
-            self.stream.clear_read_ready();
+            self.stream.note_drained();
             return true;
         }
         // The last read filled the buffer: look once more.

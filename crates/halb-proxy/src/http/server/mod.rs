@@ -208,7 +208,7 @@ async fn serve_tls<S: Service + 'static>(
             return;
         }
     }
-    if tls.is_h2() {
+    if tls.agreed(b"h2") {
         let io = crate::transport::async_io::TransportIo::new(stream, BytesMut::new());
         return h2::serve(io, Rc::new(handler), closing).await;
     }
