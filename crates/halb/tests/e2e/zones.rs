@@ -42,6 +42,16 @@ async fn over(window: Duration, backends: &[&Backend]) -> Vec<usize> {
     delta(&requests(backends), &before)
 }
 
+/// The first four backends tagged `first`, the others `rest`.
+fn first_four_and_the_rest<'a>(
+    all: &'a [Backend],
+    first: &'a str,
+    rest: &'a str,
+) -> Vec<(&'a Backend, &'a str)> {
+    let tag = |i: usize| if i < 4 { first } else { rest };
+    all.iter().enumerate().map(|(i, b)| (b, tag(i))).collect()
+}
+
 /// The common config with `lines` added to each backend's table, in the
 /// order of `backends`, and `[runtime]` lines.
 fn tagged(config: &BalancerConfig, backends: &[(&Backend, &str)], runtime: &str) -> String {
@@ -93,20 +103,7 @@ async fn the_next_level_takes_the_surplus_in_proportion_and_traffic_returns() {
     let mut all = backends(&["p0a", "p0b", "p0c", "p0d", "p1a", "p1b"]).await;
     let config = BalancerConfig::http(&addrs(&all.iter().collect::<Vec<_>>()))
         .http_checks("100ms", "100ms", 2, 2);
-    let lines: Vec<(&Backend, &str)> = all
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            (
-                b,
-                if i < 4 {
-                    "priority = 0"
-                } else {
-                    "priority = 1"
-                },
-            )
-        })
-        .collect();
+    let lines = first_four_and_the_rest(&all, "priority = 0", "priority = 1");
     let toml = tagged(&config, &lines, "");
     let halb = Halb::start(&toml).await;
     wait_until_up(&halb, &addrs(&all.iter().collect::<Vec<_>>())).await;
@@ -191,20 +188,7 @@ async fn traffic_stays_in_the_zone_spills_in_proportion_and_returns() {
     let mut all = backends(&["a1", "a2", "a3", "a4", "b1", "b2"]).await;
     let config = BalancerConfig::http(&addrs(&all.iter().collect::<Vec<_>>()))
         .http_checks("100ms", "100ms", 2, 2);
-    let lines: Vec<(&Backend, &str)> = all
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            (
-                b,
-                if i < 4 {
-                    "zone = \"a\""
-                } else {
-                    "zone = \"b\""
-                },
-            )
-        })
-        .collect();
+    let lines = first_four_and_the_rest(&all, "zone = \"a\"", "zone = \"b\"");
     let toml = format!(
         "{}\n[alerts]\nwebhooks = [\"{}\"]\n",
         tagged(&config, &lines, "zone = \"a\"\n"),
