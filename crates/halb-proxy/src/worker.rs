@@ -244,9 +244,14 @@ mod tests {
 
     use rustix::process::{getrlimit, setrlimit, Resource};
 
-    /// CPU (user + system) this process has used, in clock ticks.
-    fn cpu_ticks() -> u64 {
-        let stat = std::fs::read_to_string("/proc/self/stat").expect("stat");
+    /// CPU (user + system) this process has used, in clock ticks, read
+    /// from a `/proc/self/stat` opened beforehand (no descriptor is free
+    /// while the test measures).
+    fn cpu_ticks(file: &mut std::fs::File) -> u64 {
+        use std::io::{Read, Seek};
+        let mut stat = String::new();
+        file.rewind().expect("rewind stat");
+        file.read_to_string(&mut stat).expect("stat");
         let rest = &stat[stat.rfind(')').expect("comm") + 2..];
         let fields: Vec<&str> = rest.split(' ').collect();
         fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
@@ -288,11 +293,22 @@ mod tests {
                 .collect();
             // Read at start, as Proxy::start does.
             crate::admission::budget();
+            let mut stat = std::fs::File::open("/proc/self/stat").expect("open stat");
+            // No descriptor left: the limit just above the highest one in
+            // use, and every free number below it taken.
             let before = getrlimit(Resource::Nofile);
-            let open = std::fs::read_dir("/proc/self/fd").unwrap().count();
+            let highest = std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u64>().ok())
+                .max()
+                .expect("descriptors");
             let mut short = before;
-            short.current = Some(open as u64 - 1);
+            short.current = Some(highest + 1);
             setrlimit(Resource::Nofile, short).unwrap();
+            let mut fillers = Vec::new();
+            while let Ok(file) = std::fs::File::open("/dev/null") {
+                fillers.push(file);
+            }
 
             tokio::task::spawn_local(super::accept_loop(
                 listener,
@@ -300,10 +316,10 @@ mod tests {
                 Default::default(),
                 Default::default(),
             ));
-            let cpu = cpu_ticks();
+            let cpu = cpu_ticks(&mut stat);
             let started = Instant::now();
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let used = cpu_ticks() - cpu;
+            let used = cpu_ticks(&mut stat) - cpu;
             assert_eq!(context.admission.open(), 0, "accepted with no descriptor");
             assert!(super::ACCEPT_FAILED.has_fired(), "accept never failed");
             setrlimit(Resource::Nofile, before).unwrap();
@@ -324,6 +340,7 @@ mod tests {
                 "accepted once descriptors are back"
             );
             drop(clients);
+            drop(fillers);
         });
     }
 }
