@@ -4,6 +4,7 @@
 
 mod control;
 mod dashboard;
+mod edge_metrics;
 mod faults;
 mod level_metrics;
 mod metrics;

@@ -13,7 +13,6 @@ use halb_health::{clock, ServingState};
 use halb_metrics::{Exposition, Kind};
 use halb_proxy::{
     BackendState, ListenerContext, PoolState, Route, RouteCounters, Topology, STATUS_CLASSES,
-    TLS_FAILURES, TLS_VERSIONS,
 };
 
 use crate::control::ConfigInfo;
@@ -223,55 +222,6 @@ fn node(text: &mut Exposition, config: &ConfigInfo, sources: &MetricSources) {
     }
 }
 
-/// TLS handshakes of the listeners that terminate TLS (`[listener.tls]`).
-fn tls(text: &mut Exposition, topology: &Topology) {
-    let tls_listeners: Vec<_> = topology
-        .listeners
-        .iter()
-        .filter(|l| l.config.load().tls.is_some())
-        .collect();
-    let mut family = text.family(
-        "halb_tls_handshakes_total",
-        Kind::Counter,
-        "TLS handshakes completed, by listener and protocol version.",
-    );
-    for listener in &tls_listeners {
-        let name = listener.name();
-        for (version, count) in TLS_VERSIONS.iter().zip(&listener.metrics.tls.handshakes) {
-            family.sample(
-                &[("listener", name.as_str()), ("version", version)],
-                count.get(),
-            );
-        }
-    }
-    let mut family = text.family(
-        "halb_tls_resumed_handshakes_total",
-        Kind::Counter,
-        "TLS handshakes that resumed a session (ticket or session ID), by listener.",
-    );
-    for listener in &tls_listeners {
-        let name = listener.name();
-        family.sample(
-            &[("listener", name.as_str())],
-            listener.metrics.tls.resumed.get(),
-        );
-    }
-    let mut family = text.family(
-        "halb_tls_handshake_failures_total",
-        Kind::Counter,
-        "TLS handshakes that failed, by listener and reason.",
-    );
-    for listener in &tls_listeners {
-        let name = listener.name();
-        for (reason, count) in TLS_FAILURES.iter().zip(&listener.metrics.tls.failures) {
-            family.sample(
-                &[("listener", name.as_str()), ("reason", reason)],
-                count.get(),
-            );
-        }
-    }
-}
-
 fn listeners(text: &mut Exposition, topology: &Topology) {
     let mut family = text.family(
         "halb_listener_connections_total",
@@ -286,7 +236,8 @@ fn listeners(text: &mut Exposition, topology: &Topology) {
         ];
         family.sample(&labels, listener.metrics.connections.get());
     }
-    tls(text, topology);
+    crate::edge_metrics::tls(text, topology);
+    crate::edge_metrics::http2(text, topology);
     let mut family = text.family(
         "halb_listener_active_connections",
         Kind::Gauge,

@@ -53,7 +53,7 @@ use tokio::sync::mpsc;
 pub use admission::{out_of_descriptors, RateLimitedLog};
 pub use error::{ProxyError, Side};
 pub use halb_config::Change;
-pub use http::BackendError;
+pub use http::{BackendError, Http2Metrics, GOAWAY_REASONS};
 pub use listener::ListenerContext;
 pub use reload::ReloadSummary;
 pub use route::{

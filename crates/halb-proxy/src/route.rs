@@ -36,6 +36,8 @@ pub struct ListenerMetrics {
     pub request_duration: Histogram,
     /// TLS handshakes (a listener with `[listener.tls]`).
     pub tls: crate::tls::TlsMetrics,
+    /// HTTP/2 connections and streams (an HTTP listener).
+    pub http2: crate::http::Http2Metrics,
 }
 
 /// One listener's traffic to one backend, or (for [`Route::local`]) what

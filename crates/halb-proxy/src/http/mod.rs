@@ -16,4 +16,5 @@ pub use client::BackendError;
 pub(crate) use codec::BodyError;
 pub(crate) use proxy::hash_key::ip_key;
 pub(crate) use proxy::serve;
+pub use server::{Http2Metrics, GOAWAY_REASONS};
 pub(crate) use upstream::UpstreamPool;

@@ -361,17 +361,6 @@ async fn slowloris_connections_are_closed_at_the_head_timeout_while_others_are_s
     assert!(last < Duration::from_secs(15), "last close {last:?}");
 }
 
-/// Clock ticks of CPU (user + system) process `pid` has used.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
-    // Fields after the command name (which is in parentheses).
-    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    let utime: u64 = fields[11].parse().expect("utime");
-    let stime: u64 = fields[12].parse().expect("stime");
-    utime + stime
-}
-
 /// Descriptors process `pid` holds now.
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count())
@@ -404,9 +393,9 @@ async fn at_the_descriptor_limit_halb_keeps_serving_without_spinning() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let fds = open_fds(pid);
     let log_before = halb.logs().len();
-    let cpu_before = cpu_ticks(pid);
+    let cpu_before = halb.cpu_ticks();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let cpu = cpu_ticks(pid) - cpu_before;
+    let cpu = halb.cpu_ticks() - cpu_before;
     let log_growth = halb.logs().len() - log_before;
     let started = Instant::now();
     let reply = within(Duration::from_secs(5), "a GET at the limit", async {
@@ -470,9 +459,9 @@ async fn tcp_relays_past_the_descriptor_limit_back_off_and_recover() {
     }
     println!("fd kinds: {kinds:?}");
     let log_before = halb.logs().len();
-    let cpu_before = cpu_ticks(pid);
+    let cpu_before = halb.cpu_ticks();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let cpu = cpu_ticks(pid) - cpu_before;
+    let cpu = halb.cpu_ticks() - cpu_before;
     let log_growth = halb.logs().len() - log_before;
     println!(
         "tcp at fd limit 1024, 700 relays: halb holds {fds} descriptors, \

@@ -314,19 +314,6 @@ async fn cluster_status_lists_two_nodes_at_one_revision() {
     );
 }
 
-/// CPU seconds (user + system) a process has used, from /proc.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .expect("stat")
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / 100.0
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_backend_changes_in_a_second_fail_nothing() {
     let _machine = exclusive().await;
@@ -339,7 +326,7 @@ async fn a_hundred_backend_changes_in_a_second_fail_nothing() {
     let (halb, front, _, _state) = serving(&etcd, &[etcd.url()], a.addr).await;
     let client = halb_cluster::Client::from_urls(&etcd.url()).expect("etcd client");
     let load = Load::start(front, "/", 4, Duration::from_millis(2));
-    let (cpu_before, started) = (cpu_seconds(halb.pid()), Instant::now());
+    let (cpu_before, started) = (halb.cpu_ticks() as f64 / 100.0, Instant::now());
 
     // Each of ten backends joins and leaves five times: 100 events.
     let mut present = [false; 10];
@@ -369,7 +356,7 @@ async fn a_hundred_backend_changes_in_a_second_fail_nothing() {
     })
     .await;
     wait_for_state(&halb, churners[0].addr, "up", LIMIT).await;
-    let cpu = cpu_seconds(halb.pid()) - cpu_before;
+    let cpu = halb.cpu_ticks() as f64 / 100.0 - cpu_before;
     let outcomes = load.finish().await;
     assert_none_failed(&outcomes);
     let served: usize = churners.iter().map(|c| c.requests()).sum();

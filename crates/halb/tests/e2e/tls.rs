@@ -70,18 +70,6 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The value of the sample of `family` whose labels include all of `labels`.
-async fn metric(halb: &Halb, family: &str, labels: &[&str]) -> f64 {
-    let scrape = halb.admin_request("GET", "/metrics").await.text();
-    scrape
-        .lines()
-        .filter(|line| line.starts_with(&format!("{family}{{")))
-        .find(|line| labels.iter().all(|label| line.contains(label)))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("no {family} {labels:?} in:\n{scrape}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_gets_the_certificate_its_sni_names_over_tls_1_2_and_1_3() {
     let backend = backends::echo_headers().await;
@@ -128,8 +116,12 @@ async fn curl_gets_the_certificate_its_sni_names_over_tls_1_2_and_1_3() {
     }
 
     // 4 names × 2 versions (the refused ones end in the client's alert).
-    let tls12 = metric(&halb, "halb_tls_handshakes_total", &["version=\"TLSv1.2\""]).await;
-    let tls13 = metric(&halb, "halb_tls_handshakes_total", &["version=\"TLSv1.3\""]).await;
+    let tls12 = halb
+        .metric("halb_tls_handshakes_total", &["version=\"TLSv1.2\""])
+        .await;
+    let tls13 = halb
+        .metric("halb_tls_handshakes_total", &["version=\"TLSv1.3\""])
+        .await;
     assert!(tls12 >= 4.0, "TLS 1.2 handshakes: {tls12}");
     assert!(tls13 >= 4.0, "TLS 1.3 handshakes: {tls13}");
 
@@ -139,12 +131,12 @@ async fn curl_gets_the_certificate_its_sni_names_over_tls_1_2_and_1_3() {
             .await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let malformed = metric(
-            &halb,
-            "halb_tls_handshake_failures_total",
-            &["reason=\"malformed\""],
-        )
-        .await;
+        let malformed = halb
+            .metric(
+                "halb_tls_handshake_failures_total",
+                &["reason=\"malformed\""],
+            )
+            .await;
         if malformed >= 1.0 {
             break;
         }
@@ -345,7 +337,7 @@ async fn sessions_resume_over_tls_1_2_and_1_3() {
             "not resumed over {version}: {second}"
         );
     }
-    let resumed = metric(&halb, "halb_tls_resumed_handshakes_total", &[]).await;
+    let resumed = halb.metric("halb_tls_resumed_handshakes_total", &[]).await;
     assert!(resumed >= 2.0, "resumed handshakes: {resumed}");
 }
 

@@ -90,6 +90,10 @@ impl Service for Handler {
     fn wants_reset(&self) -> bool {
         self.reset.get()
     }
+
+    fn http2_metrics(&self) -> &crate::http::Http2Metrics {
+        &self.listener.metrics.http2
+    }
 }
 
 impl Handler {

@@ -64,15 +64,27 @@ impl ClientBody {
     }
 
     /// The body of an HTTP/2 request stream.
-    pub(crate) fn stream(stream: h2::RecvStream, idle_timeout: Duration) -> Self {
+    pub(crate) fn stream(
+        stream: h2::RecvStream,
+        idle_timeout: Duration,
+        body_timeout: Option<Duration>,
+    ) -> Self {
         if stream.is_end_stream() {
             return ClientBody::empty();
         }
         ClientBody {
             stream: Some(Box::new(stream)),
             stall: StallTimer::new(idle_timeout),
+            deadline: body_timeout.map(|limit| Box::pin(tokio::time::sleep(limit))),
             ..ClientBody::empty()
         }
+    }
+
+    /// The body is not whole by the listener's `body_timeout`.
+    fn past_deadline(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline
+            .as_mut()
+            .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready())
     }
 
     fn poll_stream(
@@ -99,7 +111,7 @@ impl ClientBody {
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                if self.stall.expired(cx) {
+                if self.stall.expired(cx) || self.past_deadline(cx) {
                     self.stream = None;
                     return Poll::Ready(Some(Err(BodyError::Timeout)));
                 }
@@ -207,13 +219,8 @@ impl Body for ClientBody {
                 Poll::Ready(Ok(_)) => this.stall.progressed(),
                 Poll::Ready(Err(e)) => return this.fail(BodyError::Io(e)),
                 Poll::Pending => {
-                    if this.stall.expired(cx) {
+                    if this.stall.expired(cx) || this.past_deadline(cx) {
                         return this.fail(BodyError::Timeout);
-                    }
-                    if let Some(deadline) = &mut this.deadline {
-                        if deadline.as_mut().poll(cx).is_ready() {
-                            return this.fail(BodyError::Timeout);
-                        }
                     }
                     connection.body_waker.set(Some(cx.waker().clone()));
                     return Poll::Pending;

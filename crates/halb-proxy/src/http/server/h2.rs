@@ -19,6 +19,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Version};
 use tokio::sync::watch;
 
+use halb_metrics::{Counter, Gauge};
+
 use super::{ClientBody, ClientRequest, Reply, Service};
 use crate::http::codec::fields::{Fields, FieldsBuilder};
 use crate::transport::async_io::TransportIo;
@@ -35,6 +37,56 @@ const STREAM_WINDOW: u32 = 256 * 1024;
 const CONNECTION_WINDOW: u32 = 1024 * 1024;
 /// The first bytes of every HTTP/2 connection (RFC 9113 §3.4).
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Why halb sent a GOAWAY, as the metrics label it (in
+/// [`Http2Metrics::goaways`] order): the listener closing (drain, reload),
+/// a client resetting streams faster than it lets them be served (rapid
+/// reset) or making halb reset too many, a protocol error.
+pub const GOAWAY_REASONS: [&str; 3] = ["no_error", "enhance_your_calm", "protocol_error"];
+
+/// A listener's HTTP/2 counters, for its whole life.
+#[derive(Debug, Default)]
+pub struct Http2Metrics {
+    /// Connections that completed the HTTP/2 handshake.
+    pub connections: Counter,
+    /// Streams accepted (requests).
+    pub streams: Counter,
+    /// Streams being served now.
+    pub active_streams: Gauge,
+    /// GOAWAY frames halb sent, by reason ([`GOAWAY_REASONS`]).
+    pub goaways: [Counter; GOAWAY_REASONS.len()],
+}
+
+impl Http2Metrics {
+    /// Count the GOAWAY behind a connection error that halb raised.
+    fn count_goaway(&self, error: &h2::Error) {
+        if !(error.is_go_away() && error.is_library()) {
+            return;
+        }
+        let reason = match error.reason() {
+            Some(h2::Reason::NO_ERROR) => 0,
+            Some(h2::Reason::ENHANCE_YOUR_CALM) => 1,
+            _ => 2,
+        };
+        self.goaways[reason].inc();
+    }
+}
+
+/// Counts a stream as active until dropped.
+struct ActiveStream<'a>(&'a Gauge);
+
+impl<'a> ActiveStream<'a> {
+    fn new(gauge: &'a Gauge) -> Self {
+        gauge.inc();
+        ActiveStream(gauge)
+    }
+}
+
+impl Drop for ActiveStream<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
 
 /// Serve an HTTP/2 connection until the client or the listener closes it.
 pub(crate) async fn serve<S: Service + 'static>(
@@ -61,6 +113,8 @@ pub(crate) async fn serve<S: Service + 'static>(
         }
         Err(_) => return,
     };
+    let metrics = handler.http2_metrics();
+    metrics.connections.inc();
     let mut draining = false;
     loop {
         let accepted = tokio::select! {
@@ -75,15 +129,20 @@ pub(crate) async fn serve<S: Service + 'static>(
         };
         match accepted {
             Some(Ok((request, respond))) => {
+                metrics.streams.inc();
                 let handler = handler.clone();
                 tokio::task::spawn_local(stream(request, respond, handler, idle_timeout));
             }
             Some(Err(error)) => {
                 tracing::debug!(%error, "HTTP/2 connection failed");
+                metrics.count_goaway(&error);
                 break;
             }
             None => break,
         }
+    }
+    if draining {
+        metrics.goaways[0].inc();
     }
     // Whatever the connection still has to send (GOAWAY, resets).
     let _ = std::future::poll_fn(|cx| connection.poll_closed(cx)).await;
@@ -96,6 +155,7 @@ async fn stream<S: Service>(
     handler: Rc<S>,
     idle_timeout: Duration,
 ) {
+    let _active = ActiveStream::new(&handler.http2_metrics().active_streams);
     let (parts, body) = request.into_parts();
     if parts.method == Method::CONNECT {
         let _ = respond.send_response(status_only(http::StatusCode::METHOD_NOT_ALLOWED), true);
@@ -108,7 +168,7 @@ async fn stream<S: Service>(
         version: Version::HTTP_2,
         fields: fields_of(&parts.headers),
         upgrade: false,
-        body: ClientBody::stream(body, idle_timeout),
+        body: ClientBody::stream(body, idle_timeout, handler.limits().connection.body_timeout),
     };
     let (reply, _upgrade) = handler.handle(request).await;
     if handler.wants_reset() {

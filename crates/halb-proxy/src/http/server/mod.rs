@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 pub(crate) use body::ClientBody;
+pub use h2::{Http2Metrics, GOAWAY_REASONS};
 pub(crate) use service::{BackendUpgrade, ClientRequest, Reply, ReplyBody, Service};
 
 use super::arena::carve;

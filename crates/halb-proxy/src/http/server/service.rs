@@ -42,6 +42,9 @@ pub(crate) trait Service {
 
     /// The client's connection must be reset rather than answered.
     fn wants_reset(&self) -> bool;
+
+    /// The listener's HTTP/2 counters.
+    fn http2_metrics(&self) -> &super::h2::Http2Metrics;
 }
 
 /// A reply's body: a stream of frames, which can also say where the rest

@@ -270,13 +270,40 @@ impl Halb {
 
     /// The process's peak resident set size (VmHWM) in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+
+    /// The process's resident set size now (VmRSS) in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .expect("read /proc/PID/status");
         status
             .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .find_map(|line| line.strip_prefix(field))
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM in /proc/PID/status")
+            .unwrap_or_else(|| panic!("{field} in /proc/PID/status"))
+    }
+
+    /// The value of the sample of `family` whose labels include all of
+    /// `labels` (each written `name="value"`), from `/metrics`.
+    pub async fn metric(&self, family: &str, labels: &[&str]) -> f64 {
+        let scrape = self.admin_request("GET", "/metrics").await.text();
+        scrape
+            .lines()
+            .filter(|line| line.starts_with(&format!("{family}{{")))
+            .find(|line| labels.iter().all(|label| line.contains(label)))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {family} {labels:?} in:\n{scrape}"))
+    }
+
+    /// Clock ticks (1/100 s) of CPU, user and system, the process has used.
+    pub fn cpu_ticks(&self) -> u64 {
+        cpu_ticks(self.pid())
     }
 
     /// Everything halb wrote so far.
@@ -451,4 +478,15 @@ pub async fn admin_request_with_body(
             "admin request timed out",
         )),
     }
+}
+
+/// Clock ticks (1/100 s) of CPU, user and system, process `pid` has used.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
+    // Fields after the command name (which is in parentheses).
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let utime: u64 = fields[11].parse().expect("utime");
+    let stime: u64 = fields[12].parse().expect("stime");
+    utime + stime
 }
