@@ -173,63 +173,79 @@ where
             tls.close();
         }
     }
+
+    /// End this direction of the stream, the other still open: TLS sends
+    /// its `close_notify` (written by the caller's next `write_all`),
+    /// plain TCP shuts its writing half down.
+    fn end_writes(&self) {
+        match self {
+            Stream::Plain(stream) => {
+                let _ = rustix::net::shutdown(stream, rustix::net::Shutdown::Write);
+            }
+            Stream::Tls(tls) => tls.close(),
+        }
+    }
 }
 
 /// Bytes read per copy when relaying through user space.
 const RELAY_BUFFER: usize = 16 * 1024;
 
-/// Relay between a client over TLS (or any transport) and a plain backend
-/// socket until both directions have ended, copying through user space
-/// (the bytes are decrypted and encrypted on the way). A direction that
-/// ends is passed on: `close_notify` to the client, `shutdown(SHUT_WR)` to
-/// the backend. `stall_limit`: how long a write may make no progress.
-pub(crate) async fn relay_copy(
-    client: &Transport,
-    backend: &TcpStream,
+/// Relay between two streams, one of them at least over TLS, until both
+/// directions have ended, copying through user space (the bytes are
+/// decrypted and encrypted on the way). A direction that ends is passed
+/// on: `close_notify` over TLS, `shutdown(SHUT_WR)` over plain TCP.
+/// `stall_limit`: how long a write may make no progress.
+pub(crate) async fn relay_copy<A, AD, AH, B, BD, BH>(
+    client: &Stream<A, AH>,
+    backend: &Stream<B, BH>,
     stall_limit: Duration,
-) -> io::Result<()> {
-    let to_backend = async {
-        let mut buf = BytesMut::with_capacity(RELAY_BUFFER);
-        loop {
-            client.readable().await?;
-            buf.reserve(RELAY_BUFFER);
-            match client.try_read_buf(&mut buf) {
-                Ok(0) => break,
-                Ok(_) => {
-                    let mut parts = [buf.split().freeze()];
-                    let mut written = false;
-                    crate::sock::write_all(backend, &mut parts, stall_limit, &mut written).await?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let _ = rustix::net::shutdown(backend, rustix::net::Shutdown::Write);
-        Ok::<_, io::Error>(())
-    };
-    let to_client = async {
-        let mut buf = BytesMut::with_capacity(RELAY_BUFFER);
-        loop {
-            backend.readable().await?;
-            buf.reserve(RELAY_BUFFER);
-            match backend.try_read_buf(&mut buf) {
-                Ok(0) => break,
-                Ok(_) => {
-                    let mut parts = [buf.split().freeze()];
-                    let mut written = false;
-                    client
-                        .write_all(&mut parts, stall_limit, &mut written)
-                        .await?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-        client.close();
-        // What close() could not write now goes before the relay ends.
-        let mut written = false;
-        client.write_all(&mut [], stall_limit, &mut written).await
-    };
-    tokio::try_join!(to_backend, to_client)?;
+) -> io::Result<()>
+where
+    A: DerefMut<Target = ConnectionCommon<AD>>,
+    AD: SideData,
+    AH: Handshakes<A>,
+    B: DerefMut<Target = ConnectionCommon<BD>>,
+    BD: SideData,
+    BH: Handshakes<B>,
+{
+    tokio::try_join!(
+        copy_one_way(client, backend, stall_limit),
+        copy_one_way(backend, client, stall_limit)
+    )?;
     Ok(())
+}
+
+/// Copy what `from` sends to `to` until `from` ends, then end `to`'s
+/// writes.
+async fn copy_one_way<A, AD, AH, B, BD, BH>(
+    from: &Stream<A, AH>,
+    to: &Stream<B, BH>,
+    stall_limit: Duration,
+) -> io::Result<()>
+where
+    A: DerefMut<Target = ConnectionCommon<AD>>,
+    AD: SideData,
+    AH: Handshakes<A>,
+    B: DerefMut<Target = ConnectionCommon<BD>>,
+    BD: SideData,
+    BH: Handshakes<B>,
+{
+    let mut buf = BytesMut::with_capacity(RELAY_BUFFER);
+    let mut written = false;
+    loop {
+        from.readable().await?;
+        buf.reserve(RELAY_BUFFER);
+        match from.try_read_buf(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {
+                let mut parts = [buf.split().freeze()];
+                to.write_all(&mut parts, stall_limit, &mut written).await?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    to.end_writes();
+    // What end_writes could not write now goes before this direction ends.
+    to.write_all(&mut [], stall_limit, &mut written).await
 }

@@ -300,3 +300,20 @@ async fn backends_given_by_host_name_are_verified_for_that_name() {
     assert!(check.contains("passed"), "{check}");
     assert_eq!(get_once(config.listen, "/").await.status, 200);
 }
+
+/// A WebSocket upgrade to a TLS backend: the 101 and the bytes after it
+/// are relayed over the backend's TLS connection, both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_upgrade_to_a_tls_backend_is_relayed_both_ways() {
+    let echo = backends::websocket_echo().await;
+    let dir = CertDir::new();
+    let authority = dir.ca("good");
+    let (cert, key) = dir.issue(&authority, "backend", &["backend.test"]);
+    let (_backend, backend_config) = tls_backend(echo.addr, &cert, &key).await;
+
+    let tls = format!("{{ ca = {:?}, sni = \"backend.test\" }}", authority.path);
+    let config = BalancerConfig::http(&[backend_config.listen]).pool_key("tls", &tls);
+    let _front = Halb::start(&config.to_toml()).await;
+    crate::websocket::upgrade_and_echo(config.listen).await;
+    assert_eq!(echo.requests(), 1, "one handshake reached the backend");
+}

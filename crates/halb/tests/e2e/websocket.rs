@@ -52,13 +52,18 @@ async fn websocket_upgrade_and_echo_pass_through() {
     let echo = websocket_echo().await;
     let config = BalancerConfig::http(&[echo.addr]);
     let _halb = Halb::start(&config.to_toml()).await;
+    upgrade_and_echo(config.listen).await;
+    assert_eq!(echo.requests(), 1, "one handshake reached the backend");
+}
 
+/// A WebSocket handshake through the listener at `listen` to an echo
+/// backend, then frames (one of 200 KB) that must come back as sent.
+pub(crate) async fn upgrade_and_echo(listen: std::net::SocketAddr) {
     let key = "dGhlIHNhbXBsZSBub25jZQ==";
-    let mut stream = BufReader::new(TcpStream::connect(config.listen).await.expect("connect"));
+    let mut stream = BufReader::new(TcpStream::connect(listen).await.expect("connect"));
     let handshake = format!(
-        "GET /chat HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        config.listen
+        "GET /chat HTTP/1.1\r\nHost: {listen}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
     stream
         .get_mut()
@@ -104,5 +109,4 @@ async fn websocket_upgrade_and_echo_pass_through() {
     .await;
     let big: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
     round_trip(&mut stream, &client_frame(0x2, &big, [0xA, 0xB, 0xC, 0xD])).await;
-    assert_eq!(echo.requests(), 1, "one handshake reached the backend");
 }

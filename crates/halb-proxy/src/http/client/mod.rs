@@ -344,13 +344,9 @@ impl BackendConnection {
         }
     }
 
-    /// The socket and any bytes read past the `101` head, for a tunnel;
-    /// `None` over TLS (tunnels are relayed from plain backends only).
-    pub(crate) fn into_tunnel(self) -> Option<(TcpStream, BytesMut)> {
-        match self.stream {
-            BackendStream::Plain(stream) => Some((stream, self.buf)),
-            BackendStream::Tls(_) => None,
-        }
+    /// The stream and any bytes read past the `101` head, for a tunnel.
+    pub(crate) fn into_tunnel(self) -> (BackendStream, BytesMut) {
+        (self.stream, self.buf)
     }
 
     /// The backend's socket when a body can be spliced from it.

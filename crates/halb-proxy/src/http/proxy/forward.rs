@@ -258,12 +258,7 @@ impl Handler {
                                 "101 Switching Protocols to a request that asked for no upgrade",
                             )));
                         }
-                        let Some((stream, early)) = connection.into_tunnel() else {
-                            return Err(ProxyError::Upstream(client::BackendError::Malformed(
-                                "101 Switching Protocols from a TLS backend: upgrades are \
-                                 relayed from plain backends only",
-                            )));
-                        };
+                        let (stream, early) = connection.into_tunnel();
                         let upgrade = BackendUpgrade {
                             stream,
                             early,

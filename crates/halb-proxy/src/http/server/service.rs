@@ -84,7 +84,7 @@ pub(crate) struct Reply<B> {
 /// any bytes it sent past the head), and its in-flight slot, held while the
 /// tunnel lives.
 pub(crate) struct BackendUpgrade {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: crate::transport::BackendStream,
     pub(crate) early: bytes::BytesMut,
     pub(crate) in_flight: crate::state::InFlight,
 }

@@ -1,12 +1,12 @@
 //! After `101 Switching Protocols`: the client's and the backend's
 //! connections joined, spliced when both are plain TCP, copied through
-//! user space when the client came over TLS.
+//! user space when either side speaks TLS.
 
 use std::rc::Rc;
 use std::time::Duration;
 
 use super::{BackendUpgrade, ClientConnection};
-use crate::transport::Transport;
+use crate::transport::{BackendStream, Transport};
 
 /// Join the client and backend connections after `101 Switching
 /// Protocols`, until both sides have closed. Bytes either side sent after
@@ -32,7 +32,7 @@ pub(super) async fn tunnel(
     let mut written = false;
     if !from_client.is_empty() {
         let mut parts = [from_client.freeze()];
-        let wrote = crate::sock::write_all(&backend, &mut parts, stall_limit, &mut written);
+        let wrote = backend.write_all(&mut parts, stall_limit, &mut written);
         if wrote.await.is_err() {
             return;
         }
@@ -47,7 +47,7 @@ pub(super) async fn tunnel(
             return;
         }
     }
-    let Transport::Plain(client) = client else {
+    let (Transport::Plain(client), BackendStream::Plain(backend)) = (&client, &backend) else {
         // TLS: the bytes are decrypted and encrypted on the way.
         if let Err(e) = crate::transport::relay_copy(&client, &backend, stall_limit).await {
             tracing::debug!(error = %e, "tunnel ended");
@@ -56,7 +56,7 @@ pub(super) async fn tunnel(
         return;
     };
     let relayed = crate::relay::Relayed::default();
-    if let Err(e) = crate::relay::relay(&client, &backend, &relayed).await {
+    if let Err(e) = crate::relay::relay(client, backend, &relayed).await {
         tracing::debug!(error = %e, "tunnel ended");
     }
     drop(in_flight);
