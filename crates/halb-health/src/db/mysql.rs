@@ -1,5 +1,5 @@
-//! MySQL and MariaDB: log in (native, `caching_sha2_password` or
-//! `sha256_password` without TLS, as the server asks) and ask
+//! MySQL and MariaDB: log in (`mysql_native_password`, or
+//! `caching_sha2_password` without TLS by the server's RSA key) and ask
 //! `SELECT @@global.read_only`: 0 on a primary, 1 on a replica.
 //!
 //! `super_read_only` is not asked: on MySQL it forces `read_only` on, so a
