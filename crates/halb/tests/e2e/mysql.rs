@@ -112,6 +112,12 @@ async fn mysql_writes_follow_read_only_and_the_demoted_server_is_fenced() {
             server.addr
         );
     }
+    // halb's checks log in and quit politely, and make no bare connect:
+    // the servers count no aborted connection attempt (MySQL blocks a host
+    // after max_connect_errors of them).
+    for server in servers {
+        assert_eq!(server.status("Aborted_connects"), 0, "{}", server.addr);
+    }
     let stored = [a.stored().await, b.stored().await];
     let mut windows = Vec::new();
     for (i, &(failover, new, old_down)) in swaps.iter().enumerate() {

@@ -112,22 +112,35 @@ impl Mariadb {
         std::fs::read_to_string(self.dir.0.join("error.log")).unwrap_or_default()
     }
 
-    /// `SET GLOBAL read_only = ...`, as root over the server's own socket
-    /// (the test account may not): on makes it a replica, off a primary.
+    /// `SET GLOBAL read_only = ...`: on makes it a replica, off a primary.
     pub fn set_read_only(&self, on: bool) {
-        let value = if on { 1 } else { 0 };
+        self.as_root(&format!("SET GLOBAL read_only = {}", u8::from(on)));
+    }
+
+    /// A global status counter (`Aborted_connects`, say).
+    pub fn status(&self, name: &str) -> u64 {
+        let out = self.as_root(&format!("SHOW GLOBAL STATUS LIKE '{name}'"));
+        out.split_whitespace()
+            .nth(1)
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("status {name}: {out:?}"))
+    }
+
+    /// Runs `sql` as root over the server's own socket (the test account
+    /// may not); its output, tab-separated without column names.
+    fn as_root(&self, sql: &str) -> String {
         let output = Command::new("mariadb")
             .arg("--no-defaults")
             .arg(format!("--socket={}", self.dir.0.join("socket").display()))
-            .args(["-u", "root", "-e"])
-            .arg(format!("SET GLOBAL read_only = {value}"))
+            .args(["-u", "root", "--batch", "--skip-column-names", "-e", sql])
             .output()
             .expect("run the mariadb client");
         assert!(
             output.status.success(),
-            "SET GLOBAL read_only = {value}: {}",
+            "{sql}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// The `seq` of every row of `writes` on this server.
