@@ -2,8 +2,9 @@
 //! `role = "primary"` pool sends writes only to the server with
 //! `read_only = 0`, follows the roles when they are swapped live (several
 //! times, the write-unavailability window measured each time and its
-//! median printed), fences the demoted server's open sessions, and says
-//! `authentication failed` for a wrong password.
+//! median printed), fences the demoted server's open sessions, while a
+//! `role = "replica"` pool over the same servers reads from the other;
+//! and a wrong password says `authentication failed`.
 //!
 //! The two servers do not replicate: the roles come from `read_only`
 //! alone, which is what the check reads, and is enough to show routing.
@@ -35,12 +36,12 @@ async fn mysql_writes_follow_read_only_and_the_demoted_server_is_fenced() {
     let (a, b) = tokio::join!(Mariadb::start(), Mariadb::start());
     b.set_read_only(true);
     let servers = [&a, &b];
-    let (admin, listen) = (free_addr(), free_addr());
+    let (admin, listen, reads) = (free_addr(), free_addr(), free_addr());
     let check = format!("user = \"{MYSQL_USER}\"\npassword_env = \"HALB_TEST_MYSQL_PASSWORD\"");
     let toml = config(
         admin,
-        &[("rw", listen, "db")],
-        &[("db", "primary")],
+        &[("rw", listen, "db"), ("ro", reads, "replicas")],
+        &[("db", "primary"), ("replicas", "replica")],
         "mysql",
         &check,
         &[a.addr, b.addr],
@@ -50,6 +51,8 @@ async fn mysql_writes_follow_read_only_and_the_demoted_server_is_fenced() {
     wait_state(&halb, "db", a.addr, "up").await;
     let replica = wait_check_says(&halb, "db", b.addr, "role is replica, want primary").await;
     assert_eq!(replica["state"], "down", "{replica:#}");
+    wait_state(&halb, "replicas", b.addr, "up").await;
+    wait_state(&halb, "replicas", a.addr, "down").await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn(keep_writing(stop.clone(), move |seq| async move {
@@ -99,6 +102,18 @@ async fn mysql_writes_follow_read_only_and_the_demoted_server_is_fenced() {
         )
         .await;
         swaps.push((failover, (swap + 1) % 2, old_down));
+        // The replica pool over the same servers follows too: reads go to
+        // the demoted server only.
+        wait_state(&halb, "replicas", old.addr, "up").await;
+        wait_state(&halb, "replicas", new.addr, "down").await;
+        for _ in 0..5 {
+            let mut reader = mysql_connect(reads, MYSQL_PASSWORD)
+                .await
+                .expect("a session via the read listener");
+            let port: Option<u16> = reader.query_first("SELECT @@port").await.expect("@@port");
+            let _ = reader.disconnect().await;
+            assert_eq!(port, Some(old.addr.port()), "a read reached the primary");
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     stop.store(true, Ordering::Relaxed);
