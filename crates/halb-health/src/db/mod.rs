@@ -3,9 +3,10 @@
 //! it has the role the pool wants.
 //!
 //! Each check opens a connection of its own and closes it when done, as
-//! HAProxy's `pgsql-check`, `redis-check` and `mysql-check` do: a role change or a broken
-//! login is seen at the next check, never hidden behind a connection that
-//! was opened before it, and an idle check holds no server slot.
+//! HAProxy's `pgsql-check`, `redis-check` and `mysql-check` do: a role
+//! change or a broken login is seen at the next check, never hidden behind
+//! a connection that was opened before it, and an idle check holds no
+//! server slot.
 
 mod mysql;
 mod postgres;
