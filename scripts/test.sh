@@ -21,6 +21,9 @@ command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 # replica) and Redis servers behind halb's role-aware checks.
 compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# The MySQL-check tests run real MariaDB servers (mariadb-install-db,
+# mariadbd, and the mariadb client to flip read_only).
+command -v mariadbd >/dev/null 2>&1 || missing+=(mariadb-server)
 # The request-smuggling corpus compares halb with HAProxy in the same run.
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 # The TLS tests drive halb with curl and openssl s_client.

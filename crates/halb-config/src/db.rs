@@ -1,14 +1,16 @@
 //! Database health checks and fencing: `[pool.health_check] kind =
-//! "postgres" | "redis"` with a `role` the server must have, the
+//! "postgres" | "redis" | "mysql"` with a `role` the server must have, the
 //! credentials the check logs in with, and `[pool] on_down`, which closes
 //! the open connections to a backend the moment it is marked down.
 
 /// The role a database server must have for its backend to count as up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// Writable: PostgreSQL not in recovery, a Redis master.
+    /// Writable: PostgreSQL not in recovery, a Redis master, MySQL or
+    /// MariaDB with `read_only` off.
     Primary,
-    /// Read-only copy: PostgreSQL in recovery (a standby), a Redis replica.
+    /// Read-only copy: PostgreSQL in recovery (a standby), a Redis replica,
+    /// MySQL or MariaDB with `read_only` on.
     Replica,
     /// Either: the server only has to answer its query.
     Any,
@@ -52,16 +54,18 @@ impl std::fmt::Debug for Password {
     }
 }
 
-/// The database part of a `postgres` or `redis` check.
+/// The database part of a `postgres`, `redis` or `mysql` check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseCheck {
     /// `role`: the backend is up only while the server has it.
     pub role: Role,
     /// `user`: PostgreSQL's login role (default `postgres`); Redis's ACL
-    /// user (default none: the `default` user, or a plain `AUTH password`).
+    /// user (default none: the `default` user, or a plain `AUTH password`);
+    /// MySQL's account (default `root`).
     pub user: Option<String>,
     pub password: Password,
-    /// `database`: PostgreSQL only; default the user's name, as `psql` does.
+    /// `database`: PostgreSQL (default the user's name, as `psql` does)
+    /// and MySQL (default none: the check needs no database).
     pub database: Option<String>,
 }
 
@@ -78,6 +82,11 @@ impl Default for DatabaseCheck {
 
 /// The login role a PostgreSQL check uses when `user` is not set.
 pub const DEFAULT_POSTGRES_USER: &str = "postgres";
+
+/// The account a MySQL/MariaDB check logs in as when `user` is not set, as
+/// the `mysql` client does for an administrator. Any account will do: the
+/// check's query needs no privilege.
+pub const DEFAULT_MYSQL_USER: &str = "root";
 
 /// `[pool] on_down`: what happens to the open connections of a backend
 /// when its checks mark it down.

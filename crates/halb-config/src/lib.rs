@@ -24,7 +24,7 @@ pub use cluster::{
     DEFAULT_ETCD_PREFIX, DEFAULT_STATE_DIR, MIN_PEER_SECRET,
 };
 pub use connection::{Cidr, ClientLimits, ConnectionPolicy, SendProxy};
-pub use db::{DatabaseCheck, OnDown, Password, Role, DEFAULT_POSTGRES_USER};
+pub use db::{DatabaseCheck, OnDown, Password, Role, DEFAULT_MYSQL_USER, DEFAULT_POSTGRES_USER};
 pub use diff::{diff, Change};
 pub use duration::{parse_duration, MAX_DURATION};
 pub use model::*;

@@ -466,7 +466,7 @@ pub struct HealthCheck {
     pub expect_status: (u16, u16),
     /// HTTP only: the body (first 64 KiB) must contain this.
     pub expect_body: Option<String>,
-    /// `postgres` and `redis` only: the role and the credentials.
+    /// `postgres`, `redis` and `mysql` only: the role and the credentials.
     pub database: Option<crate::DatabaseCheck>,
 }
 
@@ -501,21 +501,27 @@ pub enum HealthCheckKind {
     Postgres,
     /// Redis: `ROLE`.
     Redis,
+    /// MySQL or MariaDB: logs in and asks `SELECT @@global.read_only`.
+    Mysql,
 }
 
 impl HealthCheckKind {
     /// Every kind, in the order the docs list them.
-    pub const ALL: [HealthCheckKind; 5] = [
+    pub const ALL: [HealthCheckKind; 6] = [
         HealthCheckKind::Http,
         HealthCheckKind::Tcp,
         HealthCheckKind::Postgres,
         HealthCheckKind::Redis,
+        HealthCheckKind::Mysql,
         HealthCheckKind::None,
     ];
 
     /// Whether the check speaks a database's protocol (and has a role).
     pub const fn is_database(self) -> bool {
-        matches!(self, HealthCheckKind::Postgres | HealthCheckKind::Redis)
+        matches!(
+            self,
+            HealthCheckKind::Postgres | HealthCheckKind::Redis | HealthCheckKind::Mysql
+        )
     }
 
     /// The name used in the config file.
@@ -526,6 +532,7 @@ impl HealthCheckKind {
             HealthCheckKind::Http => "http",
             HealthCheckKind::Postgres => "postgres",
             HealthCheckKind::Redis => "redis",
+            HealthCheckKind::Mysql => "mysql",
         }
     }
 }

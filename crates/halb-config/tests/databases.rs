@@ -1,4 +1,5 @@
-//! Database checks (`kind = "postgres" | "redis"`, `role`, credentials)
+//! Database checks (`kind = "postgres" | "redis" | "mysql"`, `role`,
+//! credentials)
 //! and `[pool] on_down`.
 
 mod support;
@@ -77,6 +78,35 @@ fn credentials_are_read() {
 }
 
 #[test]
+fn a_mysql_check_takes_the_same_keys() {
+    let config = parse(&with_check(
+        "",
+        "kind = \"mysql\"\nrole = \"primary\"\nuser = \"halb\"\npassword_env = \"HALB_MYSQL_PASSWORD\"\ndatabase = \"app\"",
+    ))
+    .unwrap();
+    let pool = &config.pools[0];
+    assert_eq!(pool.health_check.kind, HealthCheckKind::Mysql);
+    assert_eq!(
+        pool.health_check.database,
+        Some(DatabaseCheck {
+            role: Role::Primary,
+            user: Some("halb".into()),
+            password: Password::Env("HALB_MYSQL_PASSWORD".into()),
+            database: Some("app".into()),
+        })
+    );
+    assert_eq!(pool.on_down, OnDown::Close);
+    let config = parse(&with_check("", "kind = \"mysql\"")).unwrap();
+    assert_eq!(
+        config.pools[0].health_check.database,
+        Some(DatabaseCheck::default())
+    );
+    let error = only_error(&with_check("", "kind = \"mysq\""));
+    assert_eq!(error.path, "pool[0].health_check.kind");
+    assert!(error.message.contains("did you mean \"mysql\""), "{error}");
+}
+
+#[test]
 fn database_keys_on_other_kinds_are_refused() {
     let error = only_error(&with_check("", "kind = \"http\"\nrole = \"primary\""));
     assert_eq!(error.path, "pool[0].health_check.role");
@@ -84,6 +114,7 @@ fn database_keys_on_other_kinds_are_refused() {
         error.message.contains("only applies to database checks"),
         "{error}"
     );
+    assert!(error.message.contains("\"mysql\""), "{error}");
     let error = only_error(&with_check("", "user = \"halb\""));
     assert_eq!(error.path, "pool[0].health_check.user");
     assert!(

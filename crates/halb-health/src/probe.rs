@@ -79,6 +79,11 @@ async fn probe_inner(
     backend: SocketAddr,
     tls: Option<&BackendTls>,
 ) -> Result<(), CheckFailure> {
+    // A database check logs in over a connection its client crate is
+    // handed or opens (MySQL's cannot take one that is open already).
+    if check.kind.is_database() {
+        return crate::db::check(check, target).await;
+    }
     let stream = TcpStream::connect(target)
         .await
         .map_err(|e| CheckFailure::Refused(e.kind().to_string()))?;
@@ -96,9 +101,9 @@ async fn probe_inner(
         };
     }
     match check.kind {
-        HealthCheckKind::None | HealthCheckKind::Tcp => Ok(()),
         HealthCheckKind::Http => http_check(check, stream, backend).await,
-        HealthCheckKind::Postgres | HealthCheckKind::Redis => crate::db::check(check, stream).await,
+        // The connect was the check; database checks returned above.
+        _ => Ok(()),
     }
 }
 

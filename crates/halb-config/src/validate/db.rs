@@ -14,7 +14,7 @@ pub(super) struct RawDatabaseKeys {
     pub database: Slot<String>,
 }
 
-const DATABASE_KINDS: &str = "kind = \"postgres\" or \"redis\"";
+const DATABASE_KINDS: &str = "kind = \"postgres\", \"redis\" or \"mysql\"";
 
 /// The database part of a check: `Some(None)` for a check that is not a
 /// database's and has none of its keys, `None` after an error (a bad
@@ -84,8 +84,8 @@ pub(super) fn database_check(
     };
     let database = match (kind, raw.database) {
         (HealthCheckKind::Redis, Slot::Set(field)) => {
-            let message = "database only applies to kind = \"postgres\"; Redis's ROLE \
-                           answers the same in every database (remove database)";
+            let message = "database only applies to kind = \"postgres\" or \"mysql\"; \
+                           Redis's ROLE answers the same in every database (remove database)";
             c.error(at.path_of("database"), field.line, message);
             None
         }

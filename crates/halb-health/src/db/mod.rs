@@ -3,12 +3,16 @@
 //! it has the role the pool wants.
 //!
 //! Each check opens a connection of its own and closes it when done, as
-//! HAProxy's `pgsql-check` and `redis-check` do: a role change or a broken
-//! login is seen at the next check, never hidden behind a connection that
-//! was opened before it, and an idle check holds no server slot.
+//! HAProxy's `pgsql-check`, `redis-check` and `mysql-check` do: a role
+//! change or a broken login is seen at the next check, never hidden behind
+//! a connection that was opened before it, and an idle check holds no
+//! server slot.
 
+mod mysql;
 mod postgres;
 mod redis;
+
+use std::net::SocketAddr;
 
 use halb_config::{DatabaseCheck, HealthCheck, HealthCheckKind, Password, Role};
 use tokio::net::TcpStream;
@@ -31,19 +35,37 @@ impl ServerRole {
     }
 }
 
-/// Run a database check over `stream`, connected to the backend (or its
-/// check port).
-pub(crate) async fn check(check: &HealthCheck, stream: TcpStream) -> Result<(), CheckFailure> {
-    let _ = stream.set_nodelay(true);
-    let default = DatabaseCheck::default();
-    let db = check.database.as_ref().unwrap_or(&default);
-    let password = password(&db.password)?;
+/// Run a database check against `target`, the backend (or its check
+/// port). PostgreSQL's and Redis's clients are handed a connection opened
+/// here; MySQL's opens its own.
+pub(crate) async fn check(check: &HealthCheck, target: SocketAddr) -> Result<(), CheckFailure> {
+    let (db, password) = credentials(check)?;
     let have = match check.kind {
-        HealthCheckKind::Postgres => postgres::role(db, password, stream).await?,
-        HealthCheckKind::Redis => redis::role(db, password, stream).await?,
+        HealthCheckKind::Postgres => postgres::role(db, password, connect(target).await?).await?,
+        HealthCheckKind::Redis => redis::role(db, password, connect(target).await?).await?,
+        HealthCheckKind::Mysql => mysql::role(db, password, target).await?,
         HealthCheckKind::Http | HealthCheckKind::Tcp | HealthCheckKind::None => return Ok(()),
     };
     judge(have, db.role)
+}
+
+async fn connect(target: SocketAddr) -> Result<TcpStream, CheckFailure> {
+    let stream = TcpStream::connect(target)
+        .await
+        .map_err(|e| CheckFailure::Refused(e.kind().to_string()))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// The check's database keys (defaults when the table has none) and its
+/// password, read now.
+fn credentials(check: &HealthCheck) -> Result<(&DatabaseCheck, Option<String>), CheckFailure> {
+    static DEFAULT: std::sync::OnceLock<DatabaseCheck> = std::sync::OnceLock::new();
+    let db = match &check.database {
+        Some(db) => db,
+        None => DEFAULT.get_or_init(DatabaseCheck::default),
+    };
+    Ok((db, password(&db.password)?))
 }
 
 /// Whether a server with role `have` serves a pool that wants `want`.

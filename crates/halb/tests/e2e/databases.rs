@@ -17,12 +17,12 @@ use crate::support::{free_addr, within, Halb};
 
 /// Check timing of these tests: a backend changes state within about
 /// `fall × interval` (or `rise × interval`).
-const CHECK_KEYS: &str = "interval = \"200ms\"\ntimeout = \"1s\"\nrise = 2\nfall = 2";
-const FAILOVER_LIMIT: Duration = Duration::from_secs(20);
+pub(crate) const CHECK_KEYS: &str = "interval = \"200ms\"\ntimeout = \"1s\"\nrise = 2\nfall = 2";
+pub(crate) const FAILOVER_LIMIT: Duration = Duration::from_secs(20);
 
 /// A listener (name, bind, pool) per entry; a pool of `kind` per (name,
 /// role) over `backends`; `check` is added to each `[pool.health_check]`.
-fn config(
+pub(crate) fn config(
     admin: SocketAddr,
     listeners: &[(&str, SocketAddr, &str)],
     pools: &[(&str, &str)],
@@ -48,7 +48,7 @@ fn config(
 }
 
 /// The status entry of `address` in `pool`.
-fn entry<'a>(status: &'a Value, pool: &str, address: SocketAddr) -> &'a Value {
+pub(crate) fn entry<'a>(status: &'a Value, pool: &str, address: SocketAddr) -> &'a Value {
     status["pools"]
         .as_array()
         .into_iter()
@@ -65,7 +65,12 @@ fn entry<'a>(status: &'a Value, pool: &str, address: SocketAddr) -> &'a Value {
 }
 
 /// Waits until `address` in `pool` is in `state`; when it was seen so.
-async fn wait_state(halb: &Halb, pool: &str, address: SocketAddr, state: &str) -> Instant {
+pub(crate) async fn wait_state(
+    halb: &Halb,
+    pool: &str,
+    address: SocketAddr,
+    state: &str,
+) -> Instant {
     let started = Instant::now();
     loop {
         let status = halb.status_json().await;
@@ -82,7 +87,12 @@ async fn wait_state(halb: &Halb, pool: &str, address: SocketAddr, state: &str) -
 }
 
 /// Waits until the last check of `address` in `pool` says `words`.
-async fn wait_check_says(halb: &Halb, pool: &str, address: SocketAddr, words: &str) -> Value {
+pub(crate) async fn wait_check_says(
+    halb: &Halb,
+    pool: &str,
+    address: SocketAddr,
+    words: &str,
+) -> Value {
     let started = Instant::now();
     loop {
         let status = halb.status_json().await;
@@ -104,20 +114,20 @@ async fn wait_check_says(halb: &Halb, pool: &str, address: SocketAddr, words: &s
 
 /// One write a client tried: its number, when, and whether it was acknowledged.
 #[derive(Debug, Clone, Copy)]
-struct Write {
-    seq: u64,
-    at: Instant,
-    acked: bool,
+pub(crate) struct Write {
+    pub(crate) seq: u64,
+    pub(crate) at: Instant,
+    pub(crate) acked: bool,
 }
 
 /// What the writers saw around a failover at `failover`.
-struct Writes(Vec<Write>);
+pub(crate) struct Writes(pub(crate) Vec<Write>);
 
 impl Writes {
     /// From the failover to the first write after it that was
     /// acknowledged and `kept` (is on the new primary: a write the old one
     /// acknowledged and then lost does not end the window).
-    fn unavailable(&self, failover: Instant, kept: impl Fn(u64) -> bool) -> Duration {
+    pub(crate) fn unavailable(&self, failover: Instant, kept: impl Fn(u64) -> bool) -> Duration {
         let first = self
             .0
             .iter()
@@ -126,13 +136,13 @@ impl Writes {
         first.at - failover
     }
 
-    fn acked(&self) -> impl Iterator<Item = &Write> {
+    pub(crate) fn acked(&self) -> impl Iterator<Item = &Write> {
         self.0.iter().filter(|w| w.acked)
     }
 }
 
 /// Writes `seq = 1, 2, ...` every 20 ms through `write` until `stop`.
-async fn keep_writing<F, Fut>(stop: Arc<AtomicBool>, mut write: F) -> Writes
+pub(crate) async fn keep_writing<F, Fut>(stop: Arc<AtomicBool>, mut write: F) -> Writes
 where
     F: FnMut(u64) -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -151,7 +161,7 @@ where
     Writes(writes)
 }
 
-fn closed_on_down(metrics: &str, pool: &str, backend: SocketAddr) -> u64 {
+pub(crate) fn closed_on_down(metrics: &str, pool: &str, backend: SocketAddr) -> u64 {
     let series =
         format!("halb_backend_closed_on_down_total{{pool=\"{pool}\",backend=\"{backend}\"}} ");
     metrics

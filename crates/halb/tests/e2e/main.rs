@@ -31,6 +31,7 @@ mod http2;
 mod http_semantics;
 mod hung_backend;
 mod metrics;
+mod mysql;
 mod outlier;
 mod peers;
 mod reload;

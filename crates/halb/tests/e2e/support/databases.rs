@@ -23,7 +23,8 @@ pub const PG_PASSWORD: &str = "halb-test-secret";
 const NOBODY: u32 = 65534;
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-fn running_as_root() -> bool {
+/// Whether the tests run as root (then servers that refuse root run as `nobody`).
+pub fn running_as_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 

@@ -12,6 +12,7 @@ pub mod config;
 pub mod databases;
 pub mod etcd;
 pub mod load;
+pub mod mariadb;
 pub mod netns;
 pub mod node_config;
 pub mod process;
