@@ -34,7 +34,13 @@ pub(crate) async fn open(
     let config = listener.config.load();
     let mut client = peer;
     if config.connection.proxy_protocol {
-        match crate::proxy_protocol::read(stream, config.request_head_timeout).await {
+        // Boxed, as the refusal below: a connection's task would otherwise
+        // carry the header's buffer for its whole life.
+        let header = Box::pin(crate::proxy_protocol::read(
+            stream,
+            config.request_head_timeout,
+        ));
+        match header.await {
             Ok(header) => client = header.source.unwrap_or(peer),
             Err(error) => {
                 listener.admission.refused.fetch_add(1, Ordering::Relaxed);
@@ -68,7 +74,7 @@ pub(crate) async fn open(
                 );
             }
             if listener.protocol == Protocol::Http {
-                refuse_http(stream).await;
+                Box::pin(refuse_http(stream)).await;
             }
             None
         }

@@ -175,21 +175,7 @@ fn spawn_connection(
             tokio::task::spawn_local(async move {
                 // A PROXY header comes before the TLS handshake.
                 if let Some((peer, slot)) = crate::edge::open(&stream, peer, &context).await {
-                    let transport = match context.tls.load_full() {
-                        None => Some(Transport::Plain(stream)),
-                        Some(tls) => match tls.session() {
-                            Ok(session) => Some(Transport::Tls(Box::new(TlsStream::new(
-                                stream,
-                                session,
-                                Counted(context.metrics.clone()),
-                            )))),
-                            Err(error) => {
-                                tracing::error!(listener = %context.name(), %error, "no TLS session");
-                                None
-                            }
-                        },
-                    };
-                    if let Some(transport) = transport {
+                    if let Some(transport) = client_transport(stream, &context) {
                         crate::http::serve(transport, peer, context, upstream).await;
                     }
                     drop(slot);
@@ -205,6 +191,27 @@ fn spawn_connection(
                 }
                 drop(guard);
             });
+        }
+    }
+}
+
+/// The client connection's byte stream: the socket itself, or a TLS
+/// session over it when the listener terminates TLS. Not in the
+/// connection's task: its future would keep room for a TLS session
+/// (about a kilobyte) for the connection's whole life.
+fn client_transport(stream: tokio::net::TcpStream, context: &ListenerContext) -> Option<Transport> {
+    let Some(tls) = context.tls.load_full() else {
+        return Some(Transport::Plain(stream));
+    };
+    match tls.session() {
+        Ok(session) => Some(Transport::Tls(Box::new(TlsStream::new(
+            stream,
+            session,
+            Counted(context.metrics.clone()),
+        )))),
+        Err(error) => {
+            tracing::error!(listener = %context.name(), %error, "no TLS session");
+            None
         }
     }
 }

@@ -110,7 +110,9 @@ pub struct State {
     node: Mutex<Arc<str>>,
     fleet_secret: Mutex<Option<Arc<str>>>,
     sticky: Mutex<HashMap<Arc<str>, Arc<StickyTable>>>,
-    sticky_learned: broadcast::Sender<StickyEntry>,
+    /// Made at the first subscription (a peer link): its 65,536 slots
+    /// would cost a node without peers some 10 MB of memory.
+    sticky_learned: std::sync::OnceLock<broadcast::Sender<StickyEntry>>,
     /// Counts the events published: a reader that keeps something derived
     /// from health (a pool's level shares) sees with one load that it
     /// must look again.
@@ -131,7 +133,7 @@ impl Default for State {
             node: Mutex::new("halb".into()),
             fleet_secret: Mutex::new(None),
             sticky: Mutex::new(HashMap::new()),
-            sticky_learned: broadcast::Sender::new(STICKY_BACKLOG),
+            sticky_learned: std::sync::OnceLock::new(),
             generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -204,13 +206,17 @@ impl State {
 
     /// Publishes an entry this node learned, for the peer links.
     pub fn publish_sticky(&self, entry: StickyEntry) {
-        let _ = self.sticky_learned.send(entry);
+        if let Some(learned) = self.sticky_learned.get() {
+            let _ = learned.send(entry);
+        }
     }
 
     /// Every entry this node learns from now on. A receiver that falls
     /// behind gets `Lagged` and should resync from [`State::sticky_tables`].
     pub fn subscribe_sticky(&self) -> broadcast::Receiver<StickyEntry> {
-        self.sticky_learned.subscribe()
+        self.sticky_learned
+            .get_or_init(|| broadcast::Sender::new(STICKY_BACKLOG))
+            .subscribe()
     }
 
     /// Applies an entry a peer learned; `false` when this node has no stick
