@@ -186,17 +186,24 @@ fn sigterm_of_the_master_under_a_request_loop_fails_no_request() {
     std::thread::sleep(Duration::from_millis(300));
     let stopped = Instant::now();
     lab.signal(one.process, "-TERM");
+    // The exit is looked for while waiting for the move: it may come first.
+    let mut exited_at = None;
     let moved = wait_until(Duration::from_secs(6), || {
+        if exited_at.is_none() && lab.exited(one.process).is_some() {
+            exited_at = Some(stopped.elapsed());
+        }
         client
             .answers()
             .iter()
             .any(|a| a.at > stopped && a.result == Ok(node_ip(2)))
     })
     .map(|_| stopped.elapsed());
-    let exited = wait_until(Duration::from_secs(10), || {
-        lab.exited(one.process).is_some()
-    })
-    .map(|_| stopped.elapsed());
+    let exited = exited_at.or_else(|| {
+        wait_until(Duration::from_secs(10), || {
+            lab.exited(one.process).is_some()
+        })
+        .map(|_| stopped.elapsed())
+    });
     std::thread::sleep(Duration::from_millis(300));
     let answers = client.finish();
     let failed: Vec<&String> = answers
