@@ -163,7 +163,9 @@ impl ListenerContext {
     /// master, where a connection opened here would have been reset when
     /// the client's ARP entry moved. Handshakes already under way complete
     /// and connections already open keep working: the filter drops only a
-    /// segment with SYN set and ACK clear.
+    /// segment with SYN set and ACK clear. (A connection accepted later
+    /// inherits the filter, as a child socket clones its listener's:
+    /// every segment of an open connection carries ACK, so none is dropped.)
     pub fn hold_new_connections(&self) -> io::Result<()> {
         let sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
         for socket in sockets.iter() {
