@@ -22,6 +22,7 @@ mod edge;
 mod error;
 mod fault;
 mod fence;
+mod handover;
 mod http;
 mod in_flight;
 pub mod levels;
@@ -240,6 +241,12 @@ impl Proxy {
         let config = context.config.load_full();
         context.set_tls(config.tls.as_ref(), tls.remove(&config.name));
         for (worker, socket) in self.workers.iter().zip(bound.sockets) {
+            match socket.try_clone() {
+                Ok(copy) => context.keep_socket(copy),
+                Err(error) => {
+                    tracing::warn!(listener = %config.name, %error, "cannot keep a copy of a listener socket: a handover will not hold its new connections")
+                }
+            }
             let _ = worker.commands.send(WorkerCommand::Listen {
                 context: context.clone(),
                 socket,

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use halb_access_log::AccessLogSink;
@@ -32,7 +32,15 @@ pub struct ListenerContext {
     pub(crate) admission: Arc<crate::admission::ListenerAdmission>,
     /// `[listener.tls]`: new connections are TLS while this is set.
     pub(crate) tls: arc_swap::ArcSwapOption<crate::tls::TlsTerminator>,
+    /// Open connections finish their request and close (reload, shutdown,
+    /// handover).
     closing: watch::Sender<bool>,
+    /// The workers stop accepting (reload, shutdown).
+    stopped: watch::Sender<bool>,
+    /// A copy of each worker's socket descriptor, so that new connections
+    /// can be held at a handover ([`ListenerContext::hold_new_connections`]).
+    /// Emptied at close: the socket must not outlive its accept loop.
+    sockets: Mutex<Vec<std::net::TcpListener>>,
 }
 
 impl ListenerContext {
@@ -54,7 +62,17 @@ impl ListenerContext {
             admission: Default::default(),
             tls: arc_swap::ArcSwapOption::empty(),
             closing: watch::Sender::new(false),
+            stopped: watch::Sender::new(false),
+            sockets: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Keep a copy of a worker's socket (see `sockets`).
+    pub(crate) fn keep_socket(&self, socket: std::net::TcpListener) {
+        self.sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(socket);
     }
 
     /// Apply the node's faults (a listener starts with none).
@@ -131,14 +149,72 @@ impl ListenerContext {
 
     /// Stop accepting; open connections finish their work and close.
     pub fn close(&self) {
+        self.stopped.send_replace(true);
+        self.closing.send_replace(true);
+        self.sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// New clients' connections are neither accepted nor refused from now
+    /// on: the kernel drops their SYN, so they send it again (after 1 s,
+    /// then 3 s). At a VRRP handover the resent SYN reaches the next
+    /// master, where a connection opened here would have been reset when
+    /// the client's ARP entry moved. Handshakes already under way complete
+    /// and connections already open keep working: the filter drops only a
+    /// segment with SYN set and ACK clear. (A connection accepted later
+    /// inherits the filter, as a child socket clones its listener's:
+    /// every segment of an open connection carries ACK, so none is dropped.)
+    pub fn hold_new_connections(&self) -> io::Result<()> {
+        let sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        for socket in sockets.iter() {
+            socket2::SockRef::from(socket).attach_filter(&DROP_NEW_SYN)?;
+        }
+        Ok(())
+    }
+
+    /// Open connections finish the request they are on and close; idle
+    /// ones close at once. The listener still accepts.
+    pub fn finish_connections(&self) {
         self.closing.send_replace(true);
     }
 
-    /// Turns true when the listener closes.
+    /// Client connections open now.
+    pub fn open_connections(&self) -> u64 {
+        self.metrics.active_connections.get().max(0) as u64
+    }
+
+    /// Turns true when open connections are to finish and close.
     pub(crate) fn closing(&self) -> watch::Receiver<bool> {
         self.closing.subscribe()
     }
+
+    /// Turns true when the workers stop accepting.
+    pub(crate) fn stopped(&self) -> watch::Receiver<bool> {
+        self.stopped.subscribe()
+    }
 }
+
+/// A classic BPF socket filter: drop a TCP segment with SYN set and ACK
+/// clear (a new client's first packet), keep every other. A TCP socket's
+/// filter sees the TCP header at offset 0; byte 13 holds the flags.
+const DROP_NEW_SYN: [socket2::SockFilter; 5] = {
+    use socket2::SockFilter;
+    const LOAD_BYTE: u16 = 0x30; // BPF_LD | BPF_B | BPF_ABS
+    const JUMP_IF_SET: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
+    const RETURN: u16 = 0x06; // BPF_RET | BPF_K
+    const SYN: u32 = 0x02;
+    const ACK: u32 = 0x10;
+    [
+        SockFilter::new(LOAD_BYTE, 0, 0, 13),
+        // ACK set: part of a handshake under way or of a connection: keep.
+        SockFilter::new(JUMP_IF_SET, 2, 0, ACK),
+        SockFilter::new(JUMP_IF_SET, 0, 1, SYN),
+        SockFilter::new(RETURN, 0, 0, 0),
+        SockFilter::new(RETURN, 0, 0, u32::MAX),
+    ]
+};
 
 /// Counts a client connection as open while it lives.
 pub(crate) struct OpenClient(Arc<ListenerMetrics>);

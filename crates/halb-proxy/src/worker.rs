@@ -76,7 +76,7 @@ async fn accept_loop(
     upstream: Rc<UpstreamPool>,
     open: Rc<Cell<usize>>,
 ) {
-    let mut closing = context.closing();
+    let mut closing = context.stopped();
     let mut backoff = MIN_BACKOFF;
     loop {
         let max_connections = context.config.load().connection.max_connections;

@@ -376,10 +376,11 @@ pub async fn serve(
 
     let drain = node.config.runtime.drain_timeout;
     node.notifier.stopping();
-    // A master hands its virtual IPs over first (priority 0), so that new
-    // connections go to the next node while this one drains.
+    // A master hands its virtual IPs over first (its open connections on
+    // them finished, then priority 0), so that new connections go to the
+    // next node while this one drains.
     if let Some(vrrp) = &vrrp {
-        vrrp.shutdown().await;
+        vrrp.shutdown(&node.proxy).await;
     }
     tracing::info!(
         signal = which,

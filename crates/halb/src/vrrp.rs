@@ -1,24 +1,35 @@
 //! The node's VRRP instances (`[vrrp]`): started with the node, driven to
 //! fault by halb's own health state (a tracked pool without a usable
-//! backend), told to give their addresses up first at SIGTERM. Transitions
+//! backend), told to give their addresses up first at SIGTERM (after the
+//! listeners on them have let their open connections finish). Transitions
 //! are logged by the speaker, and here sent to the alert webhooks and to the
 //! `notify` command.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use halb_alerts::{Alert, Alerter};
 use halb_config::Vrrp;
+use halb_proxy::Proxy;
 use halb_state::{Event, State};
 use halb_vrrp::net::Interface;
-use halb_vrrp::{Control, InstanceSettings, Registry, Transition};
+use halb_vrrp::{Control, InstanceSettings, Registry, Transition, VrrpState};
 use tokio::sync::{mpsc, oneshot};
+
+/// At SIGTERM, how long a master's open connections on its virtual IPs
+/// get to finish before it hands the addresses over (its clients' new
+/// connections are held meanwhile: see [`Proxy::hand_over`]).
+const CONNECTIONS_FINISH: Duration = Duration::from_secs(1);
 
 /// The running instances.
 pub struct Instances {
     pub registry: Arc<Registry>,
     controls: Vec<mpsc::Sender<Control>>,
+    /// Each instance's name and virtual IPs.
+    virtual_ips: Vec<(String, Vec<Ipv4Addr>)>,
 }
 
 /// Why an instance tracking `pools` is in fault now, if it is.
@@ -115,7 +126,21 @@ pub async fn start(
             }
         }
     });
-    Ok(Instances { registry, controls })
+    let virtual_ips = config
+        .instances
+        .iter()
+        .map(|i| {
+            (
+                i.name.clone(),
+                i.virtual_ips.iter().map(|(ip, _)| *ip).collect(),
+            )
+        })
+        .collect();
+    Ok(Instances {
+        registry,
+        controls,
+        virtual_ips,
+    })
 }
 
 /// `notify INSTANCE STATE`, as keepalived's notify scripts are called.
@@ -136,11 +161,43 @@ fn run_notify(command: String, transition: Transition) {
 }
 
 impl Instances {
-    /// Every master sends priority 0 and removes its addresses; returns
-    /// when all have. The instances hand over together: a node holding
-    /// several groups' VIPs (active-active, its peer gone) waits one
-    /// handover bound, not one per instance.
-    pub async fn shutdown(&self) {
+    /// The virtual IPs of the instances that are master now.
+    fn held(&self) -> Vec<IpAddr> {
+        let masters: Vec<String> = self
+            .registry
+            .snapshot()
+            .into_iter()
+            .filter(|status| status.state == VrrpState::Master)
+            .map(|status| status.name)
+            .collect();
+        self.virtual_ips
+            .iter()
+            .filter(|(name, _)| masters.contains(name))
+            .flat_map(|(_, ips)| ips.iter().map(|ip| IpAddr::V4(*ip)))
+            .collect()
+    }
+
+    /// A master leaving: first its listeners on its virtual IPs (or on
+    /// every address) hold new connections and let the open ones finish
+    /// (bounded), so that none is open when the clients' ARP entries move
+    /// to the next master; then every master sends priority 0 and removes
+    /// its addresses. Returns when all have. The instances hand over
+    /// together: a node holding several groups' VIPs (active-active, its
+    /// peer gone) waits one handover bound, not one per instance.
+    pub async fn shutdown(&self, proxy: &Proxy) {
+        let held = self.held();
+        if !held.is_empty() {
+            let started = std::time::Instant::now();
+            let serves_vip = |bound: std::net::SocketAddr| {
+                bound.ip().is_unspecified() || held.contains(&bound.ip())
+            };
+            let open = proxy.hand_over(serves_vip, CONNECTIONS_FINISH).await;
+            tracing::info!(
+                still_open = open,
+                took = ?started.elapsed(),
+                "stopping: new connections to the virtual IPs held, open ones finished"
+            );
+        }
         let mut waits = Vec::with_capacity(self.controls.len());
         for control in &self.controls {
             let (done, wait) = oneshot::channel();

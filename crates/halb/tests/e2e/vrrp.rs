@@ -3,11 +3,14 @@
 //! one group with a real keepalived. Timing goals are measured and printed;
 //! the assertions hold generous bounds.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::netns::{http_get, node_ip, wait_until, Lab, LabNode, BRIDGE_IP, VIP};
+use crate::support::netns::{
+    http_get, node_ip, wait_until, Lab, LabNode, RequestLoop, BRIDGE_IP, VIP,
+};
 use crate::support::process::TempFile;
 
 const SERVICE: &str = "198.18.0.100:8080";
@@ -173,6 +176,60 @@ fn a_killed_master_is_replaced_and_leaves_no_virtual_ip() {
     println!("SIGKILL: served by the other node after {served:?}; the dead node's VIP gone after {gone:?}");
     assert!(served.expect("served by node 2") < Duration::from_secs(2));
     assert!(gone.expect("VIP expired on the dead node") < Duration::from_secs(2));
+}
+
+#[test]
+fn sigterm_of_the_master_under_a_request_loop_fails_no_request() {
+    let lab = Arc::new(Lab::new(2));
+    let (one, two) = pair(&lab, "", "");
+    let client = RequestLoop::start(&lab, SERVICE);
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped = Instant::now();
+    lab.signal(one.process, "-TERM");
+    // The exit is looked for while waiting for the move: it may come first.
+    let mut exited_at = None;
+    let moved = wait_until(Duration::from_secs(6), || {
+        if exited_at.is_none() && lab.exited(one.process).is_some() {
+            exited_at = Some(stopped.elapsed());
+        }
+        client
+            .answers()
+            .iter()
+            .any(|a| a.at > stopped && a.result == Ok(node_ip(2)))
+    })
+    .map(|_| stopped.elapsed());
+    let exited = exited_at.or_else(|| {
+        wait_until(Duration::from_secs(10), || {
+            lab.exited(one.process).is_some()
+        })
+        .map(|_| stopped.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let answers = client.finish();
+    let failed: Vec<&String> = answers
+        .iter()
+        .filter_map(|a| a.result.as_ref().err())
+        .collect();
+    let slowest = answers.iter().map(|a| a.took).max().unwrap_or_default();
+    println!(
+        "SIGTERM of the master: served by node 2 after {moved:?}; {} of {} requests failed {failed:?}; \
+         slowest request {slowest:?}; node 1 exited after {exited:?}",
+        failed.len(),
+        answers.len()
+    );
+    assert!(
+        moved.is_some(),
+        "node 2 serves: holders {:?}\n{}\n{}",
+        lab.holders(VIP),
+        one.log.read(),
+        two.log.read()
+    );
+    assert!(answers.len() > 20, "{} requests", answers.len());
+    assert!(failed.is_empty(), "{failed:?}\n{}", one.log.read());
+    assert!(exited.is_some(), "node 1 stops\n{}", one.log.read());
+    assert_eq!(lab.exited(one.process).and_then(|s| s.code()), Some(0));
+    assert_eq!(two.state(&lab, "front"), "master");
+    assert_eq!(lab.holders(VIP), [2]);
 }
 
 #[test]

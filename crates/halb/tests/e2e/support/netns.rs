@@ -386,3 +386,78 @@ impl LabNode {
             .unwrap_or_default()
     }
 }
+
+/// One request of a [`RequestLoop`]: when it ended, how long it took, and
+/// which node served it (or what went wrong).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub at: Instant,
+    pub took: Duration,
+    pub result: Result<String, String>,
+}
+
+/// A client in the lab's client namespace on a thread: one new connection
+/// per request to `service`, one after another, every answer kept, until
+/// finished. Its connect timeout outlasts a resent SYN (the kernel resends
+/// after 1 s, then 3 s), so that a SYN dropped during a handover costs
+/// time, not the request.
+pub struct RequestLoop {
+    stop: Arc<AtomicBool>,
+    answers: Arc<Mutex<Vec<Answer>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RequestLoop {
+    pub fn start(lab: &Arc<Lab>, service: &str) -> RequestLoop {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
+        let (stopped, kept) = (stop.clone(), answers.clone());
+        let (path, service) = (
+            PathBuf::from("/run/netns").join(lab.ns("cl")),
+            service.to_owned(),
+        );
+        let thread = std::thread::spawn(move || {
+            enter(&path);
+            while !stopped.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let result = http_get_within(
+                    &service,
+                    "/",
+                    Duration::from_secs(5),
+                    Duration::from_secs(2),
+                );
+                kept.lock().unwrap().push(Answer {
+                    at: Instant::now(),
+                    took: started.elapsed(),
+                    result,
+                });
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        RequestLoop {
+            stop,
+            answers,
+            thread: Some(thread),
+        }
+    }
+
+    /// The answers so far.
+    pub fn answers(&self) -> Vec<Answer> {
+        self.answers.lock().unwrap().clone()
+    }
+
+    /// Stops after the request under way; every answer.
+    pub fn finish(mut self) -> Vec<Answer> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.answers()
+    }
+}
+
+impl Drop for RequestLoop {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
