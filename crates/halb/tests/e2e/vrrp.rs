@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::netns::{
-    http_get, node_ip, wait_until, Lab, LabNode, RequestLoop, BRIDGE_IP, VIP,
+    http_get, node_ip, wait_until, Handover, Lab, LabNode, BRIDGE_IP, VIP,
 };
 use crate::support::process::TempFile;
 
@@ -182,35 +182,14 @@ fn a_killed_master_is_replaced_and_leaves_no_virtual_ip() {
 fn sigterm_of_the_master_under_a_request_loop_fails_no_request() {
     let lab = Arc::new(Lab::new(2));
     let (one, two) = pair(&lab, "", "");
-    let client = RequestLoop::start(&lab, SERVICE);
-    std::thread::sleep(Duration::from_millis(300));
-    let stopped = Instant::now();
-    lab.signal(one.process, "-TERM");
-    // The exit is looked for while waiting for the move: it may come first.
-    let mut exited_at = None;
-    let moved = wait_until(Duration::from_secs(6), || {
-        if exited_at.is_none() && lab.exited(one.process).is_some() {
-            exited_at = Some(stopped.elapsed());
-        }
-        client
-            .answers()
-            .iter()
-            .any(|a| a.at > stopped && a.result == Ok(node_ip(2)))
-    })
-    .map(|_| stopped.elapsed());
-    let exited = exited_at.or_else(|| {
-        wait_until(Duration::from_secs(10), || {
-            lab.exited(one.process).is_some()
-        })
-        .map(|_| stopped.elapsed())
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    let answers = client.finish();
-    let failed: Vec<&String> = answers
-        .iter()
-        .filter_map(|a| a.result.as_ref().err())
-        .collect();
-    let slowest = answers.iter().map(|a| a.took).max().unwrap_or_default();
+    let handover = Handover::measure(&lab, one.process, SERVICE, node_ip(2));
+    let Handover {
+        moved,
+        exited,
+        ref answers,
+        ..
+    } = handover;
+    let (failed, slowest) = (handover.failed(), handover.slowest());
     println!(
         "SIGTERM of the master: served by node 2 after {moved:?}; {} of {} requests failed {failed:?}; \
          slowest request {slowest:?}; node 1 exited after {exited:?}",

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::netns::{
-    http_get, http_get_within, node_ip, wait_until, Lab, LabNode, RequestLoop, BRIDGE_IP,
+    http_get, http_get_within, node_ip, wait_until, Handover, Lab, LabNode, BRIDGE_IP,
 };
 
 /// Group A's VIP, at home on node 1; group B's, at home on node 2.
@@ -327,35 +327,14 @@ fn sigterm_hands_a_nodes_vip_and_its_traffic_to_the_other_node() {
     let lab = Arc::new(Lab::new(2));
     let (one, two) = pair(&lab);
 
-    let client = RequestLoop::start(&lab, &format!("{VIP_B}:8080"));
-    std::thread::sleep(Duration::from_millis(300));
-    let stopped = Instant::now();
-    lab.signal(two.process, "-TERM");
-    // The exit is looked for while waiting for the move: it may come first.
-    let mut exited_at = None;
-    let moved = wait_until(Duration::from_secs(6), || {
-        if exited_at.is_none() && lab.exited(two.process).is_some() {
-            exited_at = Some(stopped.elapsed());
-        }
-        client
-            .answers()
-            .iter()
-            .any(|a| a.at > stopped && a.result == Ok(node_ip(1)))
-    })
-    .map(|_| stopped.elapsed());
-    let exited = exited_at.or_else(|| {
-        wait_until(Duration::from_secs(10), || {
-            lab.exited(two.process).is_some()
-        })
-        .map(|_| stopped.elapsed())
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    let answers = client.finish();
-    let failed: Vec<&String> = answers
-        .iter()
-        .filter_map(|a| a.result.as_ref().err())
-        .collect();
-    let slowest = answers.iter().map(|a| a.took).max().unwrap_or_default();
+    let handover = Handover::measure(&lab, two.process, &format!("{VIP_B}:8080"), node_ip(1));
+    let Handover {
+        stopped,
+        moved,
+        exited,
+        ref answers,
+    } = handover;
+    let (failed, slowest) = (handover.failed(), handover.slowest());
     // Until node 2 has given VIP B up, either node may serve it; after,
     // only node 1.
     let gone = stopped + exited.unwrap_or_default();

@@ -456,6 +456,69 @@ impl RequestLoop {
     }
 }
 
+/// What a client loop saw while a node stopped on SIGTERM: how long until
+/// the successor served it, how long until the node exited, and every
+/// answer (until 300 ms after the exit).
+pub struct Handover {
+    /// When SIGTERM was sent.
+    pub stopped: Instant,
+    pub moved: Option<Duration>,
+    pub exited: Option<Duration>,
+    pub answers: Vec<Answer>,
+}
+
+impl Handover {
+    /// Send SIGTERM to the lab's process `stopping` while a request loop
+    /// runs against `service`, and watch `successor` take the service.
+    pub fn measure(lab: &Arc<Lab>, stopping: usize, service: &str, successor: String) -> Handover {
+        let client = RequestLoop::start(lab, service);
+        std::thread::sleep(Duration::from_millis(300));
+        let stopped = Instant::now();
+        lab.signal(stopping, "-TERM");
+        // The exit is looked for while waiting for the move: it may come first.
+        let mut exited_at = None;
+        let moved = wait_until(Duration::from_secs(6), || {
+            if exited_at.is_none() && lab.exited(stopping).is_some() {
+                exited_at = Some(stopped.elapsed());
+            }
+            client
+                .answers()
+                .iter()
+                .any(|a| a.at > stopped && a.result.as_ref() == Ok(&successor))
+        })
+        .map(|_| stopped.elapsed());
+        let exited = exited_at.or_else(|| {
+            wait_until(Duration::from_secs(10), || lab.exited(stopping).is_some())
+                .map(|_| stopped.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let answers = client.finish();
+        Handover {
+            stopped,
+            moved,
+            exited,
+            answers,
+        }
+    }
+
+    /// The requests that failed, with why.
+    pub fn failed(&self) -> Vec<&String> {
+        self.answers
+            .iter()
+            .filter_map(|a| a.result.as_ref().err())
+            .collect()
+    }
+
+    /// The longest a request took.
+    pub fn slowest(&self) -> Duration {
+        self.answers
+            .iter()
+            .map(|a| a.took)
+            .max()
+            .unwrap_or_default()
+    }
+}
+
 impl Drop for RequestLoop {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
