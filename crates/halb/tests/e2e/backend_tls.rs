@@ -24,6 +24,15 @@ async fn tls_backend(
     (Halb::start(&config.to_toml()).await, config)
 }
 
+/// A certificate and key for `backend.test` from a CA of `dir`, and the
+/// pool's `tls` value that trusts that CA and asks for that name.
+fn backend_test_cert(dir: &CertDir) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let authority = dir.ca("good");
+    let (cert, key) = dir.issue(&authority, "backend", &["backend.test"]);
+    let tls = format!("{{ ca = {:?}, sni = \"backend.test\" }}", authority.path);
+    (cert, key, tls)
+}
+
 async fn handshakes(halb: &Halb) -> f64 {
     let metrics = halb.admin_request("GET", "/metrics").await.text();
     metrics
@@ -37,11 +46,9 @@ async fn handshakes(halb: &Halb) -> f64 {
 async fn requests_reach_a_tls_backend_over_pooled_connections_and_checks_pass() {
     let echo = backends::echo_headers().await;
     let dir = CertDir::new();
-    let authority = dir.ca("good");
-    let (cert, key) = dir.issue(&authority, "backend", &["backend.test"]);
+    let (cert, key, tls) = backend_test_cert(&dir);
     let (backend, backend_config) = tls_backend(echo.addr, &cert, &key).await;
 
-    let tls = format!("{{ ca = {:?}, sni = \"backend.test\" }}", authority.path);
     let config = BalancerConfig::http(&[backend_config.listen])
         .pool_key("tls", &tls)
         .http_checks("1s", "1s", 1, 1);
@@ -169,11 +176,9 @@ async fn large_bodies_cross_a_tls_backend_connection_both_ways() {
     let sink = backends::upload_counter().await;
     let source = backends::download(DOWN).await;
     let dir = CertDir::new();
-    let authority = dir.ca("good");
-    let (cert, key) = dir.issue(&authority, "backend", &["backend.test"]);
+    let (cert, key, tls) = backend_test_cert(&dir);
     let (_up, up_config) = tls_backend(sink.addr, &cert, &key).await;
     let (_down, down_config) = tls_backend(source.addr, &cert, &key).await;
-    let tls = format!("{{ ca = {:?}, sni = \"backend.test\" }}", authority.path);
 
     let config = BalancerConfig::http(&[up_config.listen]).pool_key("tls", &tls);
     let _front = Halb::start(&config.to_toml()).await;
@@ -307,11 +312,9 @@ async fn backends_given_by_host_name_are_verified_for_that_name() {
 async fn a_websocket_upgrade_to_a_tls_backend_is_relayed_both_ways() {
     let echo = backends::websocket_echo().await;
     let dir = CertDir::new();
-    let authority = dir.ca("good");
-    let (cert, key) = dir.issue(&authority, "backend", &["backend.test"]);
+    let (cert, key, tls) = backend_test_cert(&dir);
     let (_backend, backend_config) = tls_backend(echo.addr, &cert, &key).await;
 
-    let tls = format!("{{ ca = {:?}, sni = \"backend.test\" }}", authority.path);
     let config = BalancerConfig::http(&[backend_config.listen]).pool_key("tls", &tls);
     let _front = Halb::start(&config.to_toml()).await;
     crate::websocket::upgrade_and_echo(config.listen).await;
