@@ -108,6 +108,7 @@ protocol = "{protocol}"
 pool = "app"
 request_head_timeout = "{CLIENT_TIMEOUT_S}s"
 idle_timeout = "{CLIENT_TIMEOUT_S}s"
+max_connections = {MAX_CONNECTIONS}
 {tls_section}
 [[pool]]
 name = "app"

@@ -10,12 +10,13 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::rc::Weak;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// Descriptors kept back from client connections: the admin API, health
 /// checks, the access log, etcd and peer links need some even when
@@ -34,6 +35,8 @@ pub(crate) struct FdBudget {
     open: AtomicUsize,
     /// Splice pipes open now (two descriptors each).
     pipes: AtomicUsize,
+    /// Backend connections open now (in use or pooled).
+    backends: AtomicUsize,
 }
 
 impl FdBudget {
@@ -49,15 +52,22 @@ impl FdBudget {
             base,
             open: AtomicUsize::new(0),
             pipes: AtomicUsize::new(0),
+            backends: AtomicUsize::new(0),
         }
     }
 
-    /// Whether one more client (and its backend connection) would pass the
-    /// process's cap or, with the splice pipes open now, its descriptors.
+    /// Whether one more client, and a backend connection for it, would
+    /// pass the descriptors left beside the clients, backend connections
+    /// and splice pipes open now.
     fn full(&self) -> bool {
-        let open = self.open.load(Ordering::Relaxed);
-        let pipes = self.pipes.load(Ordering::Relaxed);
-        open >= self.client_cap() || 2 * (open + 1) + 2 * pipes > self.available()
+        self.in_use() + 2 > self.available()
+    }
+
+    /// Descriptors that clients, backend connections and pipes hold now.
+    fn in_use(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+            + self.backends.load(Ordering::Relaxed)
+            + 2 * self.pipes.load(Ordering::Relaxed)
     }
 
     /// What is left for clients, their backends and pipes.
@@ -70,10 +80,10 @@ impl FdBudget {
         MIN_RESERVE.max(self.limit / 16)
     }
 
-    /// Client connections the process takes at most, over all listeners,
-    /// and a listener's `max_connections` when unset: each client may hold
-    /// a backend connection too, so half of what the descriptors held at
-    /// start and the reserve leave.
+    /// A listener's `max_connections` when unset: each client may hold a
+    /// backend connection too, so half of what the descriptors held at
+    /// start and the reserve leave. A listener given more takes more while
+    /// descriptors really remain (idle clients hold no backend).
     pub fn client_cap(&self) -> usize {
         (self.available() / 2).max(1)
     }
@@ -86,12 +96,14 @@ impl FdBudget {
 pub(crate) struct PipeTicket(());
 
 impl PipeTicket {
-    /// `None` when a pipe would eat into what clients may need.
+    /// `None` when a pipe would eat into what clients may need: a backend
+    /// connection for each of them.
     pub fn take() -> Option<PipeTicket> {
         let budget = budget();
-        let pipes = budget.pipes.fetch_add(1, Ordering::Relaxed) + 1;
+        budget.pipes.fetch_add(1, Ordering::Relaxed);
         let clients = budget.open.load(Ordering::Relaxed);
-        if 2 * clients + 2 * pipes > budget.available() {
+        let backends = budget.backends.load(Ordering::Relaxed);
+        if budget.in_use() + clients.saturating_sub(backends) > budget.available() {
             budget.pipes.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
@@ -102,6 +114,24 @@ impl PipeTicket {
 impl Drop for PipeTicket {
     fn drop(&mut self) {
         budget().pipes.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A backend connection's descriptor, counted while it is open, so that
+/// the process's cap knows what its clients really hold.
+#[derive(Debug)]
+pub(crate) struct BackendDescriptor(());
+
+impl BackendDescriptor {
+    pub fn count() -> BackendDescriptor {
+        budget().backends.fetch_add(1, Ordering::Relaxed);
+        BackendDescriptor(())
+    }
+}
+
+impl Drop for BackendDescriptor {
+    fn drop(&mut self) {
+        budget().backends.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -188,7 +218,8 @@ impl Drop for AdmissionTicket {
 }
 
 thread_local! {
-    /// This worker's idle client connections, oldest first.
+    /// This worker's idle client connections, by when their idle timeout
+    /// ends.
     static IDLE: IdleClients = IdleClients::default();
 }
 
@@ -196,17 +227,31 @@ thread_local! {
 pub(crate) trait Evict {
     /// Close now (the connection's own task sees its end and cleans up).
     fn evict(&self);
+    /// Its idle timeout has passed, or its listener is closing: wake its
+    /// task, which closes the connection as it closes any idle one.
+    fn end_idle(&self, why: IdleEnd);
+}
+
+/// Why an idle connection's wait ends from outside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IdleEnd {
+    TimedOut,
+    Closing,
 }
 
 /// Idle client connections (nothing in flight, waiting for a request) of
-/// one worker, by when they went idle: the ones to close first when
-/// descriptors run short.
+/// one worker, by the end of their idle timeout: the ones to close first
+/// when descriptors run short, and the ones [`expire_idle`] closes when
+/// their time comes. An idle connection's task then holds no timer and no
+/// wait on its listener's close: a pointer and a readiness poll.
 #[derive(Default)]
 struct IdleClients {
     next: Cell<u64>,
-    /// By age: the listener (its [`ListenerAdmission::key`]) and the
-    /// connection.
-    entries: RefCell<BTreeMap<u64, IdleClient>>,
+    /// By deadline, then arrival: the listener (its
+    /// [`ListenerAdmission::key`]) and the connection.
+    entries: RefCell<BTreeMap<(Instant, u64), IdleClient>>,
+    /// Wakes [`expire_idle`] when a new first deadline comes.
+    earlier: Rc<Notify>,
 }
 
 /// An idle connection: its listener's [`ListenerAdmission::key`], and it.
@@ -215,24 +260,33 @@ type IdleClient = (usize, Weak<dyn Evict>);
 /// A connection's place among the idle ones, held by the connection (not
 /// its task, which stays small): empty while it is busy.
 #[derive(Default)]
-pub(crate) struct IdleEntry(Cell<Option<u64>>);
+pub(crate) struct IdleEntry(Cell<Option<(Instant, u64)>>);
 
 impl IdleEntry {
-    /// The connection went idle: it may be evicted from now on.
-    pub fn start(&self, listener: usize, connection: Weak<dyn Evict>) {
+    /// The connection went idle until `deadline`: it may be evicted from
+    /// now on, and is told to end at `deadline`.
+    pub fn start(&self, listener: usize, connection: Weak<dyn Evict>, deadline: Instant) {
         self.end();
         IDLE.with(|idle| {
             let id = idle.next.get();
             idle.next.set(id + 1);
-            idle.entries.borrow_mut().insert(id, (listener, connection));
-            self.0.set(Some(id));
+            let mut entries = idle.entries.borrow_mut();
+            let first = entries
+                .keys()
+                .next()
+                .is_none_or(|(first, _)| deadline < *first);
+            entries.insert((deadline, id), (listener, connection));
+            self.0.set(Some((deadline, id)));
+            if first {
+                idle.earlier.notify_one();
+            }
         });
     }
 
     /// The connection is busy again (or closing).
     pub fn end(&self) {
-        if let Some(id) = self.0.take() {
-            let _ = IDLE.try_with(|idle| idle.entries.borrow_mut().remove(&id));
+        if let Some(key) = self.0.take() {
+            let _ = IDLE.try_with(|idle| idle.entries.borrow_mut().remove(&key));
         }
     }
 }
@@ -243,20 +297,27 @@ impl Drop for IdleEntry {
     }
 }
 
+/// Take this worker's first idle entry (of the listener `only`, if given)
+/// that `pick` accepts, out of the table.
+fn take_idle(only: Option<usize>, pick: impl Fn(Instant) -> bool) -> Option<Weak<dyn Evict>> {
+    IDLE.with(|idle| {
+        let mut entries = idle.entries.borrow_mut();
+        let key = entries
+            .iter()
+            .find(|(_, (listener, _))| only.is_none_or(|only| only == *listener))
+            .map(|(key, _)| *key)
+            .filter(|(deadline, _)| pick(*deadline))?;
+        entries.remove(&key).map(|(_, connection)| connection)
+    })
+}
+
 /// Close the oldest idle client connections of this worker (of the
-/// listener `only`, if given), up to `count`; how many were closed.
+/// listener `only`, if given), up to `count`; how many were closed. The
+/// first to go are the nearest to their idle timeout.
 pub(crate) fn evict_oldest_idle(count: usize, only: Option<usize>) -> usize {
     let mut evicted = 0;
     while evicted < count {
-        let next = IDLE.with(|idle| {
-            let mut entries = idle.entries.borrow_mut();
-            let id = entries
-                .iter()
-                .find(|(_, (listener, _))| only.is_none_or(|only| only == *listener))
-                .map(|(id, _)| *id)?;
-            entries.remove(&id)
-        });
-        let Some((_, connection)) = next else {
+        let Some(connection) = take_idle(only, |_| true) else {
             break;
         };
         if let Some(connection) = connection.upgrade() {
@@ -265,6 +326,41 @@ pub(crate) fn evict_oldest_idle(count: usize, only: Option<usize>) -> usize {
         }
     }
     evicted
+}
+
+/// Tell this worker's idle connections of `listener` to close now: it
+/// is closing. Connections busy now see it when they are done.
+pub(crate) fn end_idle_of(listener: usize) {
+    while let Some(connection) = take_idle(Some(listener), |_| true) {
+        if let Some(connection) = connection.upgrade() {
+            connection.end_idle(IdleEnd::Closing);
+        }
+    }
+}
+
+/// Run for the worker's life: end this worker's idle connections as their
+/// idle timeouts pass, with one timer for all of them.
+pub(crate) async fn expire_idle() {
+    let earlier = IDLE.with(|idle| idle.earlier.clone());
+    loop {
+        let first = IDLE.with(|idle| idle.entries.borrow().keys().next().map(|(d, _)| *d));
+        match first {
+            None => earlier.notified().await,
+            Some(deadline) if deadline > Instant::now() => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {}
+                    _ = earlier.notified() => {}
+                }
+            }
+            Some(_) => {}
+        }
+        let now = Instant::now();
+        while let Some(connection) = take_idle(None, |deadline| deadline <= now) {
+            if let Some(connection) = connection.upgrade() {
+                connection.end_idle(IdleEnd::TimedOut);
+            }
+        }
+    }
 }
 
 /// Whether this worker has an idle client connection to close (of the
@@ -357,6 +453,7 @@ mod tests {
             base: 50,
             open: AtomicUsize::new(0),
             pipes: AtomicUsize::new(0),
+            backends: AtomicUsize::new(0),
         };
         assert_eq!(budget.reserve(), 1_250);
         assert_eq!(budget.client_cap(), 9_350);
@@ -365,9 +462,30 @@ mod tests {
             base: 50,
             open: AtomicUsize::new(0),
             pipes: AtomicUsize::new(0),
+            backends: AtomicUsize::new(0),
         };
         assert_eq!(small.reserve(), 64);
         assert_eq!(small.client_cap(), 455);
+    }
+
+    #[test]
+    fn the_process_cap_counts_the_descriptors_really_held() {
+        let budget = FdBudget {
+            limit: 20_000,
+            base: 50,
+            open: AtomicUsize::new(10_000),
+            pipes: AtomicUsize::new(0),
+            backends: AtomicUsize::new(0),
+        };
+        // 10,000 idle clients (more than the default cap of 9,350) hold
+        // no backend: one more still fits.
+        assert!(!budget.full());
+        budget.backends.store(8_000, Ordering::Relaxed);
+        budget.pipes.store(349, Ordering::Relaxed);
+        assert_eq!(budget.in_use(), 18_698);
+        assert!(!budget.full(), "18,700 of 18,700 once the next one is in");
+        budget.pipes.store(350, Ordering::Relaxed);
+        assert!(budget.full());
     }
 
     #[test]
@@ -384,6 +502,7 @@ mod tests {
     #[derive(Default)]
     struct Client {
         evicted: Cell<bool>,
+        ended: Cell<Option<IdleEnd>>,
         idle: IdleEntry,
     }
 
@@ -391,6 +510,15 @@ mod tests {
         fn evict(&self) {
             self.evicted.set(true);
         }
+
+        fn end_idle(&self, why: IdleEnd) {
+            self.ended.set(Some(why));
+        }
+    }
+
+    fn go_idle(client: &Rc<Client>, listener: usize, deadline: Instant) {
+        let weak: Weak<dyn Evict> = Rc::downgrade(&(client.clone() as Rc<dyn Evict>));
+        client.idle.start(listener, weak, deadline);
     }
 
     #[test]
@@ -400,9 +528,9 @@ mod tests {
             Rc::new(Client::default()),
             Rc::new(Client::default()),
         );
+        let deadline = Instant::now() + Duration::from_secs(60);
         for client in [&first, &second, &third] {
-            let weak: Weak<dyn Evict> = Rc::downgrade(&(client.clone() as Rc<dyn Evict>));
-            client.idle.start(1, weak);
+            go_idle(client, 1, deadline);
         }
         assert_eq!(idle_count(), 3);
         // Busy again: no longer a candidate.
@@ -418,6 +546,41 @@ mod tests {
         drop(third);
         assert_eq!(idle_count(), 0, "a connection that goes leaves the table");
         assert_eq!(evict_oldest_idle(4, None), 0);
+    }
+
+    /// One timer per worker ends each idle connection at its deadline, in
+    /// deadline order, whatever order they went idle in; a closing
+    /// listener's idle connections end at once, the others' stay.
+    #[tokio::test]
+    async fn idle_connections_end_at_their_deadlines_and_when_their_listener_closes() {
+        let expiring = tokio::task::LocalSet::new();
+        expiring
+            .run_until(async {
+                tokio::task::spawn_local(expire_idle());
+                let now = Instant::now();
+                let (late, early, other) = (
+                    Rc::new(Client::default()),
+                    Rc::new(Client::default()),
+                    Rc::new(Client::default()),
+                );
+                go_idle(&late, 1, now + Duration::from_secs(60));
+                go_idle(&early, 1, now + Duration::from_millis(200));
+                go_idle(&other, 2, now + Duration::from_millis(1_000));
+                tokio::task::yield_now().await;
+                assert_eq!(early.ended.get(), None);
+                tokio::time::sleep_until(now + Duration::from_millis(600)).await;
+                assert_eq!(early.ended.get(), Some(IdleEnd::TimedOut));
+                assert_eq!(other.ended.get(), None);
+                assert_eq!(late.ended.get(), None);
+                end_idle_of(1);
+                assert_eq!(late.ended.get(), Some(IdleEnd::Closing));
+                assert_eq!(other.ended.get(), None);
+                assert_eq!(idle_count(), 1);
+                tokio::time::sleep_until(now + Duration::from_millis(1_500)).await;
+                assert_eq!(other.ended.get(), Some(IdleEnd::TimedOut));
+                assert_eq!(idle_count(), 0);
+            })
+            .await;
     }
 
     #[tokio::test]

@@ -63,6 +63,7 @@ pub(crate) async fn serve(client: TcpStream, peer: SocketAddr, listener: Arc<Lis
         let connect = TcpStream::connect(backend.address);
         match tokio::time::timeout(pool.config.connect_timeout, connect).await {
             Ok(Ok(upstream)) => {
+                let _descriptor = crate::admission::BackendDescriptor::count();
                 connect_time = Some(connecting.elapsed());
                 route.backends[index].connections.inc();
                 pool.record_outcome(backend, false);

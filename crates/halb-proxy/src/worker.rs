@@ -46,6 +46,8 @@ pub(crate) fn run(index: usize, mut commands: mpsc::UnboundedReceiver<WorkerComm
     local.block_on(&runtime, async move {
         let upstream = Rc::new(UpstreamPool::default());
         let open = Rc::new(Cell::new(0usize));
+        // Idle client connections end through this, not timers of their own.
+        tokio::task::spawn_local(crate::admission::expire_idle());
         while let Some(command) = commands.recv().await {
             match command {
                 WorkerCommand::Listen { context, socket } => match TcpListener::from_std(socket) {
@@ -78,6 +80,15 @@ async fn accept_loop(
 ) {
     let mut closing = context.stopped();
     let mut backoff = MIN_BACKOFF;
+    // The listener's idle HTTP clients on this worker close when it says
+    // open connections are to finish (busy ones see it when done).
+    let mut finishing = context.closing();
+    let key = context.admission.key();
+    tokio::task::spawn_local(async move {
+        if finishing.wait_for(|finish| *finish).await.is_ok() {
+            crate::admission::end_idle_of(key);
+        }
+    });
     loop {
         let max_connections = context.config.load().connection.max_connections;
         let full = context.admission.full(max_connections);
@@ -172,15 +183,19 @@ fn spawn_connection(
     match context.protocol {
         Protocol::Http => {
             let upstream = upstream.clone();
-            tokio::task::spawn_local(async move {
+            // Boxed, and gone once the connection is open: what it holds
+            // (the socket before its transport, the PROXY header's work) is
+            // no part of the connection's task for its life.
+            let opening = Box::pin(async move {
                 // A PROXY header comes before the TLS handshake.
-                if let Some((peer, slot)) = crate::edge::open(&stream, peer, &context).await {
-                    if let Some(transport) = client_transport(stream, &context) {
-                        crate::http::serve(transport, peer, context, upstream).await;
-                    }
-                    drop(slot);
+                let (peer, slot) = crate::edge::open(&stream, peer, &context).await?;
+                let transport = client_transport(stream, &context)?;
+                Some((transport, peer, context, slot))
+            });
+            tokio::task::spawn_local(async move {
+                if let Some((transport, peer, context, slot)) = opening.await {
+                    crate::http::serve(transport, peer, context, upstream, (slot, guard)).await;
                 }
-                drop(guard);
             });
         }
         Protocol::Tcp => {

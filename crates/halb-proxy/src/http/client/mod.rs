@@ -35,6 +35,7 @@ pub(crate) use crate::transport::BackendStream;
 pub(crate) use request_body::RequestBody;
 
 use super::arena::carve;
+use crate::admission::BackendDescriptor;
 use crate::error::ProxyError;
 use upload::UploadError;
 
@@ -71,6 +72,8 @@ pub(crate) struct BackendConnection {
     buf: BytesMut,
     /// The last read emptied the socket.
     drained: bool,
+    /// Counted in the process's descriptor budget while open.
+    descriptor: BackendDescriptor,
 }
 
 /// What a backend's early bytes say while the request body is being sent.
@@ -118,6 +121,7 @@ impl BackendConnection {
             tls_id,
             buf: BytesMut::new(),
             drained: true,
+            descriptor: BackendDescriptor::count(),
         }
     }
 
@@ -344,9 +348,10 @@ impl BackendConnection {
         }
     }
 
-    /// The stream and any bytes read past the `101` head, for a tunnel.
-    pub(crate) fn into_tunnel(self) -> (BackendStream, BytesMut) {
-        (self.stream, self.buf)
+    /// The stream and any bytes read past the `101` head, for a tunnel,
+    /// and the stream's place in the descriptor budget.
+    pub(crate) fn into_tunnel(self) -> (BackendStream, BytesMut, BackendDescriptor) {
+        (self.stream, self.buf, self.descriptor)
     }
 
     /// The backend's socket when a body can be spliced from it.

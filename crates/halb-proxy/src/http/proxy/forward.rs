@@ -258,11 +258,12 @@ impl Handler {
                                 "101 Switching Protocols to a request that asked for no upgrade",
                             )));
                         }
-                        let (stream, early) = connection.into_tunnel();
+                        let (stream, early, descriptor) = connection.into_tunnel();
                         let upgrade = BackendUpgrade {
                             stream,
                             early,
                             in_flight,
+                            descriptor,
                         };
                         return Ok(Forwarded::Upgraded(status, fields, upgrade));
                     }

@@ -25,14 +25,16 @@ use crate::transport::Transport;
 use forward::Handler;
 
 /// Serve one client connection: the server side's loop, answering with
-/// the proxy logic, for the listener's settings when it opened. Not an
-/// `async fn`: the connection's future is the server loop's alone (an
-/// idle connection's cost is mostly that future's size).
+/// the proxy logic, for the listener's settings when it opened; `hold` is
+/// kept while it lives. Not an `async fn`: the connection's future is the
+/// server loop's alone (an idle connection's cost is mostly that future's
+/// size).
 pub(crate) fn serve(
     transport: Transport,
     peer: SocketAddr,
     listener: Arc<ListenerContext>,
     upstream: Rc<UpstreamPool>,
+    hold: impl Sized + 'static,
 ) -> impl Future<Output = ()> {
     let config = listener.config.load_full();
     let closing = listener.closing();
@@ -45,5 +47,5 @@ pub(crate) fn serve(
         client: std::cell::OnceCell::new(),
         reset: std::cell::Cell::new(false),
     };
-    server::serve(transport, handler, closing)
+    server::serve(transport, handler, closing, hold)
 }

@@ -16,7 +16,6 @@ mod write;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -32,6 +31,7 @@ pub(crate) use service::{BackendUpgrade, ClientRequest, Reply, ReplyBody, Servic
 
 use super::arena::carve;
 use super::codec::request::{self as head, RequestHead};
+use crate::admission::IdleEnd;
 use crate::error::ProxyError;
 use crate::transport::Transport;
 use write::{Answering, Outgoing, Written};
@@ -68,6 +68,10 @@ pub(crate) struct ClientConnection {
     idle: crate::admission::IdleEntry,
     /// No request head has been read yet (an h2c preface may come).
     first_head: Cell<bool>,
+    /// Turns true when open connections are to finish and close.
+    closing: watch::Receiver<bool>,
+    /// Why the idle wait was ended from outside (see `admission`).
+    idle_ended: Cell<Option<IdleEnd>>,
 }
 
 impl crate::admission::Evict for ClientConnection {
@@ -77,10 +81,19 @@ impl crate::admission::Evict for ClientConnection {
         tracing::debug!("idle client connection closed to free a descriptor");
         let _ = rustix::net::shutdown(self.stream.tcp(), rustix::net::Shutdown::Both);
     }
+
+    /// The idle timeout passed or the listener closes: the task waits for
+    /// readiness, which shutting the reading half down brings (nothing is
+    /// sent); it then closes the connection as it closes any idle one (TLS
+    /// with its `close_notify`).
+    fn end_idle(&self, why: IdleEnd) {
+        self.idle_ended.set(Some(why));
+        let _ = rustix::net::shutdown(self.stream.tcp(), rustix::net::Shutdown::Read);
+    }
 }
 
 impl ClientConnection {
-    fn new(stream: Transport) -> Self {
+    fn new(stream: Transport, closing: watch::Receiver<bool>) -> Self {
         ClientConnection {
             stream,
             buf: RefCell::new(BytesMut::new()),
@@ -89,6 +102,8 @@ impl ClientConnection {
             body_waker: Cell::new(None),
             idle: Default::default(),
             first_head: Cell::new(true),
+            closing,
+            idle_ended: Cell::new(None),
         }
     }
 
@@ -167,24 +182,48 @@ enum Next {
 /// Serve one client connection until it closes, times out, or its
 /// listener closes (`closing` turns true: reload, shutdown): then an idle
 /// connection closes at once and a busy one finishes its response, saying
-/// `Connection: close`.
-pub(crate) fn serve<S: Service + 'static>(
+/// `Connection: close`. `hold` is kept as long as the connection.
+///
+/// Not an `async fn`, and the connection lives in an `Rc`: the future an
+/// idle connection's task holds is a pointer, the handler, `hold` and a
+/// readiness poll. Its idle timeout and its listener's close come through
+/// the worker's table of idle connections (`admission`), not a timer and a
+/// channel wait of its own.
+pub(crate) fn serve<S: Service + 'static, H: 'static>(
     stream: Transport,
     handler: S,
     closing: watch::Receiver<bool>,
+    hold: H,
 ) -> impl Future<Output = ()> {
-    serve_http1(stream, handler, closing, false)
+    let tls = matches!(stream, Transport::Tls(_));
+    let connection = Rc::new(ClientConnection::new(stream, closing));
+    async move {
+        if tls {
+            // Boxed: a plain connection's future does not carry the TLS one.
+            match Box::pin(handshake(&connection, &handler)).await {
+                Handshake::Failed => return,
+                Handshake::Http2 => return Box::pin(serve_h2(connection, handler)).await,
+                Handshake::Http1 => {}
+            }
+        }
+        if let Some(connection) = serve_http1(connection, &handler).await {
+            Box::pin(serve_h2(connection, handler)).await;
+        }
+        drop(hold);
+    }
 }
 
-/// A TLS connection: the handshake (within `request_head_timeout`), then
-/// HTTP/2 if ALPN chose it, else HTTP/1.1.
-async fn serve_tls<S: Service + 'static>(
-    stream: Transport,
-    handler: S,
-    closing: watch::Receiver<bool>,
-) {
-    let Transport::Tls(tls) = &stream else {
-        return;
+enum Handshake {
+    Failed,
+    Http1,
+    Http2,
+}
+
+/// A TLS connection's handshake (within `request_head_timeout`), and what
+/// ALPN chose.
+async fn handshake<S: Service>(connection: &ClientConnection, handler: &S) -> Handshake {
+    let Transport::Tls(tls) = &connection.stream else {
+        return Handshake::Http1;
     };
     let handshake = async {
         loop {
@@ -194,7 +233,7 @@ async fn serve_tls<S: Service + 'static>(
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
-            stream.readable().await?;
+            connection.stream.readable().await?;
         }
     };
     let limit = handler.limits().request_head_timeout;
@@ -202,121 +241,96 @@ async fn serve_tls<S: Service + 'static>(
         Ok(Ok(())) => {}
         Ok(Err(error)) => {
             tracing::debug!(peer = %handler.peer(), %error, "TLS handshake failed");
-            return;
+            return Handshake::Failed;
         }
         Err(_) => {
             tracing::debug!(peer = %handler.peer(), "TLS handshake not done in time");
-            return;
+            return Handshake::Failed;
         }
     }
     if tls.agreed(b"h2") {
-        let io = crate::transport::async_io::TransportIo::new(stream, BytesMut::new());
-        return h2::serve(io, Rc::new(handler), closing).await;
+        Handshake::Http2
+    } else {
+        Handshake::Http1
     }
-    let http1: Pin<Box<dyn Future<Output = ()>>> =
-        Box::pin(serve_http1(stream, handler, closing, true));
-    http1.await
 }
 
-/// The HTTP/1.1 connection loop; first the TLS handshake (and HTTP/2 if
-/// it chose that) unless `handshaken`.
-async fn serve_http1<S: Service + 'static>(
-    stream: Transport,
-    handler: S,
-    closing: watch::Receiver<bool>,
-    handshaken: bool,
-) {
-    if !handshaken && matches!(stream, Transport::Tls(_)) {
-        // Boxed: a plain connection's future does not carry the TLS one.
-        return Box::pin(serve_tls(stream, handler, closing)).await;
-    }
+/// HTTP/2 on the connection (ALPN, or h2c with prior knowledge): the
+/// buffered bytes go first.
+async fn serve_h2<S: Service + 'static>(connection: Rc<ClientConnection>, handler: S) {
+    let Ok(connection) = Rc::try_unwrap(connection) else {
+        return;
+    };
+    let closing = connection.closing.clone();
+    let early = connection.buf.into_inner();
+    let io = crate::transport::async_io::TransportIo::new(connection.stream, early);
+    h2::serve(io, Rc::new(handler), closing).await
+}
+
+/// The HTTP/1.1 connection loop; the connection back when the client
+/// opened with the HTTP/2 preface (h2c with prior knowledge, the preface
+/// in the buffer).
+async fn serve_http1<S: Service>(
+    connection: Rc<ClientConnection>,
+    handler: &S,
+) -> Option<Rc<ClientConnection>> {
     let idle_timeout = handler.limits().idle_timeout;
-    let peer = handler.peer();
-    // One wait for the close for the connection's life, registered once
-    // (a new wait at each idle spell would lock the channel twice).
-    let mut watch = closing.clone();
-    let closed = watch.changed();
-    tokio::pin!(closed);
-    let connection = Rc::new(ClientConnection::new(stream));
-    // One timer for the connection's life, pushed back at each idle spell
-    // (cheaper than a new timer per request).
-    let idle = tokio::time::sleep(idle_timeout);
-    tokio::pin!(idle);
-    let mut idle_since = None;
+    // The first idle spell: from the connection's start to its first byte.
+    let mut deadline = Instant::now() + idle_timeout;
     let next = loop {
-        if *closing.borrow() {
+        if *connection.closing.borrow() {
             break Next::Close { linger: false };
         }
-        if let Some(since) = idle_since.take() {
-            idle.as_mut().reset(since + idle_timeout);
-        }
-        // Idle: among the first to close when descriptors run short.
-        let admission = handler.idle_group();
-        connection
-            .idle
-            .start(admission, Rc::downgrade(&connection) as _);
-        tokio::select! {
-            biased;
-            // Only closing is ever sent: any change means it.
-            _ = &mut closed => break Next::Close { linger: false },
-            readable = connection.stream.readable() => {
-                if readable.is_err() {
-                    break Next::Close { linger: false };
-                }
-            }
-            _ = &mut idle => {
-                tracing::debug!(%peer, "client connection idle too long");
-                break Next::Close { linger: false };
-            }
-        }
-        connection.idle.end();
-        // The busy part is boxed: an idle connection's task stays small.
-        let busy = serve_busy(
-            &connection,
-            &handler,
-            &closing,
-            idle.as_mut(),
-            closed.as_mut(),
+        // Idle: among the first to close when descriptors run short, and
+        // told when its time is up or its listener closes.
+        connection.idle.start(
+            handler.idle_group(),
+            Rc::downgrade(&connection) as _,
+            deadline,
         );
-        match Box::pin(busy).await {
-            Next::Idle { since } => idle_since = since,
+        let readable = connection.stream.readable().await;
+        connection.idle.end();
+        if readable.is_err() {
+            break Next::Close { linger: false };
+        }
+        if let Some(why) = connection.idle_ended.get() {
+            if why == IdleEnd::TimedOut {
+                tracing::debug!(peer = %handler.peer(), "client connection idle too long");
+            }
+            break Next::Close { linger: false };
+        }
+        // The busy part is boxed: an idle connection's task stays small.
+        match Box::pin(serve_busy(&connection, handler)).await {
+            Next::Idle { since: Some(since) } => deadline = since + idle_timeout,
+            Next::Idle { since: None } => {}
             next => break next,
         }
     };
     match next {
         Next::Tunnel(upgrade) => {
-            return Box::pin(tunnel::tunnel(connection, upgrade, idle_timeout)).await
+            Box::pin(tunnel::tunnel(connection, upgrade, idle_timeout)).await;
+            return None;
         }
-        Next::Http2 => {
-            // h2c with prior knowledge: the preface is in the buffer.
-            let Ok(connection) = Rc::try_unwrap(connection) else {
-                return;
-            };
-            let early = connection.buf.into_inner();
-            let io = crate::transport::async_io::TransportIo::new(connection.stream, early);
-            return Box::pin(h2::serve(io, Rc::new(handler), closing)).await;
-        }
+        Next::Http2 => return Some(connection),
         Next::Close { linger: true } => Box::pin(linger(&connection)).await,
         _ => connection.stream.close(),
     }
     connection.abandon_body();
+    None
 }
 
 /// Serve requests while the client keeps sending them; return when the
-/// connection has been idle for [`BUSY_GRACE`] or must close. `idle` is the
-/// connection's idle timer and `closed` its wait for the listener's close,
-/// lent for the grace.
-async fn serve_busy<S: Service>(
-    connection: &Rc<ClientConnection>,
-    handler: &S,
-    closing: &watch::Receiver<bool>,
-    mut idle: Pin<&mut Sleep>,
-    mut closed: Pin<&mut dyn Future<Output = Result<(), watch::error::RecvError>>>,
-) -> Next {
+/// connection has been idle for [`BUSY_GRACE`] or must close. A listener
+/// closing during the grace is seen when it ends (or at the next
+/// response, which says `Connection: close`).
+async fn serve_busy<S: Service>(connection: &Rc<ClientConnection>, handler: &S) -> Next {
     let limits = handler.limits();
+    let closing = &connection.closing;
     let mut out = Outgoing::default();
     // When the last response was done; `None` until one is.
     let mut done_at = None;
+    // The grace's timer, made at the first grace of this busy spell.
+    let mut grace = std::pin::pin!(None::<Sleep>);
     loop {
         let head = match read_head(connection, limits).await {
             Ok(Some(head)) => head,
@@ -426,17 +440,22 @@ async fn serve_busy<S: Service>(
             // request soon (most, under load) costs no new busy future.
             let since = Instant::now();
             done_at = Some(since);
-            idle.as_mut()
-                .reset(since + BUSY_GRACE.min(limits.idle_timeout));
+            let until = since + BUSY_GRACE.min(limits.idle_timeout);
+            match grace.as_mut().as_pin_mut() {
+                Some(timer) => timer.reset(until),
+                None => grace.set(Some(tokio::time::sleep_until(until))),
+            }
+            let Some(timer) = grace.as_mut().as_pin_mut() else {
+                return Next::Idle { since: done_at };
+            };
             tokio::select! {
                 biased;
-                _ = closed.as_mut() => return Next::Close { linger: false },
                 readable = connection.stream.readable() => {
                     if readable.is_err() {
                         return Next::Close { linger: false };
                     }
                 }
-                _ = idle.as_mut() => return Next::Idle { since: done_at },
+                _ = timer => return Next::Idle { since: done_at },
             }
         }
     }
@@ -571,9 +590,9 @@ mod tests {
             None,
         ));
         let stream = crate::transport::Transport::Plain(stream);
-        let serving = crate::http::serve(stream, peer, context, Rc::new(Default::default()));
+        let serving = crate::http::serve(stream, peer, context, Rc::new(Default::default()), ());
         let size = std::mem::size_of_val(&serving);
         println!("the connection future takes {size} bytes");
-        assert!(size <= 832, "the connection future takes {size} bytes");
+        assert!(size <= 320, "the connection future takes {size} bytes");
     }
 }

@@ -87,4 +87,5 @@ pub(crate) struct BackendUpgrade {
     pub(crate) stream: crate::transport::BackendStream,
     pub(crate) early: bytes::BytesMut,
     pub(crate) in_flight: crate::state::InFlight,
+    pub(crate) descriptor: crate::admission::BackendDescriptor,
 }

@@ -22,6 +22,7 @@ pub(super) async fn tunnel(
         stream: backend,
         early: from_backend,
         in_flight,
+        descriptor: _descriptor,
     } = upgrade;
     let Ok(connection) = Rc::try_unwrap(connection) else {
         tracing::debug!("upgrade with a request body still pending; closing");
