@@ -56,11 +56,20 @@ impl FdBudget {
         }
     }
 
-    /// Whether one more client, and a backend connection for it, would
-    /// pass the descriptors left beside the clients, backend connections
-    /// and splice pipes open now.
-    fn full(&self) -> bool {
-        self.in_use() + 2 > self.available()
+    /// Whether one more client would pass the process's cap. By default
+    /// each client counts with a backend connection, held or not (a TCP
+    /// relay's comes right after its accept), so clients stop at
+    /// [`client_cap`](Self::client_cap). For a listener set above that
+    /// (`beyond_default`), the descriptors really held count: clients,
+    /// backend connections and pipes, with room left for one more client
+    /// and its backend connection.
+    fn full(&self, beyond_default: bool) -> bool {
+        if beyond_default {
+            return self.in_use() + 2 > self.available();
+        }
+        let open = self.open.load(Ordering::Relaxed);
+        let pipes = self.pipes.load(Ordering::Relaxed);
+        open >= self.client_cap() || 2 * (open + 1) + 2 * pipes > self.available()
     }
 
     /// Descriptors that clients, backend connections and pipes hold now.
@@ -171,11 +180,12 @@ impl ListenerAdmission {
     /// process's (any idle client does), `None` neither.
     pub fn full(&self, max_connections: Option<usize>) -> Option<Option<usize>> {
         let budget = budget();
-        let cap = max_connections.unwrap_or_else(|| budget.client_cap());
+        let default = budget.client_cap();
+        let cap = max_connections.unwrap_or(default);
         if self.open.load(Ordering::Relaxed) >= cap {
             return Some(Some(self.key()));
         }
-        budget.full().then_some(None)
+        budget.full(cap > default).then_some(None)
     }
 
     /// Tells this listener's idle connections from others'.
@@ -479,13 +489,17 @@ mod tests {
         };
         // 10,000 idle clients (more than the default cap of 9,350) hold
         // no backend: one more still fits.
-        assert!(!budget.full());
+        assert!(!budget.full(true));
+        assert!(budget.full(false), "past the default cap");
         budget.backends.store(8_000, Ordering::Relaxed);
         budget.pipes.store(349, Ordering::Relaxed);
         assert_eq!(budget.in_use(), 18_698);
-        assert!(!budget.full(), "18,700 of 18,700 once the next one is in");
+        assert!(
+            !budget.full(true),
+            "18,700 of 18,700 once the next one is in"
+        );
         budget.pipes.store(350, Ordering::Relaxed);
-        assert!(budget.full());
+        assert!(budget.full(true));
     }
 
     #[test]
